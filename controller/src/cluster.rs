@@ -1,0 +1,338 @@
+//! The observed cluster, reduced to what the planner decides on.
+//!
+//! Conversion from the engine's JSON (bollard's models) happens here, once, so the planner
+//! never sees `Option`s of the wire format.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bollard::models::{
+    Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Reachability, Task, TaskState,
+};
+use serde::Serialize;
+
+use crate::marks::{Mark, MarkError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Manager,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's scheduling availability, as the admin or the operator set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Availability::Active),
+            "pause" => Some(Availability::Pause),
+            "drain" => Some(Availability::Drain),
+            _ => None,
+        }
+    }
+
+    pub fn to_engine(self) -> NodeSpecAvailabilityEnum {
+        match self {
+            Availability::Active => NodeSpecAvailabilityEnum::ACTIVE,
+            Availability::Pause => NodeSpecAvailabilityEnum::PAUSE,
+            Availability::Drain => NodeSpecAvailabilityEnum::DRAIN,
+        }
+    }
+}
+
+impl fmt::Display for Availability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The node's status as the managers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Ready,
+    Down,
+    /// Reported by a new raft leader for every node right after a leader change: not a down node.
+    Unknown,
+    Disconnected,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Down => "down",
+            State::Unknown => "unknown",
+            State::Disconnected => "disconnected",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One node, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub hostname: String,
+    pub role: Role,
+    pub leader: bool,
+    pub availability: Availability,
+    pub state: State,
+    /// For managers: whether raft reaches it.
+    pub reachable: bool,
+    pub engine_version: String,
+    pub addr: String,
+    /// `Spec.Labels`: the admin's labels and the operator's marks.
+    pub labels: BTreeMap<String, String>,
+    /// `Version.Index`: an update must name it, and fails if it is stale.
+    pub version_index: u64,
+}
+
+impl NodeView {
+    pub fn from_engine(node: &Node) -> Result<Self, ConversionError> {
+        let id = node.id.clone().ok_or(ConversionError::Missing("ID"))?;
+        let spec = node.spec.as_ref().ok_or(ConversionError::Missing("Spec"))?;
+        let description = node.description.as_ref();
+        let hostname = description
+            .and_then(|d| d.hostname.clone())
+            .unwrap_or_else(|| id.clone());
+        let role = match spec.role {
+            Some(NodeSpecRoleEnum::MANAGER) => Role::Manager,
+            _ => Role::Worker,
+        };
+        let availability = match spec.availability {
+            Some(NodeSpecAvailabilityEnum::PAUSE) => Availability::Pause,
+            Some(NodeSpecAvailabilityEnum::DRAIN) => Availability::Drain,
+            _ => Availability::Active,
+        };
+        let status = node.status.as_ref();
+        let state = match status.and_then(|s| s.state) {
+            Some(NodeState::READY) => State::Ready,
+            Some(NodeState::DOWN) => State::Down,
+            Some(NodeState::DISCONNECTED) => State::Disconnected,
+            _ => State::Unknown,
+        };
+        let manager_status = node.manager_status.as_ref();
+        let leader = manager_status.and_then(|m| m.leader).unwrap_or(false);
+        let reachable = matches!(
+            manager_status.and_then(|m| m.reachability),
+            Some(Reachability::REACHABLE)
+        );
+        let engine_version = description
+            .and_then(|d| d.engine.as_ref())
+            .and_then(|e| e.engine_version.clone())
+            .unwrap_or_default();
+        let addr = status.and_then(|s| s.addr.clone()).unwrap_or_default();
+        let labels = spec
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let version_index = node
+            .version
+            .as_ref()
+            .and_then(|v| v.index)
+            .ok_or(ConversionError::Missing("Version.Index"))?;
+        Ok(Self {
+            id,
+            hostname,
+            role,
+            leader,
+            availability,
+            state,
+            reachable,
+            engine_version,
+            addr,
+            labels,
+            version_index,
+        })
+    }
+
+    pub fn mark(&self) -> Option<Result<Mark, MarkError>> {
+        Mark::from_labels(&self.labels)
+    }
+
+    pub fn is_manager(&self) -> bool {
+        self.role == Role::Manager
+    }
+
+    /// Ready, and for a manager also reachable by raft.
+    pub fn is_healthy(&self) -> bool {
+        self.state == State::Ready && (self.role == Role::Worker || self.reachable)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConversionError {
+    #[error("the engine returned a node without {0}")]
+    Missing(&'static str),
+}
+
+/// One task, as far as draining is concerned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub node_id: Option<String>,
+    pub service_id: String,
+    pub state: TaskState,
+    pub desired_state: TaskState,
+}
+
+impl TaskView {
+    pub fn from_engine(task: &Task) -> Option<Self> {
+        Some(Self {
+            id: task.id.clone()?,
+            node_id: task.node_id.clone().filter(|n| !n.is_empty()),
+            service_id: task.service_id.clone().unwrap_or_default(),
+            state: task.status.as_ref().and_then(|s| s.state)?,
+            desired_state: task.desired_state.unwrap_or(TaskState::RUNNING),
+        })
+    }
+
+    /// Whether the task still occupies its node: assigned to it and not yet past `running`.
+    pub fn occupies_node(&self) -> bool {
+        matches!(
+            self.state,
+            TaskState::ASSIGNED
+                | TaskState::ACCEPTED
+                | TaskState::PREPARING
+                | TaskState::READY
+                | TaskState::STARTING
+                | TaskState::RUNNING
+        )
+    }
+}
+
+/// Everything one reconcile pass observed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub nodes: Vec<NodeView>,
+    pub tasks: Vec<TaskView>,
+}
+
+impl Snapshot {
+    pub fn node(&self, id: &str) -> Option<&NodeView> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Tasks that still keep a node busy (a drained node is empty when this is 0).
+    pub fn tasks_on(&self, node_id: &str) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| t.node_id.as_deref() == Some(node_id) && t.occupies_node())
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(rel: &str) -> String {
+        let path = format!(
+            "{}/../../shared/engine-captures/{rel}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn reads_the_real_20_10_nodes() {
+        let nodes: Vec<Node> = serde_json::from_str(&capture("20.10.24/nodes.json")).unwrap();
+        let views: Vec<NodeView> = nodes
+            .iter()
+            .map(|n| NodeView::from_engine(n).unwrap())
+            .collect();
+        assert_eq!(views.len(), 5);
+        assert_eq!(views.iter().filter(|n| n.is_manager()).count(), 3);
+        assert_eq!(views.iter().filter(|n| n.leader).count(), 1);
+        assert!(
+            views
+                .iter()
+                .all(|n| n.engine_version.starts_with("20.10.24"))
+        );
+        assert!(views.iter().all(|n| n.state == State::Ready));
+        assert!(
+            views
+                .iter()
+                .filter(|n| n.is_manager())
+                .all(|n| n.reachable && n.is_healthy())
+        );
+        assert!(views.iter().all(|n| n.version_index > 0));
+    }
+
+    #[test]
+    fn reads_the_real_mixed_version_nodes() {
+        let nodes: Vec<Node> =
+            serde_json::from_str(&capture("26.1.5/nodes-mixed-versions.json")).unwrap();
+        let views: Vec<NodeView> = nodes
+            .iter()
+            .map(|n| NodeView::from_engine(n).unwrap())
+            .collect();
+        let new = views
+            .iter()
+            .filter(|n| n.engine_version.starts_with("26.1.5"))
+            .count();
+        assert_eq!(new, 1, "one node upgraded in that capture");
+    }
+
+    #[test]
+    fn counts_only_tasks_not_yet_past_running() {
+        let tasks: Vec<Task> = serde_json::from_str(&capture("20.10.24/tasks.json")).unwrap();
+        let views: Vec<TaskView> = tasks.iter().filter_map(TaskView::from_engine).collect();
+        assert_eq!(views.len(), tasks.len());
+        let snapshot = Snapshot {
+            nodes: vec![],
+            tasks: views.clone(),
+        };
+        for node in views.iter().filter_map(|t| t.node_id.clone()) {
+            let busy = snapshot.tasks_on(&node);
+            let running = views
+                .iter()
+                .filter(|t| t.node_id.as_deref() == Some(&node) && t.state == TaskState::RUNNING)
+                .count();
+            assert!(busy >= running);
+        }
+        assert!(
+            views
+                .iter()
+                .any(|t| t.state == TaskState::REJECTED && !t.occupies_node())
+        );
+    }
+}
