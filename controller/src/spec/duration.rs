@@ -13,7 +13,9 @@ pub struct SpecDuration(pub Duration);
 
 /// Why a duration string was refused; the message says what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {reason}; write a number with a unit, like \"30s\", \"10m\", \"1h30m\" or \"500ms\"")]
+#[error(
+    "invalid duration {input:?}: {reason}; write a number with a unit, like \"30s\", \"10m\", \"1h30m\" or \"500ms\""
+)]
 pub struct DurationError {
     pub input: String,
     pub reason: &'static str,
@@ -39,13 +41,19 @@ impl SpecDuration {
         let mut total = Duration::ZERO;
         let mut rest = s;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(err("expected a number"));
             }
-            let n: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+            let n: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| err("number too large"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let part = match unit {
@@ -122,10 +130,22 @@ mod tests {
 
     #[test]
     fn parses_units_and_combinations() {
-        assert_eq!(SpecDuration::parse("10m").unwrap().get(), Duration::from_secs(600));
-        assert_eq!(SpecDuration::parse("1h30m").unwrap().get(), Duration::from_secs(5400));
-        assert_eq!(SpecDuration::parse("500ms").unwrap().get(), Duration::from_millis(500));
-        assert_eq!(SpecDuration::parse("1m30s").unwrap().get(), Duration::from_secs(90));
+        assert_eq!(
+            SpecDuration::parse("10m").unwrap().get(),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            SpecDuration::parse("1h30m").unwrap().get(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            SpecDuration::parse("500ms").unwrap().get(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            SpecDuration::parse("1m30s").unwrap().get(),
+            Duration::from_secs(90)
+        );
     }
 
     #[test]

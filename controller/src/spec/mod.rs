@@ -9,42 +9,54 @@ pub mod watch;
 pub mod window;
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::SpecDuration;
 pub use load::{SpecError, load_spec_file, parse_spec};
+// pub use watch::{SpecState, SpecWatcher};
 pub use window::{Weekday, Window};
 
 pub const API_VERSION: &str = "swarm-upgrade.io/v1alpha1";
 pub const KIND: &str = "EngineUpgrade";
 
 /// The whole document, as written in the spec file.
+///
+/// An `EngineUpgrade` declares the Docker Engine version every node of a swarm must run and how
+/// the operator gets it there. Unknown fields are an error everywhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "EngineUpgrade")]
 pub struct EngineUpgrade {
     /// Must be `swarm-upgrade.io/v1alpha1`.
+    #[schemars(extend("const" = API_VERSION))]
     pub api_version: String,
     /// Must be `EngineUpgrade`.
+    #[schemars(extend("const" = KIND))]
     pub kind: String,
     pub metadata: Metadata,
     pub spec: EngineUpgradeSpec,
 }
 
+/// Identifies the rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
-    /// A name for this rollout, used in logs and metrics.
+    /// A name for this rollout, used in logs and metrics. Must not be empty.
+    #[schemars(length(min = 1))]
     pub name: String,
 }
 
+/// The desired state: target version, how to upgrade a node, and the rollout's rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EngineUpgradeSpec {
     /// Target engine version. A node is at target when its EngineVersion equals this,
     /// ignoring build metadata after '+' ("26.1.5+dfsg1" matches "26.1.5").
+    /// Written `N.N.N`, optionally followed by `+build`; quote it in YAML: `version: "26.1.5"`.
+    #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+\.[0-9]+(\+[0-9A-Za-z.\-]+)?$"))]
     pub version: String,
     pub upgrade: UpgradeSpec,
     #[serde(default)]
@@ -56,31 +68,43 @@ pub struct EngineUpgradeSpec {
     pub window: Option<Window>,
 }
 
+/// How a node's engine is upgraded (and rolled back): commands run by the operator, as argv.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpgradeSpec {
     /// The node-side upgrade, as argv (never a shell string). Placeholders
     /// `{id} {hostname} {addr} {role} {version} {current_version}` are substituted per element.
     /// It must be idempotent: after an operator restart it is run again for a node caught mid-upgrade.
+    /// At least one element; the first (the program) must not be empty. Write `{{` and `}}` for
+    /// literal braces. The same values are in the environment: `SWARM_UPGRADE_NODE_ID`,
+    /// `SWARM_UPGRADE_NODE_HOSTNAME`, `SWARM_UPGRADE_NODE_ADDR`, `SWARM_UPGRADE_NODE_ROLE`,
+    /// `SWARM_UPGRADE_TARGET_VERSION`, `SWARM_UPGRADE_CURRENT_VERSION`.
+    #[schemars(schema_with = "argv_schema")]
     pub command: Vec<String>,
     /// Optional argv run when the upgrade fails or the node does not come back in time.
+    /// Same rules and placeholders as `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "argv_schema")]
     pub rollback: Option<Vec<String>>,
-    /// How long the command may run before it is killed and counted as failed.
+    /// How long the command may run before it is killed and counted as failed. Must not be zero.
     #[serde(default = "default_upgrade_timeout")]
     pub timeout: SpecDuration,
 }
 
+/// How fast and how carefully the rollout goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Strategy {
-    /// How many workers may be out of service at once. Managers are always one at a time.
+    /// How many workers may be out of service at once (at least 1). Managers are always one
+    /// at a time.
     #[serde(default = "default_max_unavailable_workers")]
+    #[schemars(range(min = 1))]
     pub max_unavailable_workers: u32,
-    /// How long a drained node may keep running tasks before the rollout stops.
+    /// How long a drained node may keep running tasks before the rollout stops. Must not be zero.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: SpecDuration,
     /// How long a node may take to be back Ready at the target version after its upgrade.
+    /// Must not be zero.
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: SpecDuration,
     /// Wait after a node is reactivated before the next one is started.
@@ -91,6 +115,7 @@ pub struct Strategy {
     pub paused: bool,
 }
 
+/// Which nodes the rollout covers. Both parts must match; the default (empty) is every node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeSelector {
@@ -140,4 +165,181 @@ impl EngineUpgradeSpec {
 /// "26.1.5+dfsg1" -> "26.1.5".
 pub fn version_core(version: &str) -> &str {
     version.split('+').next().unwrap_or(version).trim()
+}
+
+/// The placeholders allowed in `upgrade.command` and `upgrade.rollback` elements.
+pub const PLACEHOLDERS: [&str; 6] = [
+    "id",
+    "hostname",
+    "addr",
+    "role",
+    "version",
+    "current_version",
+];
+
+/// One piece of an argv element template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgPiece<'a> {
+    /// Literal text (with `{{`/`}}` already turned into single braces by [`expand_arg`]).
+    Text(&'a str),
+    /// A `{name}` placeholder (name not yet checked against [`PLACEHOLDERS`]).
+    Placeholder(&'a str),
+}
+
+/// Why an argv element is not a valid template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgTemplateError {
+    /// `{name}` with a name not in [`PLACEHOLDERS`].
+    UnknownPlaceholder(String),
+    /// A `{` with no closing `}`.
+    Unclosed,
+    /// A lone `}` (write `}}` for a literal brace).
+    StrayClose,
+}
+
+impl fmt::Display for ArgTemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownPlaceholder(name) => write!(f, "unknown placeholder {{{name}}}"),
+            Self::Unclosed => f.write_str("a '{' is not closed by '}'"),
+            Self::StrayClose => f.write_str("a '}' closes no placeholder"),
+        }
+    }
+}
+
+/// Splits an argv element into literal text and placeholders. `{{` and `}}` are literal braces.
+pub fn parse_arg_template(arg: &str) -> Result<Vec<ArgPiece<'_>>, ArgTemplateError> {
+    let mut pieces = Vec::new();
+    let bytes = arg.as_bytes();
+    let mut i = 0;
+    let mut text_start = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' if bytes.get(i + 1) == Some(&b'{') => {
+                if text_start < i {
+                    pieces.push(ArgPiece::Text(&arg[text_start..i]));
+                }
+                pieces.push(ArgPiece::Text("{"));
+                i += 2;
+                text_start = i;
+            }
+            b'}' if bytes.get(i + 1) == Some(&b'}') => {
+                if text_start < i {
+                    pieces.push(ArgPiece::Text(&arg[text_start..i]));
+                }
+                pieces.push(ArgPiece::Text("}"));
+                i += 2;
+                text_start = i;
+            }
+            b'{' => {
+                let close = arg[i + 1..].find('}').ok_or(ArgTemplateError::Unclosed)? + i + 1;
+                let name = &arg[i + 1..close];
+                if !PLACEHOLDERS.contains(&name) {
+                    return Err(ArgTemplateError::UnknownPlaceholder(name.to_string()));
+                }
+                if text_start < i {
+                    pieces.push(ArgPiece::Text(&arg[text_start..i]));
+                }
+                pieces.push(ArgPiece::Placeholder(name));
+                i = close + 1;
+                text_start = i;
+            }
+            b'}' => return Err(ArgTemplateError::StrayClose),
+            _ => i += 1,
+        }
+    }
+    if text_start < bytes.len() {
+        pieces.push(ArgPiece::Text(&arg[text_start..]));
+    }
+    Ok(pieces)
+}
+
+/// The per-node values substituted into `upgrade.command` / `upgrade.rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeVars {
+    /// Swarm node ID.
+    pub id: String,
+    /// `Description.Hostname`.
+    pub hostname: String,
+    /// `Status.Addr`.
+    pub addr: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// The target version (`spec.version`).
+    pub version: String,
+    /// The node's engine version before the upgrade.
+    pub current_version: String,
+}
+
+impl NodeVars {
+    /// The value of a placeholder name (one of [`PLACEHOLDERS`]).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "id" => &self.id,
+            "hostname" => &self.hostname,
+            "addr" => &self.addr,
+            "role" => &self.role,
+            "version" => &self.version,
+            "current_version" => &self.current_version,
+            _ => return None,
+        })
+    }
+
+    /// Substitutes placeholders in every element. Each element stays one argv element whatever
+    /// the values contain (no shell, no splitting). Elements are validated by `parse_spec`; an
+    /// element that is not a valid template anyway is passed through unchanged.
+    pub fn expand_argv(&self, argv: &[String]) -> Vec<String> {
+        argv.iter().map(|a| self.expand_arg(a)).collect()
+    }
+
+    /// Substitutes placeholders in one argv element (see [`expand_argv`](Self::expand_argv)).
+    pub fn expand_arg(&self, arg: &str) -> String {
+        match parse_arg_template(arg) {
+            Ok(pieces) => pieces
+                .iter()
+                .map(|p| match p {
+                    ArgPiece::Text(t) => *t,
+                    ArgPiece::Placeholder(n) => self.get(n).unwrap_or_default(),
+                })
+                .collect(),
+            Err(_) => arg.to_string(),
+        }
+    }
+
+    /// The same values as environment variables for the command.
+    pub fn env(&self) -> [(&'static str, &str); 6] {
+        [
+            ("SWARM_UPGRADE_NODE_ID", &self.id),
+            ("SWARM_UPGRADE_NODE_HOSTNAME", &self.hostname),
+            ("SWARM_UPGRADE_NODE_ADDR", &self.addr),
+            ("SWARM_UPGRADE_NODE_ROLE", &self.role),
+            ("SWARM_UPGRADE_TARGET_VERSION", &self.version),
+            ("SWARM_UPGRADE_CURRENT_VERSION", &self.current_version),
+        ]
+    }
+}
+
+/// JSON-Schema regex for one argv element: text, `{{`, `}}` or a known placeholder.
+pub const ARG_PATTERN: &str =
+    r"^([^{}]|\{\{|\}\}|\{(id|hostname|addr|role|version|current_version)\})*$";
+
+fn argv_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "description": "argv, never a shell string: the program, then its arguments. Each element may hold placeholders {id} {hostname} {addr} {role} {version} {current_version}, substituted per element (the value never splits an element); {{ and }} are literal braces.",
+        "minItems": 1,
+        "prefixItems": [{ "type": "string", "minLength": 1, "pattern": ARG_PATTERN, "description": "the program (must not be empty)" }],
+        "items": { "type": "string", "pattern": ARG_PATTERN },
+        "examples": [["/opt/upgrade-engine", "{hostname}", "{version}"]]
+    })
+}
+
+/// The JSON Schema of the spec file, generated from these types: pretty JSON with a trailing
+/// newline. `swarm-upgrade schema` prints it; `crds-like-specs/engineupgrade.schema.json` is a
+/// committed copy (a test checks they are equal).
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(EngineUpgrade);
+    let mut out = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    out.push('\n');
+    out
 }
