@@ -5,3 +5,4 @@ pub mod events;
 pub mod marks;
 pub mod planner;
 pub mod spec;
+pub mod health;

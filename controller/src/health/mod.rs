@@ -1,0 +1,13 @@
+//! Health of the swarm as the operator sees it: task rejections and failures,
+//! overlay network address usage and the drain predictions built on it, and the
+//! metric families that export them.
+
+pub mod capacity;
+pub mod metrics;
+pub mod rejections;
+pub mod signatures;
+
+pub use capacity::{AllocatorCounts, NetworkUsage, network_usage, network_usage_inspected};
+pub use metrics::{HealthMetrics, NetworkLabels, ProbeMetrics, ProblemLabels, TargetLabels};
+pub use rejections::{RejectionTracker, TaskProblem};
+pub use signatures::{Reason, SIGNATURES, Signature, classify};

@@ -1,0 +1,217 @@
+//! RejectionTracker and the health metric families.
+
+use std::collections::HashMap;
+
+use bollard::models::{Network, Node, Service, Task, TaskState, TaskStatus};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use swarm_upgrade::health::{HealthMetrics, Reason, RejectionTracker, network_usage};
+
+fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
+    let path = format!(
+        "{}/../../shared/engine-captures/{rel}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn names(version: &str, nodes_file: &str) -> (HashMap<String, String>, HashMap<String, String>) {
+    let services: Vec<Service> = capture(&format!("{version}/services.json"));
+    let nodes: Vec<Node> = capture(&format!("{version}/{nodes_file}"));
+    let s = services
+        .iter()
+        .map(|s| {
+            (
+                s.id.clone().unwrap(),
+                s.spec.as_ref().unwrap().name.clone().unwrap(),
+            )
+        })
+        .collect();
+    let n = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id.clone().unwrap(),
+                n.description.as_ref().unwrap().hostname.clone().unwrap(),
+            )
+        })
+        .collect();
+    (s, n)
+}
+
+fn failed_task(id: usize, err: &str) -> Task {
+    Task {
+        id: Some(format!("task{id}")),
+        service_id: Some("svc".into()),
+        node_id: Some("node".into()),
+        status: Some(TaskStatus {
+            state: Some(TaskState::FAILED),
+            err: Some(err.into()),
+            timestamp: Some(format!("2026-01-01T00:00:{:02}Z", id % 60)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn each_captured_rejection_is_reported_once() {
+    let tasks: Vec<Task> = capture("20.10.24/tasks.json");
+    let (svc, nodes) = names("20.10.24", "nodes.json");
+    let mut tracker = RejectionTracker::new();
+    let first = tracker.observe(&tasks, &svc, &nodes);
+    assert_eq!(first.len(), 8);
+    for p in &first {
+        assert_eq!(p.service, "ex_service");
+        assert_eq!(p.node, "n1");
+        assert_eq!(p.state, TaskState::REJECTED);
+        assert_eq!(p.reason, Reason::NetworkAttachmentsExhausted);
+        assert!(p.err.contains("ip addresses may be exhausted"));
+        assert!(p.timestamp.as_deref().unwrap().starts_with("2026-11-25T"));
+        assert!(p.to_string().contains("network_attachments_exhausted"));
+    }
+    // Oldest first.
+    let stamps: Vec<_> = first.iter().map(|p| p.timestamp.clone()).collect();
+    let mut sorted = stamps.clone();
+    sorted.sort();
+    assert_eq!(stamps, sorted);
+    assert!(tracker.observe(&tasks, &svc, &nodes).is_empty());
+    assert_eq!(tracker.len(), 8);
+
+    // The later capture holds the same 8 rejections and no new problem.
+    let later: Vec<Task> = capture("26.1.5/tasks.json");
+    let (svc, nodes) = names("26.1.5", "nodes-mixed-versions.json");
+    assert!(tracker.observe(&later, &svc, &nodes).is_empty());
+}
+
+#[test]
+fn unknown_names_fall_back_to_ids_and_prime_skips_history() {
+    let tasks: Vec<Task> = capture("20.10.24/tasks.json");
+    let empty = HashMap::new();
+    let mut tracker = RejectionTracker::new();
+    let got = tracker.observe(&tasks, &empty, &empty);
+    assert!(
+        got.iter()
+            .all(|p| p.service == "kfwgh4mng4wqku69zv78hama2"
+                && p.node == "vxjq0cv3dil4s9lvvvxfouwg4")
+    );
+
+    let mut primed = RejectionTracker::new();
+    primed.prime(&tasks);
+    assert!(primed.observe(&tasks, &empty, &empty).is_empty());
+}
+
+#[test]
+fn a_state_change_is_a_new_problem_and_vanished_tasks_are_forgotten() {
+    let empty = HashMap::new();
+    let mut tracker = RejectionTracker::new();
+    let mut t = failed_task(1, "task: non-zero exit (1)");
+    assert_eq!(
+        tracker
+            .observe(std::slice::from_ref(&t), &empty, &empty)
+            .len(),
+        1
+    );
+    t.status.as_mut().unwrap().state = Some(TaskState::REJECTED);
+    let again = tracker.observe(std::slice::from_ref(&t), &empty, &empty);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].state, TaskState::REJECTED);
+    assert_eq!(again[0].reason, Reason::Other);
+    assert!(tracker.observe(&[], &empty, &empty).is_empty());
+    assert!(tracker.is_empty());
+}
+
+#[test]
+fn memory_stays_bounded_over_a_long_run() {
+    let empty = HashMap::new();
+    let mut tracker = RejectionTracker::new();
+    let mut reported = 0usize;
+    // A sliding window of 50 failed tasks, one new per round, for 20 000 rounds.
+    for round in 0..20_000usize {
+        let start = round.saturating_sub(49);
+        let listing: Vec<Task> = (start..=round)
+            .map(|i| failed_task(i, "No such image: x"))
+            .collect();
+        reported += tracker.observe(&listing, &empty, &empty).len();
+        assert!(tracker.len() <= 50);
+    }
+    assert_eq!(reported, 20_000);
+
+    // A hard cap below the listing's size.
+    let mut capped = RejectionTracker::with_max_entries(10);
+    let listing: Vec<Task> = (0..100).map(|i| failed_task(i, "x")).collect();
+    assert_eq!(capped.observe(&listing, &empty, &empty).len(), 10);
+    assert_eq!(capped.len(), 10);
+}
+
+fn encode_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    encode(&mut out, registry).unwrap();
+    out
+}
+
+#[test]
+fn metrics_come_out_with_the_fixed_names() {
+    let mut registry = Registry::with_prefix("swarm_upgrade");
+    let metrics = HealthMetrics::register(&mut registry);
+
+    let tasks: Vec<Task> = capture("20.10.24/tasks.json");
+    let (svc, nodes_by_id) = names("20.10.24", "nodes.json");
+    let mut tracker = RejectionTracker::new();
+    let problems = tracker.observe(&tasks, &svc, &nodes_by_id);
+    metrics.record_problems(&problems);
+    metrics.record_problems(&tracker.observe(&tasks, &svc, &nodes_by_id));
+    metrics.record_problems(&[swarm_upgrade::health::rejections::task_problem(
+        &failed_task(7, "error while removing network: unknown network tnet id x"),
+        &HashMap::new(),
+        &HashMap::new(),
+    )
+    .unwrap()]);
+
+    metrics
+        .probe_metrics()
+        .record("tasks.test_service:80", 5, 1);
+    metrics
+        .probe_metrics()
+        .record("tasks.test_service:80", 5, 0);
+
+    let networks: Vec<Network> = capture("20.10.24/networks.json");
+    let services: Vec<Service> = capture("20.10.24/services.json");
+    let nodes: Vec<Node> = capture("20.10.24/nodes.json");
+    metrics.set_network_usage(&network_usage(&networks, &services, &tasks, &nodes));
+
+    let text = encode_text(&registry);
+    for line in [
+        "# TYPE swarm_upgrade_task_rejections counter",
+        "swarm_upgrade_task_rejections_total{service=\"ex_service\",node=\"n1\",reason=\"network_attachments_exhausted\"} 8",
+        "# TYPE swarm_upgrade_task_failures counter",
+        "swarm_upgrade_task_failures_total{service=\"svc\",node=\"node\",reason=\"network_removal_failed\"} 1",
+        "swarm_upgrade_connectivity_errors_total{target=\"tasks.test_service:80\"} 1",
+        "swarm_upgrade_connectivity_probes_total{target=\"tasks.test_service:80\"} 10",
+        "# TYPE swarm_upgrade_network_free_addresses gauge",
+        "swarm_upgrade_network_free_addresses{network=\"ex_default\"} 0",
+        "swarm_upgrade_network_capacity_addresses{network=\"ex_default\"} 29",
+        "swarm_upgrade_network_free_addresses{network=\"tnet\"} 240",
+        "swarm_upgrade_network_capacity_addresses{network=\"tnet\"} 253",
+        "swarm_upgrade_network_free_addresses{network=\"ingress\"} 248",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(
+        metrics.rejections("ex_service", "n1", "network_attachments_exhausted"),
+        8
+    );
+    assert_eq!(metrics.total_rejections(), 8);
+    assert_eq!(metrics.total_failures(), 1);
+
+    // A network that disappears loses its series.
+    let only_tnet: Vec<Network> = networks
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some("tnet"))
+        .collect();
+    metrics.set_network_usage(&network_usage(&only_tnet, &services, &tasks, &nodes));
+    let text = encode_text(&registry);
+    assert!(!text.contains("network=\"ex_default\""), "{text}");
+    assert!(text.contains("swarm_upgrade_network_free_addresses{network=\"tnet\"} 240"));
+}
