@@ -1,8 +1,16 @@
 //! swarm-upgrade: keeps every Docker Swarm node's engine at a declared version.
 
+pub mod cli;
 pub mod cluster;
+pub mod docker;
 pub mod events;
-pub mod marks;
-pub mod planner;
-pub mod spec;
+pub mod executor;
 pub mod health;
+pub mod http;
+pub mod marks;
+pub mod metrics;
+pub mod planner;
+pub mod probe;
+pub mod reconciler;
+pub mod spec;
+pub mod status;

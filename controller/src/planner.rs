@@ -59,6 +59,8 @@ impl NodeRef {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeUpdate {
     pub node: NodeRef,
+    /// The step the node was seen at; the update is dropped if it has moved since.
+    pub expect: Option<Step>,
     /// `None` keeps the availability as it is.
     pub availability: Option<Availability>,
     /// `None` removes every operator label.
@@ -74,6 +76,7 @@ pub struct NodeUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Failure {
     pub node: NodeRef,
+    pub expect: Option<Step>,
     pub reason: String,
     /// Run `upgrade.rollback` first (when the spec has one).
     pub rollback: bool,
@@ -88,6 +91,7 @@ pub enum Action {
     /// Mark the node `upgrading`, then run the upgrade command.
     RunUpgrade {
         node: NodeRef,
+        expect: Option<Step>,
         mark: Mark,
         events: Vec<EventStep>,
         finished: Option<(Step, Duration)>,
@@ -254,6 +258,7 @@ impl<'a> Planner<'a> {
     ) {
         self.actions.push(Action::Update(NodeUpdate {
             node: NodeRef::of(node),
+            expect: seen_step(node),
             availability,
             mark,
             events,
@@ -348,6 +353,7 @@ impl<'a> Planner<'a> {
                     }
                     self.actions.push(Action::RunUpgrade {
                         node: NodeRef::of(node),
+                        expect: seen_step(node),
                         mark: mark.at(Step::Upgrading, now),
                         events: vec![EventStep::Drained, EventStep::Upgrade],
                         finished: Some((Step::Draining, in_step)),
@@ -395,6 +401,7 @@ impl<'a> Planner<'a> {
                     next.target = spec.version.clone();
                     self.actions.push(Action::RunUpgrade {
                         node: NodeRef::of(node),
+                        expect: seen_step(node),
                         mark: next,
                         events: vec![EventStep::Upgrade],
                         finished: None,
@@ -550,6 +557,7 @@ impl<'a> Planner<'a> {
         failed.spec_hash = Some(self.input.spec_hash.to_string());
         self.actions.push(Action::Fail(Failure {
             node: NodeRef::of(node),
+            expect: seen_step(node),
             reason,
             rollback,
             mark: failed,
@@ -573,6 +581,10 @@ impl<'a> Planner<'a> {
             ),
         );
     }
+}
+
+fn seen_step(node: &NodeView) -> Option<Step> {
+    node.mark().and_then(Result::ok).map(|m| m.step)
 }
 
 fn fmt_secs(d: Duration) -> String {

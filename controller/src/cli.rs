@@ -1,0 +1,273 @@
+//! The `swarm-upgrade` command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::docker::{Endpoint, Swarm, TlsFiles};
+use crate::events::EventSink;
+use crate::http::{AppState, serve};
+use crate::metrics::{ErrorLabels, Metrics};
+use crate::reconciler::{Options, Outcome, Reconciler, plan_now};
+use crate::spec::load_spec_file;
+use crate::status::RolloutStatus;
+
+/// Keeps every Docker Swarm node's engine at a declared version: drain, upgrade, reactivate,
+/// one node at a time, managers first.
+#[derive(Debug, Parser)]
+#[command(name = "swarm-upgrade", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWARM_UPGRADE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile the cluster toward the spec, continuously.
+    Run(RunArgs),
+    /// Print the ordered plan for the cluster as it is now, and what blocks it; change nothing.
+    Plan(PlanArgs),
+    /// Print the nodes (role, availability, engine, step) and the rollout's conditions.
+    Status(PlanArgs),
+    /// Hand failed nodes back so the rollout retries them (after the cause is fixed).
+    Resume(ClusterArgs),
+    /// Print the JSON Schema of the spec file.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Manager endpoints, comma-separated (unix:///path, tcp://HOST:PORT, https://HOST:PORT).
+    /// The operator uses whichever answers and fails over while one is being upgraded.
+    /// TLS as the docker CLI: DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    pub docker_host: String,
+}
+
+impl ClusterArgs {
+    pub fn swarm(&self) -> anyhow::Result<Swarm> {
+        let tls = TlsFiles::from_env();
+        let endpoints = Endpoint::parse_list(&self.docker_host, tls.as_ref())?;
+        Ok(Swarm::new(endpoints))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The EngineUpgrade spec file (YAML). Edits are picked up without a restart.
+    #[arg(long)]
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Append one JSON line per step to this file.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /status here.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Exit 0 once the rollout is complete, 2 once a failure pauses it (for CI).
+    #[arg(long)]
+    pub once: bool,
+    /// Poll interval while a step is under way (cluster events wake the loop sooner).
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Re-read the spec file this often even without a file event (config mounts, editors).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub spec_reread: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The EngineUpgrade spec file (YAML).
+    #[arg(long)]
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::spec::SpecDuration::parse(s)
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
+}
+
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Plan(args) => plan(args, false).await,
+        Command::Status(args) => plan(args, true).await,
+        Command::Resume(args) => {
+            let swarm = args.swarm()?;
+            let cleared = crate::executor::clear_failures(&swarm, &EventSink::default()).await?;
+            if cleared.is_empty() {
+                println!("no failed node");
+            } else {
+                println!("handed back for a retry: {}", cleared.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print!("{}", crate::spec::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<crate::spec::EngineUpgrade> {
+    load_spec_file(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn plan(args: PlanArgs, as_status: bool) -> anyhow::Result<ExitCode> {
+    let spec = load(&args.spec)?;
+    let swarm = args.cluster.swarm()?.with_patience(Duration::from_secs(5));
+    let p = plan_now(&swarm, &spec)
+        .await
+        .context("reading the cluster")?;
+    let status =
+        RolloutStatus::from_plan(&spec.metadata.name, &spec.spec.version, 0, &p, None, None);
+    if args.json {
+        let value = if as_status {
+            serde_json::to_value(&status)?
+        } else {
+            serde_json::to_value(&p)?
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", status.render());
+    if !as_status {
+        println!();
+        if p.actions.is_empty() {
+            println!("next: nothing to do now");
+        }
+        for a in &p.actions {
+            println!("next: {} {}", a.node().hostname, describe(a));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(action: &crate::planner::Action) -> String {
+    use crate::planner::Action;
+    match action {
+        Action::Update(u) => u.message.clone(),
+        Action::RunUpgrade { message, .. } => message.clone(),
+        Action::Fail(f) => format!("fails: {}", f.reason),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Fail early and clearly on a bad spec at start; later bad edits keep the last good one.
+    load(&args.spec)?;
+    let metrics = Metrics::new();
+    let hook_metrics = metrics.clone();
+    let swarm = args.cluster.swarm()?.with_error_hook(Arc::new(move |e| {
+        hook_metrics
+            .docker_api_errors
+            .get_or_create(&ErrorLabels {
+                error: e.metric_label().to_string(),
+            })
+            .inc();
+    }));
+    let status = Arc::new(RwLock::new(RolloutStatus::default()));
+    let addr = serve(
+        args.listen,
+        AppState {
+            metrics: metrics.clone(),
+            status: status.clone(),
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot listen on {} (use --listen to pick another address)",
+            args.listen
+        )
+    })?;
+    tracing::info!(listen = %addr, endpoints = ?swarm.endpoints(), "swarm-upgrade running");
+    let (_watcher, spec_rx) = crate::spec::SpecWatcher::spawn(args.spec.clone(), args.spec_reread);
+    let reconciler = Reconciler {
+        swarm,
+        spec: spec_rx,
+        events: EventSink::new(args.events.clone()),
+        metrics,
+        status,
+        options: Options {
+            poll_active: args.poll_interval,
+            once: args.once,
+            ..Options::default()
+        },
+    };
+    let outcome = tokio::select! {
+        outcome = reconciler.run() => outcome,
+        _ = shutdown_signal() => {
+            tracing::info!("stopping; node state is kept in node labels");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    Ok(match outcome {
+        Outcome::Complete => ExitCode::SUCCESS,
+        Outcome::PausedByFailure => ExitCode::from(2),
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

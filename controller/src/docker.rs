@@ -1,0 +1,565 @@
+//! The edge to the Docker Engine API: several manager endpoints, API-version negotiation per
+//! engine, failover when the manager being upgraded is away, and typed errors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bollard::models::{EventMessage, Network, Node, NodeSpec, Service, Task};
+use bollard::query_parameters::{
+    EventsOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions, UpdateNodeOptions,
+};
+use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
+use futures::Stream;
+use tokio::sync::Mutex;
+
+/// Seconds bollard waits for one request.
+const REQUEST_TIMEOUT_SECS: u64 = 10;
+
+/// What went wrong talking to the swarm, in the terms an operator acts on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "no manager endpoint answered ({endpoints}); last error: {last}. Check --docker-host/DOCKER_HOST and that at least one manager's engine is running"
+    )]
+    Unreachable { endpoints: String, last: String },
+    /// The node changed since it was read (the managers rewrite nodes themselves): re-read.
+    #[error("update out of sequence: the node changed since it was read")]
+    OutOfSequence,
+    #[error("the swarm has no leader or no quorum right now: {0}")]
+    NoQuorum(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("the engine answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("cannot connect to {endpoint}: {message}")]
+    Config { endpoint: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ApiError {
+    /// The `error` label of `swarm_upgrade_docker_api_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ApiError::Unreachable { .. } => "unreachable",
+            ApiError::OutOfSequence => "out_of_sequence",
+            ApiError::NoQuorum(_) => "no_quorum",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Status { .. } => "status",
+            ApiError::Config { .. } => "config",
+            ApiError::Other(_) => "other",
+        }
+    }
+
+    fn from_bollard(err: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        match err {
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => {
+                if message.contains("update out of sequence") {
+                    ApiError::OutOfSequence
+                } else if status_code == 404 {
+                    ApiError::NotFound(message)
+                } else if message.contains("does not have a leader")
+                    || message.contains("not a swarm manager")
+                    || message.contains("context deadline exceeded")
+                    || status_code == 503
+                {
+                    ApiError::NoQuorum(message)
+                } else {
+                    ApiError::Status {
+                        status: status_code,
+                        message,
+                    }
+                }
+            }
+            other => ApiError::Other(other.to_string()),
+        }
+    }
+
+    /// Whether another manager endpoint may succeed where this one failed.
+    fn try_elsewhere(&self) -> bool {
+        matches!(self, ApiError::NoQuorum(_) | ApiError::Other(_))
+    }
+}
+
+fn is_connectivity(err: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    matches!(
+        err,
+        E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::RequestTimeoutError
+            | E::SocketNotFoundError(_)
+    )
+}
+
+/// TLS material, as the docker CLI finds it (`DOCKER_CERT_PATH`, `DOCKER_TLS_VERIFY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// `Some` when `DOCKER_TLS_VERIFY` is set (to anything but empty) or `DOCKER_CERT_PATH` is.
+    pub fn from_env() -> Option<Self> {
+        let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
+        let cert_path = std::env::var_os("DOCKER_CERT_PATH").map(PathBuf::from);
+        if !verify && cert_path.is_none() {
+            return None;
+        }
+        let dir = cert_path.unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".docker")
+        });
+        Some(Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        })
+    }
+}
+
+/// One manager's API address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp { addr: String, tls: Option<TlsFiles> },
+}
+
+impl Endpoint {
+    /// `unix:///run/docker.sock`, `tcp://10.0.0.1:2376`, `http://…`, `https://…` (TLS).
+    pub fn parse(s: &str, tls: Option<&TlsFiles>) -> Result<Self, ApiError> {
+        let s = s.trim();
+        let bad = |message: &str| ApiError::Config {
+            endpoint: s.to_string(),
+            message: message.to_string(),
+        };
+        if let Some(path) = s.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(bad("empty socket path; write unix:///path/to/docker.sock"));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        let (rest, force_tls) = if let Some(r) = s.strip_prefix("tcp://") {
+            (r, false)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (r, false)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (r, true)
+        } else {
+            return Err(bad(
+                "unknown scheme; write unix:///path, tcp://HOST:PORT or https://HOST:PORT",
+            ));
+        };
+        let addr = rest.trim_end_matches('/');
+        if addr.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let addr = if addr.contains(':') {
+            addr.to_string()
+        } else {
+            // The docker CLI's defaults: 2376 with TLS, 2375 without.
+            format!(
+                "{addr}:{}",
+                if tls.is_some() || force_tls {
+                    2376
+                } else {
+                    2375
+                }
+            )
+        };
+        let tls = match (tls, force_tls) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => TlsFiles::from_env().or_else(|| {
+                Some(TlsFiles {
+                    ca: PathBuf::from("ca.pem"),
+                    cert: PathBuf::from("cert.pem"),
+                    key: PathBuf::from("key.pem"),
+                })
+            }),
+            (None, false) => None,
+        };
+        Ok(Endpoint::Tcp { addr, tls })
+    }
+
+    /// A comma-separated list, as `--docker-host` takes it.
+    pub fn parse_list(s: &str, tls: Option<&TlsFiles>) -> Result<Vec<Self>, ApiError> {
+        let list: Vec<Endpoint> = s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| Endpoint::parse(p, tls))
+            .collect::<Result<_, _>>()?;
+        if list.is_empty() {
+            return Err(ApiError::Config {
+                endpoint: s.to_string(),
+                message: "no endpoint given; set --docker-host or DOCKER_HOST".into(),
+            });
+        }
+        Ok(list)
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => format!("unix://{}", p.display()),
+            Endpoint::Tcp { addr, tls: None } => format!("tcp://{addr}"),
+            Endpoint::Tcp { addr, tls: Some(_) } => format!("tcp://{addr} (tls)"),
+        }
+    }
+
+    fn connect(&self, version: &ClientVersion) -> Result<Docker, bollard::errors::Error> {
+        match self {
+            Endpoint::Unix(path) => {
+                Docker::connect_with_unix(&path.to_string_lossy(), REQUEST_TIMEOUT_SECS, version)
+            }
+            Endpoint::Tcp { addr, tls: None } => {
+                Docker::connect_with_http(addr, REQUEST_TIMEOUT_SECS, version)
+            }
+            Endpoint::Tcp {
+                addr,
+                tls: Some(tls),
+            } => Docker::connect_with_ssl(
+                addr,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                REQUEST_TIMEOUT_SECS,
+                version,
+            ),
+        }
+    }
+}
+
+/// "client version 1.53 is too new. Maximum supported API version is 1.41" -> 1.41.
+pub fn max_version_from_error(message: &str) -> Option<ClientVersion> {
+    let tail = message.split("Maximum supported API version is").nth(1)?;
+    let v = tail.trim().trim_end_matches('.');
+    let (major, minor) = v.split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.trim().parse().ok()?,
+        minor_version: minor
+            .trim()
+            .trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .ok()?,
+    })
+}
+
+/// Connects and agrees on an API version with this engine: bollard's newest, stepped down to
+/// what the engine supports. `negotiate_version` alone is not enough: it asks `/v1.53/version`,
+/// which an engine older than 1.53 refuses with 400 "client version … is too new".
+pub async fn connect_negotiated(endpoint: &Endpoint) -> Result<(Docker, String), ApiError> {
+    let unreachable = |e: bollard::errors::Error| ApiError::Unreachable {
+        endpoints: endpoint.display(),
+        last: e.to_string(),
+    };
+    let docker = endpoint
+        .connect(API_DEFAULT_VERSION)
+        .map_err(|e| ApiError::Config {
+            endpoint: endpoint.display(),
+            message: e.to_string(),
+        })?;
+    let docker = match docker.negotiate_version().await {
+        Ok(d) => d,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 400,
+            message,
+        }) if max_version_from_error(&message).is_some() => {
+            let max = max_version_from_error(&message).expect("checked");
+            let docker = endpoint.connect(&max).map_err(|e| ApiError::Config {
+                endpoint: endpoint.display(),
+                message: e.to_string(),
+            })?;
+            docker.version().await.map_err(|e| {
+                if is_connectivity(&e) {
+                    unreachable(e)
+                } else {
+                    ApiError::from_bollard(e)
+                }
+            })?;
+            docker
+        }
+        Err(e) if is_connectivity(&e) => return Err(unreachable(e)),
+        Err(e) => return Err(ApiError::from_bollard(e)),
+    };
+    let v = docker.client_version();
+    let version = format!("{}.{}", v.major_version, v.minor_version);
+    Ok((docker, version))
+}
+
+struct ManagerClient {
+    endpoint: Endpoint,
+    /// Negotiated client; dropped on a connection error so the next call negotiates again
+    /// (the engine behind the address may have been upgraded meanwhile).
+    docker: Mutex<Option<Docker>>,
+}
+
+impl ManagerClient {
+    async fn client(&self) -> Result<Docker, ApiError> {
+        let mut guard = self.docker.lock().await;
+        if let Some(d) = guard.as_ref() {
+            return Ok(d.clone());
+        }
+        let (docker, version) = connect_negotiated(&self.endpoint).await?;
+        tracing::debug!(endpoint = %self.endpoint.display(), api_version = %version, "connected");
+        *guard = Some(docker.clone());
+        Ok(docker)
+    }
+
+    async fn forget(&self) {
+        *self.docker.lock().await = None;
+    }
+}
+
+/// Observer of API errors, so the metrics can count them without this module knowing metrics.
+pub type ErrorHook = Arc<dyn Fn(&ApiError) + Send + Sync>;
+
+/// All configured managers; calls go to the last one that answered and fail over to the others.
+#[derive(Clone)]
+pub struct Swarm {
+    managers: Arc<Vec<ManagerClient>>,
+    preferred: Arc<AtomicUsize>,
+    on_error: Option<ErrorHook>,
+    /// How long a call keeps trying every endpoint before it gives up.
+    patience: Duration,
+}
+
+impl Swarm {
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            managers: Arc::new(
+                endpoints
+                    .into_iter()
+                    .map(|endpoint| ManagerClient {
+                        endpoint,
+                        docker: Mutex::new(None),
+                    })
+                    .collect(),
+            ),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            on_error: None,
+            patience: Duration::from_secs(30),
+        }
+    }
+
+    pub fn with_error_hook(mut self, hook: ErrorHook) -> Self {
+        self.on_error = Some(hook);
+        self
+    }
+
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.managers.iter().map(|m| m.endpoint.display()).collect()
+    }
+
+    /// Runs `op` against a manager, failing over on connection errors and on managers that
+    /// cannot serve (no leader, not a manager), with backoff until `patience` runs out.
+    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, ApiError>
+    where
+        F: Fn(Docker) -> Fut,
+        Fut: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.patience;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let mut last = None;
+            let n = self.managers.len();
+            let start = self.preferred.load(Ordering::Relaxed);
+            for k in 0..n {
+                let i = (start + k) % n;
+                let manager = &self.managers[i];
+                let result = match manager.client().await {
+                    Ok(docker) => op(docker).await.map_err(|e| {
+                        if is_connectivity(&e) {
+                            ApiError::Unreachable {
+                                endpoints: manager.endpoint.display(),
+                                last: e.to_string(),
+                            }
+                        } else {
+                            ApiError::from_bollard(e)
+                        }
+                    }),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(v) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return Ok(v);
+                    }
+                    Err(e) => {
+                        self.report(&e);
+                        if matches!(e, ApiError::Unreachable { .. }) {
+                            manager.forget().await;
+                        } else if !e.try_elsewhere() {
+                            return Err(e);
+                        }
+                        tracing::debug!(endpoint = %manager.endpoint.display(), error = %e, "trying another manager");
+                        last = Some(e);
+                    }
+                }
+            }
+            let last = last.unwrap_or(ApiError::Other("no endpoints".into()));
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(match last {
+                    ApiError::Unreachable { last, .. } => ApiError::Unreachable {
+                        endpoints: self.endpoints().join(", "),
+                        last,
+                    },
+                    other => other,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn report(&self, e: &ApiError) {
+        if let Some(hook) = &self.on_error {
+            hook(e);
+        }
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
+        self.call(|d| async move { d.list_nodes(None::<ListNodesOptions>).await })
+            .await
+    }
+
+    pub async fn node(&self, id: &str) -> Result<Node, ApiError> {
+        self.call(|d| async move { d.inspect_node(id).await }).await
+    }
+
+    pub async fn tasks(&self) -> Result<Vec<Task>, ApiError> {
+        self.call(|d| async move { d.list_tasks(None::<ListTasksOptions>).await })
+            .await
+    }
+
+    pub async fn services(&self) -> Result<Vec<Service>, ApiError> {
+        self.call(|d| async move { d.list_services(None::<ListServicesOptions>).await })
+            .await
+    }
+
+    pub async fn networks(&self) -> Result<Vec<Network>, ApiError> {
+        self.call(|d| async move {
+            d.list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                .await
+        })
+        .await
+    }
+
+    /// One update with the version index the caller read. A stale index is `OutOfSequence`.
+    pub async fn update_node(
+        &self,
+        id: &str,
+        spec: NodeSpec,
+        version: u64,
+    ) -> Result<(), ApiError> {
+        let version =
+            i64::try_from(version).map_err(|_| ApiError::Other("version index overflow".into()))?;
+        self.call(|d| {
+            let spec = spec.clone();
+            async move { d.update_node(id, spec, UpdateNodeOptions { version }).await }
+        })
+        .await
+    }
+
+    /// Node and service events from the preferred manager (a wake-up signal, not a source of truth).
+    pub async fn events(
+        &self,
+    ) -> Result<impl Stream<Item = Result<EventMessage, bollard::errors::Error>> + use<>, ApiError>
+    {
+        let docker = self
+            .call(|d| async move { d.ping().await.map(|_| d) })
+            .await?;
+        let filters = HashMap::from([(
+            "type".to_string(),
+            vec!["node".to_string(), "service".to_string()],
+        )]);
+        Ok(docker.events(Some(EventsOptions {
+            since: None,
+            until: None,
+            filters: Some(filters),
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoints_like_the_docker_cli() {
+        assert_eq!(
+            Endpoint::parse("unix:///var/run/docker.sock", None).unwrap(),
+            Endpoint::Unix("/var/run/docker.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://10.0.0.1", None).unwrap(),
+            Endpoint::Tcp {
+                addr: "10.0.0.1:2375".into(),
+                tls: None
+            }
+        );
+        let tls = TlsFiles {
+            ca: "/c/ca.pem".into(),
+            cert: "/c/cert.pem".into(),
+            key: "/c/key.pem".into(),
+        };
+        assert_eq!(
+            Endpoint::parse("tcp://m1", Some(&tls)).unwrap(),
+            Endpoint::Tcp {
+                addr: "m1:2376".into(),
+                tls: Some(tls.clone())
+            }
+        );
+        let list = Endpoint::parse_list("tcp://a:1, tcp://b:2,unix:///s", None).unwrap();
+        assert_eq!(list.len(), 3);
+        let err = Endpoint::parse("ssh://m1", None).unwrap_err().to_string();
+        assert!(err.contains("unknown scheme"), "{err}");
+        assert!(Endpoint::parse_list(" , ", None).is_err());
+    }
+
+    #[test]
+    fn reads_the_max_version_from_the_real_too_new_errors() {
+        for (file, want) in [("20.10.24", (1, 41)), ("26.1.5", (1, 45))] {
+            let path = format!(
+                "{}/../../shared/engine-captures/{file}/api-version-too-new.body",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let body: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let v = max_version_from_error(body["message"].as_str().unwrap()).unwrap();
+            assert_eq!((v.major_version, v.minor_version), want);
+        }
+        assert!(max_version_from_error("something else").is_none());
+    }
+
+    #[test]
+    fn classifies_the_real_stale_version_error() {
+        let path = format!(
+            "{}/../../shared/engine-captures/20.10.24/node-update-stale-version.body",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let e = ApiError::from_bollard(bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: body["message"].as_str().unwrap().to_string(),
+        });
+        assert!(matches!(e, ApiError::OutOfSequence));
+        assert_eq!(e.metric_label(), "out_of_sequence");
+    }
+}

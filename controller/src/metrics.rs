@@ -1,0 +1,237 @@
+//! The operator's Prometheus metrics, all under `swarm_upgrade_`.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::cluster::Role;
+use crate::marks::Step;
+use crate::planner::Plan;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub role: String,
+    /// The operator's step, or `idle` for an untouched node.
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: String,
+}
+
+/// Every family the operator exports. Cheap to clone (families are shared handles).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub nodes: Family<NodeLabels, Gauge>,
+    pub nodes_at_target: Family<RoleLabels, Gauge>,
+    pub step_duration: Family<StepLabels, Histogram>,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub docker_api_errors: Family<ErrorLabels, Counter>,
+    pub spec_valid: Gauge,
+    pub paused: Gauge,
+    pub complete: Gauge,
+    pub failed_nodes: Gauge,
+}
+
+fn step_histogram() -> Histogram {
+    Histogram::new([
+        0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    ])
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("swarm_upgrade");
+        let nodes = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "nodes",
+            "Nodes by role and the operator's step (idle: untouched)",
+            nodes.clone(),
+        );
+        let nodes_at_target = Family::<RoleLabels, Gauge>::default();
+        registry.register(
+            "nodes_at_target",
+            "Nodes whose engine is at the target version",
+            nodes_at_target.clone(),
+        );
+        let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(
+            step_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Time nodes spent in each step",
+            step_duration.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconcile passes", reconciles.clone());
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconcile passes that failed, by error",
+            reconcile_errors.clone(),
+        );
+        let docker_api_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "docker_api_errors",
+            "Docker API calls that failed (each endpoint try), by error",
+            docker_api_errors.clone(),
+        );
+        let spec_valid = Gauge::default();
+        registry.register(
+            "spec_valid",
+            "1 when the spec file as it is now is valid; 0 when the operator runs on the last good one",
+            spec_valid.clone(),
+        );
+        let paused = Gauge::default();
+        registry.register(
+            "paused",
+            "1 when the rollout is paused (by the spec or by a failed node)",
+            paused.clone(),
+        );
+        let complete = Gauge::default();
+        registry.register(
+            "complete",
+            "1 when every selected node is at the target and no operator label is left",
+            complete.clone(),
+        );
+        let failed_nodes = Gauge::default();
+        registry.register(
+            "failed_nodes",
+            "Nodes marked failed under the current spec",
+            failed_nodes.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            nodes,
+            nodes_at_target,
+            step_duration,
+            reconciles,
+            reconcile_errors,
+            docker_api_errors,
+            spec_valid,
+            paused,
+            complete,
+            failed_nodes,
+        }
+    }
+
+    /// Lets other modules (health) register their families in the same registry.
+    pub fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut registry = self.registry.lock().expect("metrics registry poisoned");
+        f(&mut registry)
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry poisoned");
+        encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Sets the node gauges from a fresh plan.
+    pub fn observe_plan(&self, plan: &Plan) {
+        self.nodes.clear();
+        self.nodes_at_target.clear();
+        for role in [Role::Manager, Role::Worker] {
+            self.nodes_at_target
+                .get_or_create(&RoleLabels {
+                    role: role.as_str().into(),
+                })
+                .set(0);
+            for step in Step::ALL.iter().map(|s| s.as_str()).chain(["idle"]) {
+                self.nodes
+                    .get_or_create(&NodeLabels {
+                        role: role.as_str().into(),
+                        step: step.into(),
+                    })
+                    .set(0);
+            }
+        }
+        for n in &plan.nodes {
+            let step = n.step.map(|s| s.as_str()).unwrap_or("idle");
+            self.nodes
+                .get_or_create(&NodeLabels {
+                    role: n.role.as_str().into(),
+                    step: step.into(),
+                })
+                .inc();
+            if n.at_target {
+                self.nodes_at_target
+                    .get_or_create(&RoleLabels {
+                        role: n.role.as_str().into(),
+                    })
+                    .inc();
+            }
+        }
+        self.paused.set(plan.is_paused() as i64);
+        self.complete.set(plan.complete as i64);
+        self.failed_nodes.set(
+            plan.blockers
+                .iter()
+                .filter(|b| b.kind == crate::planner::BlockerKind::PausedByFailure)
+                .count() as i64,
+        );
+    }
+
+    pub fn observe_step(&self, step: Step, seconds: f64) {
+        self.step_duration
+            .get_or_create(&StepLabels {
+                step: step.as_str().into(),
+            })
+            .observe(seconds);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix_and_counters_their_total() {
+        let m = Metrics::new();
+        m.reconciles.inc();
+        m.docker_api_errors
+            .get_or_create(&ErrorLabels {
+                error: "unreachable".into(),
+            })
+            .inc();
+        m.observe_step(Step::Draining, 1.5);
+        let text = m.encode();
+        assert!(text.contains("swarm_upgrade_reconciles_total 1"), "{text}");
+        assert!(
+            text.contains("swarm_upgrade_docker_api_errors_total{error=\"unreachable\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swarm_upgrade_step_duration_seconds_count{step=\"draining\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("swarm_upgrade_spec_valid 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

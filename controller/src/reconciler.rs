@@ -1,0 +1,265 @@
+//! The level-triggered loop: observe the whole cluster, plan, act, requeue.
+//!
+//! Nothing that matters lives only here: the per-node state is in node labels, so a new
+//! process picks up exactly where a killed one stopped. What lives here is what may be lost:
+//! which commands this process runs, and the last status for `/status`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use tokio::sync::{Notify, watch};
+
+use crate::cluster::{NodeView, Snapshot, TaskView};
+use crate::docker::{ApiError, Swarm};
+use crate::events::{Event, EventSink, EventStep};
+use crate::executor::{Executor, RunningCommands};
+use crate::metrics::{ErrorLabels, Metrics};
+use crate::planner::{Plan, PlanInput, plan};
+use crate::spec::{EngineUpgrade, SpecState, spec_hash};
+use crate::status::RolloutStatus;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Between passes while something is under way.
+    pub poll_active: Duration,
+    /// Between passes while nothing is (events wake the loop sooner).
+    pub poll_idle: Duration,
+    /// Stop when the rollout is complete (exit 0) or paused by a failure (exit 2).
+    pub once: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            poll_active: Duration::from_millis(250),
+            poll_idle: Duration::from_secs(5),
+            once: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Complete,
+    PausedByFailure,
+}
+
+/// Observes the cluster once.
+pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Vec<bollard::models::Task>), ApiError> {
+    let (nodes, tasks) = tokio::try_join!(swarm.nodes(), swarm.tasks())?;
+    let nodes = nodes
+        .iter()
+        .map(NodeView::from_engine)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Other(e.to_string()))?;
+    let views = tasks.iter().filter_map(TaskView::from_engine).collect();
+    Ok((
+        Snapshot {
+            nodes,
+            tasks: views,
+        },
+        tasks,
+    ))
+}
+
+/// Plans against the cluster as it is now, for `plan` and `status`.
+pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<Plan, ApiError> {
+    let (snapshot, _) = observe(swarm).await?;
+    Ok(plan(&PlanInput {
+        spec: &spec.spec,
+        spec_hash: &spec_hash(&spec.spec),
+        snapshot: &snapshot,
+        running_commands: &Default::default(),
+        drain_vetoes: &BTreeMap::new(),
+        now: Timestamp::now(),
+    }))
+}
+
+pub struct Reconciler {
+    pub swarm: Swarm,
+    pub spec: watch::Receiver<SpecState>,
+    pub events: EventSink,
+    pub metrics: Metrics,
+    pub status: Arc<RwLock<RolloutStatus>>,
+    pub options: Options,
+}
+
+impl Reconciler {
+    pub async fn run(mut self) -> Outcome {
+        let wake = Arc::new(Notify::new());
+        let executor = Executor {
+            swarm: self.swarm.clone(),
+            events: self.events.clone(),
+            metrics: self.metrics.clone(),
+            running: RunningCommands::default(),
+            wake: wake.clone(),
+        };
+        let watcher = tokio::spawn(wake_on_cluster_events(self.swarm.clone(), wake.clone()));
+        let mut announced_complete: Option<String> = None;
+        let mut announced_paused = false;
+        let mut last_error: Option<String> = None;
+        let outcome = loop {
+            let state = self.spec.borrow_and_update().clone();
+            self.metrics.spec_valid.set(state.error.is_none() as i64);
+            let Some(spec) = state.current.clone() else {
+                let error = state
+                    .error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "no spec loaded yet".into());
+                tracing::error!("no valid spec to act on: {error}");
+                *self.status.write().expect("poisoned") = RolloutStatus {
+                    spec_error: Some(error),
+                    updated_at: Some(Timestamp::now()),
+                    ..Default::default()
+                };
+                let _ = self.spec.changed().await;
+                continue;
+            };
+            self.metrics.reconciles.inc();
+            let spec_error = state.error.as_ref().map(|e| e.to_string());
+            let upgrade_spec = Arc::new(spec.spec.clone());
+            let hash = spec_hash(&upgrade_spec);
+            let observed = observe(&self.swarm).await;
+            let (snapshot, _tasks) = match observed {
+                Ok(s) => s,
+                Err(e) => {
+                    self.count_error(e.metric_label());
+                    tracing::warn!("observing the cluster failed: {e}");
+                    last_error = Some(e.to_string());
+                    if let Ok(mut st) = self.status.write() {
+                        st.last_error = last_error.clone();
+                        st.updated_at = Some(Timestamp::now());
+                    }
+                    self.wait(&wake, false).await;
+                    continue;
+                }
+            };
+            let running = executor.running.snapshot();
+            let p = plan(&PlanInput {
+                spec: &upgrade_spec,
+                spec_hash: &hash,
+                snapshot: &snapshot,
+                running_commands: &running,
+                drain_vetoes: &BTreeMap::new(),
+                now: Timestamp::now(),
+            });
+            self.metrics.observe_plan(&p);
+            for b in &p.blockers {
+                tracing::debug!(kind = ?b.kind, node = ?b.node, "{}", b.message);
+            }
+
+            if p.complete && p.actions.is_empty() {
+                if announced_complete.as_deref() != Some(upgrade_spec.version.as_str()) {
+                    let event = Event::rollout(
+                        EventStep::Completed,
+                        &upgrade_spec.version,
+                        format!("every selected node is at {}", upgrade_spec.version),
+                    );
+                    if let Err(e) = self.events.emit(&event).await {
+                        tracing::error!("events file: {e}");
+                    }
+                    announced_complete = Some(upgrade_spec.version.clone());
+                }
+            } else if !p.complete {
+                announced_complete = None;
+            }
+            let paused_by_spec = upgrade_spec.strategy.paused;
+            if paused_by_spec && !announced_paused {
+                let event = Event::rollout(
+                    EventStep::Paused,
+                    &upgrade_spec.version,
+                    "spec.strategy.paused is true",
+                );
+                if let Err(e) = self.events.emit(&event).await {
+                    tracing::error!("events file: {e}");
+                }
+            }
+            announced_paused = paused_by_spec;
+
+            let busy = !p.actions.is_empty() || p.nodes.iter().any(|n| n.step.is_some());
+            let mut pass_error = None;
+            for action in p.actions.clone() {
+                if let Err(e) = executor.apply(action, &upgrade_spec).await {
+                    self.count_error(e.metric_label());
+                    tracing::warn!("{e}");
+                    pass_error = Some(e.to_string());
+                }
+            }
+            if pass_error.is_some() || p.actions.is_empty() {
+                last_error = pass_error;
+            }
+            *self.status.write().expect("poisoned") = RolloutStatus::from_plan(
+                &spec.metadata.name,
+                &upgrade_spec.version,
+                state.generation,
+                &p,
+                spec_error,
+                last_error.clone(),
+            );
+
+            if self.options.once && p.actions.is_empty() && running.is_empty() {
+                if p.complete {
+                    break Outcome::Complete;
+                }
+                if p.failed {
+                    break Outcome::PausedByFailure;
+                }
+            }
+            self.wait(&wake, busy).await;
+        };
+        watcher.abort();
+        outcome
+    }
+
+    fn count_error(&self, label: &str) {
+        self.metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: label.to_string(),
+            })
+            .inc();
+    }
+
+    /// Until something may have changed: a cluster event, a finished command, a spec change,
+    /// or the poll interval (short while a step is under way: most steps end without an event).
+    async fn wait(&mut self, wake: &Notify, busy: bool) {
+        let interval = if busy {
+            self.options.poll_active
+        } else {
+            self.options.poll_idle
+        };
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = self.spec.changed() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Node and service events wake the loop at once; the stream is re-opened (on whichever
+/// manager answers) whenever it ends, as it does when that manager's engine stops.
+async fn wake_on_cluster_events(swarm: Swarm, wake: Arc<Notify>) {
+    loop {
+        match swarm.events().await {
+            Ok(stream) => {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::debug!("event stream ended: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("cannot open the event stream: {e}"),
+        }
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
