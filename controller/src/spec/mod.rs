@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::SpecDuration;
 pub use load::{SpecError, load_spec_file, parse_spec};
-// pub use watch::{SpecState, SpecWatcher};
+pub use watch::{SpecState, SpecWatcher, WatchOptions};
 pub use window::{Weekday, Window};
 
 pub const API_VERSION: &str = "swarm-upgrade.io/v1alpha1";
@@ -342,4 +342,15 @@ pub fn schema_json() -> String {
     let mut out = serde_json::to_string_pretty(&schema).expect("a schema serializes");
     out.push('\n');
     out
+}
+
+/// A short, stable fingerprint of the spec's content: a node that failed under one spec is
+/// retried once the spec is different.
+pub fn spec_hash(spec: &EngineUpgradeSpec) -> String {
+    let json = serde_json::to_string(spec).expect("a spec always serializes");
+    // FNV-1a: stable across runs and builds, unlike std's DefaultHasher.
+    let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
