@@ -672,8 +672,9 @@ mod tests {
         );
         assert_eq!(
             closest("maxUnavailable", &["maxUnavailableWorkers", "settle"]),
-            None
+            Some("maxUnavailableWorkers")
         );
+        assert_eq!(closest("foo", &["command", "rollback", "timeout"]), None);
         assert_eq!(
             closest(
                 "maxunavailableworkers",
