@@ -47,6 +47,9 @@ pub enum Command {
     Resume(ClusterArgs),
     /// Print the JSON Schema of the spec file.
     Schema,
+    /// The in-swarm connectivity client (the seed's test client): connects to every address
+    /// behind each target each interval, logs errors in the seed's format, serves /metrics.
+    Probe(crate::probe::ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +159,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("handed back for a retry: {}", cleared.join(", "));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe(args) => {
+            crate::probe::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {

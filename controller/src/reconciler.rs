@@ -12,10 +12,17 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use tokio::sync::{Notify, watch};
 
+use std::collections::HashMap;
+
+use bollard::models::{Node, Task};
+
 use crate::cluster::{NodeView, Snapshot, TaskView};
 use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink, EventStep};
 use crate::executor::{Executor, RunningCommands};
+use crate::health::capacity::network_usage;
+use crate::health::metrics::HealthMetrics;
+use crate::health::rejections::RejectionTracker;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::planner::{Plan, PlanInput, plan};
 use crate::spec::{EngineUpgrade, SpecState, spec_hash};
@@ -47,22 +54,73 @@ pub enum Outcome {
     PausedByFailure,
 }
 
+/// The engine's own objects from one observation, kept for the health checks.
+pub struct Raw {
+    pub nodes: Vec<Node>,
+    pub tasks: Vec<Task>,
+}
+
 /// Observes the cluster once.
-pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Vec<bollard::models::Task>), ApiError> {
+pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
     let (nodes, tasks) = tokio::try_join!(swarm.nodes(), swarm.tasks())?;
-    let nodes = nodes
+    let views = nodes
         .iter()
         .map(NodeView::from_engine)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Other(e.to_string()))?;
-    let views = tasks.iter().filter_map(TaskView::from_engine).collect();
+    let task_views = tasks.iter().filter_map(TaskView::from_engine).collect();
     Ok((
         Snapshot {
-            nodes,
-            tasks: views,
+            nodes: views,
+            tasks: task_views,
         },
-        tasks,
+        Raw { nodes, tasks },
     ))
+}
+
+/// Counts task rejections and failures (each once) and network address usage.
+pub struct HealthWatch {
+    pub metrics: HealthMetrics,
+    tracker: RejectionTracker,
+}
+
+impl HealthWatch {
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            metrics: metrics.with_registry(HealthMetrics::register),
+            tracker: RejectionTracker::new(),
+        }
+    }
+
+    pub async fn observe(&mut self, swarm: &Swarm, raw: &Raw) -> Result<(), ApiError> {
+        let (services, networks) = tokio::try_join!(swarm.services(), swarm.networks())?;
+        let service_names: HashMap<String, String> = services
+            .iter()
+            .filter_map(|s| Some((s.id.clone()?, s.spec.as_ref()?.name.clone()?)))
+            .collect();
+        let hostnames: HashMap<String, String> = raw
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.id.clone()?, n.description.as_ref()?.hostname.clone()?)))
+            .collect();
+        let problems = self.tracker.observe(&raw.tasks, &service_names, &hostnames);
+        for p in &problems {
+            tracing::warn!(
+                task = %p.task_id,
+                service = %p.service,
+                node = %p.node,
+                state = ?p.state,
+                reason = p.reason.label(),
+                "task {}: {}",
+                if p.is_rejection() { "rejected" } else { "failed" },
+                p.err
+            );
+        }
+        self.metrics.record_problems(&problems);
+        let usage = network_usage(&networks, &services, &raw.tasks, &raw.nodes);
+        self.metrics.set_network_usage(&usage);
+        Ok(())
+    }
 }
 
 /// Plans against the cluster as it is now, for `plan` and `status`.
@@ -98,6 +156,7 @@ impl Reconciler {
             wake: wake.clone(),
         };
         let watcher = tokio::spawn(wake_on_cluster_events(self.swarm.clone(), wake.clone()));
+        let mut health = HealthWatch::new(&self.metrics);
         let mut announced_complete: Option<String> = None;
         let mut announced_paused = false;
         let mut last_error: Option<String> = None;
@@ -124,7 +183,7 @@ impl Reconciler {
             let upgrade_spec = Arc::new(spec.spec.clone());
             let hash = spec_hash(&upgrade_spec);
             let observed = observe(&self.swarm).await;
-            let (snapshot, _tasks) = match observed {
+            let (snapshot, raw) = match observed {
                 Ok(s) => s,
                 Err(e) => {
                     self.count_error(e.metric_label());
@@ -138,6 +197,10 @@ impl Reconciler {
                     continue;
                 }
             };
+            if let Err(e) = health.observe(&self.swarm, &raw).await {
+                self.count_error(e.metric_label());
+                tracing::warn!("reading services and networks failed: {e}");
+            }
             let running = executor.running.snapshot();
             let p = plan(&PlanInput {
                 spec: &upgrade_spec,
