@@ -69,3 +69,66 @@ fn examples_are_what_they_say() {
     let min = load("minimal.yaml");
     assert!(min.spec.window.is_none() && min.spec.upgrade.rollback.is_none());
 }
+
+fn schema_validator() -> jsonschema::Validator {
+    let path = examples_dir().join("../engineupgrade.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("the committed schema is a valid JSON Schema")
+}
+
+fn yaml_to_json(text: &str) -> serde_json::Value {
+    serde_saphyr::from_str(text).unwrap()
+}
+
+#[test]
+fn every_example_matches_the_committed_json_schema() {
+    let validator = schema_validator();
+    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            continue;
+        }
+        let doc = yaml_to_json(&std::fs::read_to_string(&path).unwrap());
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+    }
+}
+
+#[test]
+fn the_json_schema_refuses_what_parse_spec_refuses() {
+    let validator = schema_validator();
+    let base = std::fs::read_to_string(examples_dir().join("full.yaml")).unwrap();
+    assert!(validator.is_valid(&yaml_to_json(&base)));
+    for (from, to) in [
+        ("timeout: 15m", "timeout: 15 minutes"),
+        ("timeout: 15m", "timout: 15m"),
+        ("version: \"26.1.5\"", "version: \"26.1\""),
+        ("\"--to\", \"{version}\"]", "\"--to\", \"{target}\"]"),
+        ("maxUnavailableWorkers: 2", "maxUnavailableWorkers: 0"),
+        ("start: \"22:00\"", "start: \"10pm\""),
+        ("days: [mon, tue, wed, thu, fri]", "days: []"),
+        ("days: [mon, tue, wed, thu, fri]", "days: [monday]"),
+        ("kind: EngineUpgrade", "kind: Deployment"),
+    ] {
+        assert_eq!(base.matches(from).count(), 1, "{from}");
+        let text = base.replace(from, to);
+        assert!(
+            swarm_upgrade::spec::parse_spec(&text, std::path::Path::new("x")).is_err(),
+            "parse_spec accepts {to}"
+        );
+        assert!(
+            !validator.is_valid(&yaml_to_json(&text)),
+            "the schema accepts {to}"
+        );
+    }
+    let empty_cmd = base.replace(
+        "command: [\"/opt/upgrade-engine\", \"--node\", \"{hostname}\", \"--from\", \"{current_version}\", \"--to\", \"{version}\"]",
+        "command: [\"\"]",
+    );
+    assert_ne!(empty_cmd, base);
+    assert!(!validator.is_valid(&yaml_to_json(&empty_cmd)));
+}
