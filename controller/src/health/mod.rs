@@ -4,10 +4,15 @@
 
 pub mod capacity;
 pub mod metrics;
+pub mod predict;
 pub mod rejections;
 pub mod signatures;
 
 pub use capacity::{AllocatorCounts, NetworkUsage, network_usage, network_usage_inspected};
 pub use metrics::{HealthMetrics, NetworkLabels, ProbeMetrics, ProblemLabels, TargetLabels};
+pub use predict::{
+    DrainBlocker, DrainPrediction, NetworkImpact, Stranded, TaskGone, TaskMove, predict_drain,
+    predict_drain_inspected, predict_drain_nodes,
+};
 pub use rejections::{RejectionTracker, TaskProblem};
 pub use signatures::{Reason, SIGNATURES, Signature, classify};

@@ -1,0 +1,686 @@
+//! What draining a node would do: where swarm's scheduler would put its tasks,
+//! and whether that needs load-balancer addresses an overlay network cannot give.
+//!
+//! The model, made exact:
+//!
+//! - *Displaced* tasks: every task on a drained node at or before `running`.
+//!   Those desired `running` and belonging to a replicated service (or job) get a
+//!   replacement; a global service's task just goes away; tasks already desired
+//!   past `running` are stopping anyway and get none.
+//! - A replacement goes to an *eligible* node: not drained, availability
+//!   `active`, status `ready`, every placement constraint of the service true
+//!   (`node.id`, `node.hostname`, `node.role`, `node.platform.os|arch`,
+//!   `node.labels.X`, `engine.labels.X`, with `==`/`!=`, values compared
+//!   case-insensitively as swarmkit does), and `MaxReplicas` not reached.
+//!   Among them, like the scheduler's spread: fewest tasks of that service, then
+//!   fewest tasks overall, then hostname. Placement preferences are not modelled.
+//!   No eligible node: the task is *stranded* ("no suitable node").
+//! - Per overlay network: each replacement (placed or stranded) takes a task
+//!   address when it is created; each displaced task frees its address once
+//!   reported past `running`; each placed replacement on a node without a
+//!   load-balancer address on the network needs a new one (`new_lb_attachments`);
+//!   each drained node frees its load-balancer address once its tasks stopped
+//!   (never on `ingress`, which every node keeps).
+//! - The drained node's load-balancer address is freed only after all its tasks
+//!   stopped, while the new node's is allocated as soon as a replacement is
+//!   assigned, and replacements waiting for a task address take freed addresses
+//!   first. So the check is conservative: the drain **would exhaust** a network
+//!   when `needed = new_lb_attachments` exceeds
+//!   `available = free_before + freed_task_addresses - new_task_addresses`.
+//!   The node then rejects the task with "node is missing network attachments".
+//! - `used_after`/`free_after` are the steady state once everything settled.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use bollard::models::{
+    Network, NetworkInspect, Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Service,
+    Task, TaskState,
+};
+use serde::Serialize;
+
+use super::capacity::{NetIndex, NetInfo, NetworkUsage, holds_addresses, task_networks, usage_of};
+
+/// A replacement task placed on another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskMove {
+    pub task_id: String,
+    pub service_id: String,
+    pub service: String,
+    pub from_node: String,
+    pub to_node: String,
+    pub to_hostname: String,
+}
+
+/// A displaced task that gets no replacement (global service, or already stopping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskGone {
+    pub task_id: String,
+    pub service_id: String,
+    pub service: String,
+    pub node: String,
+}
+
+/// A replacement no node can take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stranded {
+    pub task_id: String,
+    pub service_id: String,
+    pub service: String,
+    pub node: String,
+    pub reason: String,
+}
+
+/// The drain's effect on one overlay network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkImpact {
+    pub network_id: String,
+    pub name: String,
+    pub capacity: u64,
+    pub free_before: u64,
+    pub used_before: u64,
+    /// Replacements attached to this network (each takes an address when created).
+    pub new_task_addresses: u64,
+    /// Displaced tasks' addresses, freed once they are reported past `running`.
+    pub freed_task_addresses: u64,
+    /// Nodes (IDs) that need a new load-balancer address, sorted.
+    pub new_lb_attachments: Vec<String>,
+    /// Drained nodes (IDs) whose load-balancer address is freed, sorted.
+    pub freed_lb_attachments: Vec<String>,
+    /// `new_lb_attachments.len()`.
+    pub needed: u64,
+    /// `free_before + freed_task_addresses - new_task_addresses` (not below 0).
+    pub available: u64,
+    /// Steady state after the drain.
+    pub used_after: u64,
+    /// `capacity - used_after` (negative: over capacity).
+    pub free_after: i64,
+}
+
+impl NetworkImpact {
+    pub fn would_exhaust(&self) -> bool {
+        self.needed > self.available
+    }
+}
+
+/// Why a drain must not go ahead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DrainBlocker {
+    /// New load-balancer attachments exceed the network's free addresses.
+    WouldExhaust {
+        network: String,
+        needed: u64,
+        free: u64,
+        remedies: Vec<String>,
+    },
+    /// Draining leaves tasks of `service` nowhere to run.
+    NowhereToRun {
+        service: String,
+        tasks: usize,
+        reason: String,
+        remedies: Vec<String>,
+    },
+}
+
+impl fmt::Display for DrainBlocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DrainBlocker::WouldExhaust {
+                network,
+                needed,
+                free,
+                remedies,
+            } => write!(
+                f,
+                "draining would exhaust network {network}: {needed} new load-balancer address(es) \
+                 needed, {free} free; remedies: {}",
+                remedies.join("; ")
+            ),
+            DrainBlocker::NowhereToRun {
+                service,
+                tasks,
+                reason,
+                remedies,
+            } => write!(
+                f,
+                "draining leaves {tasks} task(s) of {service} nowhere to run: {reason}; remedies: {}",
+                remedies.join("; ")
+            ),
+        }
+    }
+}
+
+/// The prediction for draining one or more nodes at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DrainPrediction {
+    /// The drained nodes (IDs).
+    pub nodes: Vec<String>,
+    /// Their hostnames, same order.
+    pub hostnames: Vec<String>,
+    pub moves: Vec<TaskMove>,
+    pub gone: Vec<TaskGone>,
+    pub stranded: Vec<Stranded>,
+    /// Every overlay network, touched or not.
+    pub networks: Vec<NetworkImpact>,
+    pub blockers: Vec<DrainBlocker>,
+}
+
+impl DrainPrediction {
+    /// No blocker: the drain can go ahead.
+    pub fn is_safe(&self) -> bool {
+        self.blockers.is_empty()
+    }
+
+    pub fn network(&self, name: &str) -> Option<&NetworkImpact> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+}
+
+impl fmt::Display for DrainPrediction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "drain {}: {} task(s) move, {} go away, {} stranded",
+            self.hostnames.join(", "),
+            self.moves.len(),
+            self.gone.len(),
+            self.stranded.len()
+        )?;
+        for n in &self.networks {
+            if n.needed == 0
+                && n.new_task_addresses == 0
+                && n.freed_task_addresses == 0
+                && n.freed_lb_attachments.is_empty()
+            {
+                continue;
+            }
+            write!(
+                f,
+                "\n  network {}: {} free, {} new load-balancer address(es) needed, {} available \
+                 while tasks move, {} free after",
+                n.name, n.free_before, n.needed, n.available, n.free_after
+            )?;
+        }
+        for b in &self.blockers {
+            write!(f, "\n  BLOCKED: {b}")?;
+        }
+        Ok(())
+    }
+}
+
+fn node_id(n: &Node) -> &str {
+    n.id.as_deref().unwrap_or("")
+}
+
+fn hostname(n: &Node) -> &str {
+    n.description
+        .as_ref()
+        .and_then(|d| d.hostname.as_deref())
+        .unwrap_or_else(|| node_id(n))
+}
+
+fn service_name(s: &Service) -> &str {
+    s.spec
+        .as_ref()
+        .and_then(|sp| sp.name.as_deref())
+        .unwrap_or_else(|| s.id.as_deref().unwrap_or(""))
+}
+
+/// Global (or global job): one task per node, nothing is rescheduled.
+pub(crate) fn is_global(s: &Service) -> bool {
+    s.spec
+        .as_ref()
+        .and_then(|sp| sp.mode.as_ref())
+        .is_some_and(|m| m.global.is_some() || m.global_job.is_some())
+}
+
+fn constraints(s: &Service) -> Vec<String> {
+    s.spec
+        .as_ref()
+        .and_then(|sp| sp.task_template.as_ref())
+        .and_then(|t| t.placement.as_ref())
+        .and_then(|p| p.constraints.clone())
+        .unwrap_or_default()
+}
+
+fn max_replicas(s: &Service) -> Option<u64> {
+    s.spec
+        .as_ref()
+        .and_then(|sp| sp.task_template.as_ref())
+        .and_then(|t| t.placement.as_ref())
+        .and_then(|p| p.max_replicas)
+        .filter(|&m| m > 0)
+        .map(|m| m as u64)
+}
+
+/// Evaluates one placement constraint (`key==value` or `key!=value`) on a node,
+/// as swarmkit's constraint package does. An unknown key never matches.
+pub fn constraint_matches(constraint: &str, node: &Node) -> bool {
+    let (key, value, eq) = if let Some((k, v)) = constraint.split_once("==") {
+        (k, v, true)
+    } else if let Some((k, v)) = constraint.split_once("!=") {
+        (k, v, false)
+    } else {
+        return false;
+    };
+    let key = key.trim();
+    let value = value.trim();
+    let spec = node.spec.as_ref();
+    let desc = node.description.as_ref();
+    let actual: Option<String> = match key.to_ascii_lowercase().as_str() {
+        "node.id" => node.id.clone(),
+        "node.hostname" => desc.and_then(|d| d.hostname.clone()),
+        "node.role" => spec.and_then(|s| s.role).map(|r| match r {
+            NodeSpecRoleEnum::MANAGER => "manager".to_string(),
+            NodeSpecRoleEnum::WORKER => "worker".to_string(),
+            NodeSpecRoleEnum::EMPTY => String::new(),
+        }),
+        "node.platform.os" => desc
+            .and_then(|d| d.platform.as_ref())
+            .and_then(|p| p.os.clone()),
+        "node.platform.arch" => desc
+            .and_then(|d| d.platform.as_ref())
+            .and_then(|p| p.architecture.clone()),
+        _ => {
+            if let Some(label) = key.strip_prefix("node.labels.") {
+                match spec
+                    .and_then(|s| s.labels.as_ref())
+                    .and_then(|l| l.get(label))
+                {
+                    Some(v) => Some(v.clone()),
+                    None => return !eq,
+                }
+            } else if let Some(label) = key.strip_prefix("engine.labels.") {
+                match desc
+                    .and_then(|d| d.engine.as_ref())
+                    .and_then(|e| e.labels.as_ref())
+                    .and_then(|l| l.get(label))
+                {
+                    Some(v) => Some(v.clone()),
+                    None => return !eq,
+                }
+            } else {
+                return false;
+            }
+        }
+    };
+    let matched = actual.is_some_and(|a| a.eq_ignore_ascii_case(value));
+    matched == eq
+}
+
+/// The node takes new tasks: availability `active` and status `ready`.
+pub fn node_schedulable(n: &Node) -> bool {
+    n.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE)
+        && n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY)
+}
+
+fn task_state(t: &Task) -> TaskState {
+    t.status.as_ref().and_then(|s| s.state).unwrap_or_default()
+}
+
+/// Counted by the scheduler's spread: desired and current state at or before `running`.
+fn counts_for_spread(t: &Task) -> bool {
+    t.desired_state.unwrap_or(TaskState::RUNNING) <= TaskState::RUNNING
+        && task_state(t) <= TaskState::RUNNING
+        && t.node_id.as_deref().is_some_and(|n| !n.is_empty())
+}
+
+/// Predicts draining `node_id` (see the module docs for the model).
+pub fn predict_drain(
+    node_id: &str,
+    networks: &[Network],
+    services: &[Service],
+    tasks: &[Task],
+    nodes: &[Node],
+) -> DrainPrediction {
+    predict_drain_nodes(&[node_id], networks, services, tasks, nodes)
+}
+
+/// Predicts draining every node of `node_ids` at once.
+pub fn predict_drain_nodes(
+    node_ids: &[&str],
+    networks: &[Network],
+    services: &[Service],
+    tasks: &[Task],
+    nodes: &[Node],
+) -> DrainPrediction {
+    let idx = NetIndex::new(networks.iter().map(NetInfo::from_network).collect());
+    predict_with(&idx, node_ids, services, tasks, nodes)
+}
+
+/// Like [`predict_drain_nodes`], from `GET /networks/{id}` responses (whose
+/// `Status.IPAM`, API >= 1.52, gives the allocator's free count).
+pub fn predict_drain_inspected(
+    node_ids: &[&str],
+    networks: &[NetworkInspect],
+    services: &[Service],
+    tasks: &[Task],
+    nodes: &[Node],
+) -> DrainPrediction {
+    let idx = NetIndex::new(networks.iter().map(NetInfo::from_inspect).collect());
+    predict_with(&idx, node_ids, services, tasks, nodes)
+}
+
+fn predict_with(
+    idx: &NetIndex,
+    node_ids: &[&str],
+    services: &[Service],
+    tasks: &[Task],
+    nodes: &[Node],
+) -> DrainPrediction {
+    let drained: HashSet<&str> = node_ids.iter().copied().collect();
+    let usage: Vec<NetworkUsage> = usage_of(idx, services, tasks, nodes);
+    let svc_by_id: HashMap<&str, &Service> = services
+        .iter()
+        .filter_map(|s| Some((s.id.as_deref()?, s)))
+        .collect();
+    let node_by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (node_id(n), n)).collect();
+
+    // Spread counts: per (service, node) and per node.
+    let mut svc_count: HashMap<(String, String), u64> = HashMap::new();
+    let mut node_count: HashMap<String, u64> = HashMap::new();
+    for t in tasks.iter().filter(|t| counts_for_spread(t)) {
+        let node = t.node_id.clone().unwrap_or_default();
+        let svc = t.service_id.clone().unwrap_or_default();
+        *svc_count.entry((svc, node.clone())).or_default() += 1;
+        *node_count.entry(node).or_default() += 1;
+    }
+
+    // Displaced tasks, in a stable order.
+    let mut displaced: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            t.node_id.as_deref().is_some_and(|n| drained.contains(n))
+                && task_state(t) <= TaskState::RUNNING
+        })
+        .collect();
+    displaced.sort_by(|a, b| {
+        (a.service_id.as_deref(), a.slot, a.id.as_deref()).cmp(&(
+            b.service_id.as_deref(),
+            b.slot,
+            b.id.as_deref(),
+        ))
+    });
+
+    let mut candidates: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| !drained.contains(node_id(n)) && node_schedulable(n))
+        .collect();
+    candidates.sort_by(|a, b| {
+        hostname(a)
+            .cmp(hostname(b))
+            .then(node_id(a).cmp(node_id(b)))
+    });
+
+    let mut moves = Vec::new();
+    let mut gone = Vec::new();
+    let mut stranded = Vec::new();
+    // (task, network indexes, target node) for the network accounting.
+    let mut replacements: Vec<(Vec<usize>, Option<String>)> = Vec::new();
+    let mut freed_tasks: Vec<Vec<usize>> = Vec::new();
+
+    for t in &displaced {
+        let task_id = t.id.clone().unwrap_or_default();
+        let service_id = t.service_id.clone().unwrap_or_default();
+        let from = t.node_id.clone().unwrap_or_default();
+        let svc = svc_by_id.get(service_id.as_str()).copied();
+        let name = svc.map_or(service_id.clone(), |s| service_name(s).to_string());
+        let nets = task_networks(t, svc, idx);
+        if holds_addresses(t) {
+            freed_tasks.push(nets.clone());
+        }
+        let wants_replacement = t.desired_state.unwrap_or(TaskState::RUNNING) <= TaskState::RUNNING
+            && svc.is_some_and(|s| !is_global(s));
+        let Some(svc) = svc.filter(|_| wants_replacement) else {
+            gone.push(TaskGone {
+                task_id,
+                service_id,
+                service: name,
+                node: from,
+            });
+            continue;
+        };
+        let cons = constraints(svc);
+        let max = max_replicas(svc);
+        let count_of = |n: &str, c: &HashMap<(String, String), u64>| {
+            c.get(&(service_id.clone(), n.to_string()))
+                .copied()
+                .unwrap_or(0)
+        };
+        let best = candidates
+            .iter()
+            .filter(|n| cons.iter().all(|c| constraint_matches(c, n)))
+            .filter(|n| max.is_none_or(|m| count_of(node_id(n), &svc_count) < m))
+            .min_by_key(|n| {
+                (
+                    count_of(node_id(n), &svc_count),
+                    node_count.get(node_id(n)).copied().unwrap_or(0),
+                )
+            })
+            .copied();
+        match best {
+            Some(n) => {
+                let to = node_id(n).to_string();
+                *svc_count
+                    .entry((service_id.clone(), to.clone()))
+                    .or_default() += 1;
+                *node_count.entry(to.clone()).or_default() += 1;
+                moves.push(TaskMove {
+                    task_id,
+                    service_id,
+                    service: name,
+                    from_node: from,
+                    to_hostname: hostname(n).to_string(),
+                    to_node: to.clone(),
+                });
+                replacements.push((task_networks(t, Some(svc), idx), Some(to)));
+            }
+            None => {
+                let reason = why_nowhere(nodes, &drained, &cons, max);
+                stranded.push(Stranded {
+                    task_id,
+                    service_id,
+                    service: name,
+                    node: from,
+                    reason,
+                });
+                replacements.push((task_networks(t, Some(svc), idx), None));
+            }
+        }
+    }
+
+    // Network accounting.
+    let pos_of: HashMap<&str, usize> = usage
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.id.as_str(), i))
+        .collect();
+    let net_pos = |i: usize| pos_of.get(idx.nets[i].id.as_str()).copied();
+    let mut new_tasks = vec![0u64; usage.len()];
+    let mut freed = vec![0u64; usage.len()];
+    let mut new_lb: Vec<BTreeSet<String>> = vec![BTreeSet::new(); usage.len()];
+    for nets in &freed_tasks {
+        for p in nets.iter().filter_map(|&i| net_pos(i)) {
+            freed[p] += 1;
+        }
+    }
+    for (nets, to) in &replacements {
+        for p in nets.iter().filter_map(|&i| net_pos(i)) {
+            new_tasks[p] += 1;
+            if let Some(to) = to
+                && !usage[p].lb_nodes.iter().any(|n| n == to)
+            {
+                new_lb[p].insert(to.clone());
+            }
+        }
+    }
+    // Tasks on drained nodes that stay at or before running after the drain:
+    // none (every such task is displaced), so their load-balancer addresses go.
+    let mut impacts = Vec::new();
+    let mut blockers = Vec::new();
+    for (p, u) in usage.iter().enumerate() {
+        let freed_lb: Vec<String> = if u.ingress {
+            Vec::new()
+        } else {
+            u.lb_nodes
+                .iter()
+                .filter(|n| drained.contains(n.as_str()))
+                .cloned()
+                .collect()
+        };
+        let needed = new_lb[p].len() as u64;
+        let available = (u.free + freed[p]).saturating_sub(new_tasks[p]);
+        let used_before = u.used();
+        let used_after =
+            (used_before + new_tasks[p] + needed).saturating_sub(freed[p] + freed_lb.len() as u64);
+        let impact = NetworkImpact {
+            network_id: u.id.clone(),
+            name: u.name.clone(),
+            capacity: u.capacity,
+            free_before: u.free,
+            used_before,
+            new_task_addresses: new_tasks[p],
+            freed_task_addresses: freed[p],
+            new_lb_attachments: new_lb[p].iter().cloned().collect(),
+            freed_lb_attachments: freed_lb,
+            needed,
+            available,
+            used_after,
+            free_after: u.capacity as i64 - used_after as i64,
+        };
+        if impact.would_exhaust() {
+            let services: BTreeSet<&str> = moves
+                .iter()
+                .zip(replacements.iter().filter(|(_, to)| to.is_some()))
+                .filter(|(_, (nets, _))| nets.iter().any(|&i| net_pos(i) == Some(p)))
+                .map(|(m, _)| m.service.as_str())
+                .collect();
+            let hosts: Vec<&str> = impact
+                .new_lb_attachments
+                .iter()
+                .map(|id| {
+                    node_by_id
+                        .get(id.as_str())
+                        .map_or(id.as_str(), |n| hostname(n))
+                })
+                .collect();
+            blockers.push(DrainBlocker::WouldExhaust {
+                network: u.name.clone(),
+                needed,
+                free: available,
+                remedies: exhaust_remedies(&impact, &services, &hosts, drained.len()),
+            });
+        }
+        impacts.push(impact);
+    }
+
+    let mut by_service: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for s in &stranded {
+        by_service.entry(&s.service).or_insert((0, &s.reason)).0 += 1;
+    }
+    for (service, (n, reason)) in by_service {
+        blockers.push(DrainBlocker::NowhereToRun {
+            service: service.to_string(),
+            tasks: n,
+            reason: reason.to_string(),
+            remedies: vec![
+                "reactivate or add a node that satisfies the service's placement constraints"
+                    .to_string(),
+                "relax the service's placement constraints or scale it down while the node is drained"
+                    .to_string(),
+                "in a cluster without workers, do not drain the managers (upgrade without draining, accepting the interruption)"
+                    .to_string(),
+            ],
+        });
+    }
+
+    DrainPrediction {
+        nodes: node_ids.iter().map(|s| s.to_string()).collect(),
+        hostnames: node_ids
+            .iter()
+            .map(|id| node_by_id.get(id).map_or(*id, |n| hostname(n)).to_string())
+            .collect(),
+        moves,
+        gone,
+        stranded,
+        networks: impacts,
+        blockers,
+    }
+}
+
+fn why_nowhere(
+    nodes: &[Node],
+    drained: &HashSet<&str>,
+    cons: &[String],
+    max: Option<u64>,
+) -> String {
+    let others: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| !drained.contains(node_id(n)))
+        .collect();
+    if others.is_empty() {
+        return format!(
+            "every node ({}) would be drained",
+            nodes.iter().map(hostname).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let unavailable = others.iter().filter(|n| !node_schedulable(n)).count();
+    let unmatched = others
+        .iter()
+        .filter(|n| node_schedulable(n) && !cons.iter().all(|c| constraint_matches(c, n)))
+        .count();
+    let mut parts = vec![format!("{} node(s) drained", drained.len())];
+    if unavailable > 0 {
+        parts.push(format!("{unavailable} other node(s) not active and ready"));
+    }
+    if unmatched > 0 {
+        parts.push(format!(
+            "{unmatched} node(s) fail the constraints {}",
+            cons.join(" && ")
+        ));
+    }
+    let full = others.len() - unavailable - unmatched;
+    if full > 0
+        && let Some(m) = max
+    {
+        parts.push(format!("{full} node(s) already run max_replicas={m}"));
+    }
+    format!("no suitable node ({})", parts.join(", "))
+}
+
+fn exhaust_remedies(
+    impact: &NetworkImpact,
+    services: &BTreeSet<&str>,
+    hosts: &[&str],
+    drained: usize,
+) -> Vec<String> {
+    let short = impact.needed - impact.available;
+    let mut out = vec![format!(
+        "recreate network {} with a bigger subnet (it has {} addresses; {} more needed now)",
+        impact.name, impact.capacity, short
+    )];
+    if !services.is_empty() {
+        out.push(format!(
+            "run fewer replicas of {} ({} fewer free {} addresses)",
+            services.iter().copied().collect::<Vec<_>>().join(", "),
+            short,
+            short
+        ));
+        out.push(format!(
+            "keep {} off {} (a placement constraint), so the tasks move to nodes that already have an address on {}",
+            services.iter().copied().collect::<Vec<_>>().join(", "),
+            hosts.join(", "),
+            impact.name
+        ));
+    }
+    if drained > 1 {
+        out.push("drain fewer nodes at once (maxUnavailableWorkers: 1)".to_string());
+    } else {
+        out.push(
+            "keep maxUnavailableWorkers: 1 and free addresses first (remove or scale down another service on the network)"
+                .to_string(),
+        );
+    }
+    out
+}
