@@ -1,0 +1,976 @@
+//! The Docker Engine API's swarm subset, as an engine serves it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::clock::{Nanos, parse_time_arg, rfc3339};
+use crate::render::{self, With};
+use crate::sim::{Body, Endpoint, Resp, Sim};
+use crate::state::{ApiError, ERR_NO_LEADER, ERR_NOT_MANAGER, Role, api_versions};
+
+/// The serving engine's identity.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub node_id: String,
+    pub hostname: String,
+    pub version: String,
+    pub role: Role,
+    pub addr: String,
+    pub api_max: &'static str,
+    pub api_min: &'static str,
+}
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+fn json_resp<T: Serialize>(status: u16, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn err_resp(e: &ApiError) -> Resp {
+    json_resp(e.status, &json!({"message": e.message}))
+}
+
+fn ok_json<T: Serialize>(v: &T) -> Result<Resp, ApiError> {
+    Ok(json_resp(200, v))
+}
+
+/// Parses `a.b` API versions.
+fn parse_api(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Splits `/v1.41/nodes` into (Some("1.41"), "/nodes").
+fn split_version(path: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = path.strip_prefix("/v") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        let v = &rest[..end];
+        if parse_api(v).is_some() {
+            let p = &rest[end..];
+            return (Some(v), if p.is_empty() { "/" } else { p });
+        }
+    }
+    (None, path)
+}
+
+pub fn query_map(q: Option<&str>) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for kv in q.unwrap_or("").split('&') {
+        if kv.is_empty() {
+            continue;
+        }
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        m.insert(pct_decode(k), pct_decode(v));
+    }
+    m
+}
+
+pub fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The engine's `filters` parameter: `{"k":{"v":true}}` or the legacy `{"k":["v"]}`.
+pub fn parse_filters(
+    q: &HashMap<String, String>,
+) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    let mut out = BTreeMap::new();
+    let Some(raw) = q.get("filters") else {
+        return Ok(out);
+    };
+    if raw.trim().is_empty() {
+        return Ok(out);
+    }
+    let v: Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::new(400, format!("invalid filter: {e}")))?;
+    let Value::Object(m) = v else {
+        return Err(ApiError::new(400, "invalid filter: not an object"));
+    };
+    for (k, v) in m {
+        let vals: Vec<String> = match v {
+            Value::Object(o) => o
+                .into_iter()
+                .filter(|(_, b)| b.as_bool().unwrap_or(false))
+                .map(|(k, _)| k)
+                .collect(),
+            Value::Array(a) => a
+                .into_iter()
+                .filter_map(|x| x.as_str().map(|s| s.to_string()))
+                .collect(),
+            _ => return Err(ApiError::new(400, format!("invalid filter '{k}'"))),
+        };
+        out.insert(k, vals);
+    }
+    Ok(out)
+}
+
+fn check_keys(f: &BTreeMap<String, Vec<String>>, allowed: &[&str]) -> Result<(), ApiError> {
+    for k in f.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::new(400, format!("invalid filter '{k}'")));
+        }
+    }
+    Ok(())
+}
+
+fn label_match(labels: Option<&HashMap<String, String>>, want: &str) -> bool {
+    let Some(l) = labels else { return false };
+    match want.split_once('=') {
+        Some((k, v)) => l.get(k).is_some_and(|x| x == v),
+        None => l.contains_key(want),
+    }
+}
+
+/// Entry point for every request on every endpoint.
+pub async fn handle(
+    sim: Arc<Sim>,
+    ep: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Resp, std::io::Error> {
+    let path = req.uri().path().to_string();
+    if path.starts_with("/_sim") {
+        if ep == Endpoint::Control {
+            return Ok(crate::control::handle(sim, req).await);
+        }
+        return Ok(err_resp(&ApiError::new(404, "page not found")));
+    }
+    let faults = sim.faults();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+    }
+    let (drop, fail) = {
+        let mut rng = rand::rng();
+        (
+            faults.drop_rate > 0.0 && rng.random_bool(faults.drop_rate),
+            faults.error_rate > 0.0 && rng.random_bool(faults.error_rate),
+        )
+    };
+    if drop {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "simulated dropped connection",
+        ));
+    }
+    let serving = match serving(&sim, &ep) {
+        Ok(s) => s,
+        Err(e) => return Ok(err_resp(&e)),
+    };
+    let mut resp = if fail {
+        err_resp(&ApiError::new(
+            500,
+            "simulated fault: internal server error",
+        ))
+    } else {
+        match route(&sim, &serving, req).await {
+            Ok(r) => r,
+            Err(e) => err_resp(&e),
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert("api-version", HeaderValue::from_static(serving.api_max));
+    h.insert("docker-experimental", HeaderValue::from_static("false"));
+    h.insert("ostype", HeaderValue::from_static("linux"));
+    if let Ok(v) = HeaderValue::from_str(&format!("Docker/{} (linux)", serving.version)) {
+        h.insert("server", v);
+    }
+    Ok(resp)
+}
+
+fn serving(sim: &Sim, ep: &Endpoint) -> Result<Serving, ApiError> {
+    let c = sim.state.lock().expect("state lock");
+    let n = match ep {
+        Endpoint::Node(id) => c.nodes.iter().find(|n| &n.id == id),
+        Endpoint::Control => c
+            .leader
+            .as_ref()
+            .and_then(|l| c.nodes.iter().find(|n| &n.id == l))
+            .or_else(|| {
+                c.nodes
+                    .iter()
+                    .find(|n| n.role == Role::Manager && n.engine_running)
+            }),
+    };
+    let n = n.ok_or_else(|| match ep {
+        Endpoint::Node(_) => ApiError::new(503, "This node is not part of a swarm"),
+        Endpoint::Control => ApiError::new(500, ERR_NO_LEADER),
+    })?;
+    let (api_max, api_min) = api_versions(&n.engine_version);
+    Ok(Serving {
+        node_id: n.id.clone(),
+        hostname: n.hostname.clone(),
+        version: n.engine_version.clone(),
+        role: n.role,
+        addr: n.addr.clone(),
+        api_max,
+        api_min,
+    })
+}
+
+/// Cluster-state calls: only on a manager, and only with a leader.
+fn cluster_call(sim: &Sim, s: &Serving) -> Result<(), ApiError> {
+    let c = sim.state.lock().expect("state lock");
+    let role = c
+        .nodes
+        .iter()
+        .find(|n| n.id == s.node_id)
+        .map(|n| n.role)
+        .unwrap_or(s.role);
+    if role != Role::Manager {
+        return Err(ApiError::new(503, ERR_NOT_MANAGER));
+    }
+    c.check_leader()
+}
+
+async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let (req_version, rest) = split_version(req.uri().path());
+    if let Some(v) = req_version {
+        let want = parse_api(v).unwrap_or((0, 0));
+        if want > parse_api(s.api_max).unwrap_or((0, 0)) {
+            return Err(ApiError::new(
+                400,
+                format!(
+                    "client version {v} is too new. Maximum supported API version is {}",
+                    s.api_max
+                ),
+            ));
+        }
+        if want < parse_api(s.api_min).unwrap_or((0, 0)) {
+            return Err(ApiError::new(
+                400,
+                format!(
+                    "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
+                    s.api_min
+                ),
+            ));
+        }
+    }
+    let rest = rest.trim_end_matches('/').to_string();
+    let q = query_map(req.uri().query());
+    let method = req.method().clone();
+    let segs: Vec<&str> = rest.split('/').filter(|x| !x.is_empty()).collect();
+    match (&method, segs.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping(sim, s, method == Method::HEAD)),
+        (&Method::GET, ["version"]) => ok_json(&version(s)),
+        (&Method::GET, ["info"]) => ok_json(&info(sim, s)),
+        (&Method::GET, ["nodes"]) => {
+            cluster_call(sim, s)?;
+            list_nodes(sim, &q)
+        }
+        (&Method::GET, ["nodes", id]) => {
+            cluster_call(sim, s)?;
+            let snap = sim.snapshot();
+            let i = sim.state.lock().expect("state lock").find_node(id)?;
+            ok_json(&snap.nodes[i])
+        }
+        (&Method::DELETE, ["nodes", id]) => {
+            cluster_call(sim, s)?;
+            let force = q.get("force").is_some_and(|v| v == "1" || v == "true");
+            sim.with(|c, now| c.remove_node(id, force, now))?;
+            ok_json(&json!({}))
+        }
+        (&Method::POST, ["nodes", id, "update"]) => {
+            cluster_call(sim, s)?;
+            let version: u64 = q
+                .get("version")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::new(400, "invalid node version: missing or invalid version")
+                })?;
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ApiError::new(400, e.to_string()))?
+                .to_bytes();
+            let spec: bollard::models::NodeSpec = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::new(400, format!("invalid JSON: {e}")))?;
+            let labels = spec
+                .labels
+                .unwrap_or_default()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>();
+            let role = spec.role.map(|r| r.to_string());
+            let av = spec.availability.map(|a| a.to_string());
+            sim.with(|c, now| {
+                c.update_node(
+                    id,
+                    version,
+                    role.as_deref(),
+                    av.as_deref(),
+                    labels,
+                    spec.name,
+                    now,
+                )
+            })?;
+            Ok(Response::new(full(Bytes::new())))
+        }
+        (&Method::GET, ["services"]) => {
+            cluster_call(sim, s)?;
+            list_services(sim, &q)
+        }
+        (&Method::GET, ["services", id]) => {
+            cluster_call(sim, s)?;
+            let snap = sim.snapshot();
+            let sid = sim.state.lock().expect("state lock").find_service(id)?;
+            let svc = snap
+                .services
+                .iter()
+                .find(|x| x.id.as_deref() == Some(&sid))
+                .ok_or_else(|| ApiError::new(404, format!("service {id} not found")))?;
+            ok_json(svc)
+        }
+        (&Method::GET, ["tasks"]) => {
+            cluster_call(sim, s)?;
+            list_tasks(sim, s, &q)
+        }
+        (&Method::GET, ["tasks", id]) => {
+            cluster_call(sim, s)?;
+            let snap = sim.snapshot();
+            let t = snap
+                .tasks
+                .iter()
+                .find(|(k, _)| k.id == *id)
+                .or_else(|| {
+                    let m: Vec<_> = snap
+                        .tasks
+                        .iter()
+                        .filter(|(k, _)| k.id.starts_with(id))
+                        .collect();
+                    (m.len() == 1).then(|| m[0])
+                })
+                .ok_or_else(|| ApiError::new(404, format!("task {id} not found")))?;
+            Ok(task_resp(s, std::slice::from_ref(&t.1), false))
+        }
+        (&Method::GET, ["networks"]) => {
+            cluster_call(sim, s)?;
+            list_networks(sim, &q)
+        }
+        (&Method::GET, ["networks", id]) => {
+            cluster_call(sim, s)?;
+            let verbose = q.get("verbose").is_some_and(|v| v == "1" || v == "true");
+            let c = sim.state.lock().expect("state lock");
+            let nid = c.find_network(id)?;
+            let n = &c.networks[&nid];
+            ok_json(&render::network_inspect(&c, n, Some(&s.node_id), verbose))
+        }
+        (&Method::GET, ["swarm"]) => {
+            cluster_call(sim, s)?;
+            let c = sim.state.lock().expect("state lock");
+            ok_json(&cluster_info(&c))
+        }
+        (&Method::GET, ["events"]) => events(sim, &q),
+        _ => Err(ApiError::new(404, "page not found")),
+    }
+}
+
+fn ping(sim: &Sim, s: &Serving, head: bool) -> Resp {
+    let mut r = Response::new(full(if head {
+        Bytes::new()
+    } else {
+        Bytes::from_static(b"OK")
+    }));
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert("pragma", HeaderValue::from_static("no-cache"));
+    h.insert("builder-version", HeaderValue::from_static("2"));
+    let role = sim
+        .state
+        .lock()
+        .expect("state lock")
+        .nodes
+        .iter()
+        .find(|n| n.id == s.node_id)
+        .map(|n| n.role)
+        .unwrap_or(s.role);
+    h.insert(
+        "swarm",
+        HeaderValue::from_static(if role == Role::Manager {
+            "active/manager"
+        } else {
+            "active/worker"
+        }),
+    );
+    r
+}
+
+fn version(s: &Serving) -> bollard::models::SystemVersion {
+    use bollard::models::{SystemVersion, SystemVersionComponents, SystemVersionPlatform};
+    let newer = s.api_min == "1.24";
+    let (go, commit, containerd, build) = if newer {
+        (
+            "go1.24.4",
+            "411e817",
+            "1.7.24~ds1",
+            "2026-08-13T05:35:48.000000000+00:00",
+        )
+    } else {
+        (
+            "go1.19.8",
+            "5d6db84",
+            "1.6.20~ds1",
+            "2026-05-07T21:09:36.000000000+00:00",
+        )
+    };
+    let kernel = "6.18.44-fc-v782";
+    let details = HashMap::from([
+        ("ApiVersion".to_string(), s.api_max.to_string()),
+        ("Arch".to_string(), "amd64".to_string()),
+        ("BuildTime".to_string(), build.to_string()),
+        ("Experimental".to_string(), "false".to_string()),
+        ("GitCommit".to_string(), commit.to_string()),
+        ("GoVersion".to_string(), go.to_string()),
+        ("KernelVersion".to_string(), kernel.to_string()),
+        ("MinAPIVersion".to_string(), s.api_min.to_string()),
+        ("Os".to_string(), "linux".to_string()),
+    ]);
+    let comp = |name: &str, version: &str, commit: &str| SystemVersionComponents {
+        name: name.to_string(),
+        version: version.to_string(),
+        details: Some(HashMap::from([(
+            "GitCommit".to_string(),
+            commit.to_string(),
+        )])),
+    };
+    SystemVersion {
+        platform: Some(SystemVersionPlatform {
+            name: String::new(),
+        }),
+        components: Some(vec![
+            SystemVersionComponents {
+                name: "Engine".into(),
+                version: s.version.clone(),
+                details: Some(details),
+            },
+            comp("containerd", containerd, containerd),
+            comp("runc", "1.1.5+ds1", "1.1.5+ds1-1+deb12u1"),
+            comp("docker-init", "0.19.0", ""),
+        ]),
+        version: Some(s.version.clone()),
+        api_version: Some(s.api_max.to_string()),
+        min_api_version: Some(s.api_min.to_string()),
+        git_commit: Some(commit.into()),
+        go_version: Some(go.into()),
+        os: Some("linux".into()),
+        arch: Some("amd64".into()),
+        kernel_version: Some(kernel.into()),
+        experimental: None,
+        build_time: Some(build.into()),
+    }
+}
+
+const INFO_TEMPLATE: &str = r#"{"ID":"QVRO:IVKQ:KP7Q:XN2J:4H3A:HMX2:JBDX:NJHW:QXAI:JMEE:TYDJ:5YU2","Containers":0,"ContainersRunning":0,"ContainersPaused":0,"ContainersStopped":0,"Images":1,"Driver":"overlay2","DriverStatus":[["Backing Filesystem","extfs"],["Supports d_type","true"],["Native Overlay Diff","true"],["userxattr","false"]],"Plugins":{"Volume":["local"],"Network":["bridge","host","ipvlan","macvlan","null","overlay"],"Log":["awslogs","fluentd","gcplogs","gelf","journald","json-file","local","logentries","splunk","syslog"]},"MemoryLimit":true,"SwapLimit":true,"CpuCfsPeriod":true,"CpuCfsQuota":true,"CPUShares":true,"CPUSet":true,"PidsLimit":true,"IPv4Forwarding":true,"Debug":false,"NFd":68,"OomKillDisable":true,"NGoroutines":244,"LoggingDriver":"json-file","CgroupDriver":"cgroupfs","CgroupVersion":"1","NEventsListener":2,"KernelVersion":"6.18.44-fc-v782","OperatingSystem":"Debian GNU/Linux 12 (bookworm)","OSVersion":"12","OSType":"linux","Architecture":"x86_64","IndexServerAddress":"https://index.docker.io/v1/","RegistryConfig":{"AllowNondistributableArtifactsCIDRs":[],"AllowNondistributableArtifactsHostnames":[],"InsecureRegistryCIDRs":["127.0.0.0/8"],"IndexConfigs":{"docker.io":{"Name":"docker.io","Mirrors":[],"Secure":true,"Official":true}},"Mirrors":[]},"NCPU":2,"MemTotal":25276063744,"DockerRootDir":"/var/lib/docker","HttpProxy":"","HttpsProxy":"","NoProxy":"","Labels":[],"ExperimentalBuild":false,"Runtimes":{"io.containerd.runc.v2":{"path":"runc"},"runc":{"path":"runc"}},"DefaultRuntime":"runc","LiveRestoreEnabled":false,"Isolation":"","InitBinary":"docker-init","ContainerdCommit":{"ID":"1.6.20~ds1-1+deb12u3","Expected":"1.6.20~ds1-1+deb12u3"},"RuncCommit":{"ID":"1.1.5+ds1-1+deb12u1","Expected":"1.1.5+ds1-1+deb12u1"},"InitCommit":{"ID":"","Expected":""},"SecurityOptions":["name=seccomp,profile=default"]}"#;
+
+fn cluster_info(c: &crate::state::Cluster) -> bollard::models::ClusterInfo {
+    use bollard::models::*;
+    ClusterInfo {
+        id: Some(c.cluster_id.clone()),
+        version: Some(ObjectVersion { index: Some(10) }),
+        created_at: Some(rfc3339(c.created)),
+        updated_at: Some(rfc3339(c.created)),
+        spec: Some(SwarmSpec {
+            name: Some("default".into()),
+            labels: Some(HashMap::new()),
+            orchestration: Some(SwarmSpecOrchestration {
+                task_history_retention_limit: Some(5),
+            }),
+            raft: Some(SwarmSpecRaft {
+                snapshot_interval: Some(10000),
+                keep_old_snapshots: Some(0),
+                log_entries_for_slow_followers: Some(500),
+                election_tick: Some(10),
+                heartbeat_tick: Some(1),
+            }),
+            dispatcher: Some(SwarmSpecDispatcher {
+                heartbeat_period: Some(5_000_000_000),
+            }),
+            ca_config: Some(SwarmSpecCaConfig {
+                node_cert_expiry: Some(7_776_000_000_000_000),
+                ..Default::default()
+            }),
+            encryption_config: Some(SwarmSpecEncryptionConfig {
+                auto_lock_managers: Some(false),
+            }),
+            task_defaults: Some(SwarmSpecTaskDefaults::default()),
+        }),
+        tls_info: Some(TlsInfo {
+            trust_root: Some(String::new()),
+            cert_issuer_subject: Some("MBMxETAPBgNVBAMTCHN3YXJtLWNh".into()),
+            cert_issuer_public_key: Some(String::new()),
+        }),
+        root_rotation_in_progress: Some(false),
+        data_path_port: Some(4789),
+        default_addr_pool: None,
+        subnet_size: Some(24),
+    }
+}
+
+fn info(sim: &Sim, s: &Serving) -> With<bollard::models::SystemInfo> {
+    use bollard::models::*;
+    let mut i: SystemInfo = serde_json::from_str(INFO_TEMPLATE).expect("info template");
+    let c = sim.state.lock().expect("state lock");
+    let now = sim.now();
+    let running = c
+        .tasks
+        .values()
+        .filter(|t| {
+            t.node_id.as_deref() == Some(&s.node_id) && t.state == crate::state::TState::Running
+        })
+        .count() as i64;
+    i.containers = Some(running);
+    i.containers_running = Some(running);
+    i.name = Some(s.hostname.clone());
+    i.server_version = Some(s.version.clone());
+    i.system_time = Some(rfc3339(now));
+    i.docker_root_dir = Some("/var/lib/docker".into());
+    let is_mgr = s.role == Role::Manager;
+    let managers: Vec<PeerNode> = c
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Manager)
+        .map(|n| PeerNode {
+            node_id: Some(n.id.clone()),
+            addr: Some(format!("{}:2377", n.addr)),
+        })
+        .collect();
+    let control = is_mgr;
+    let mut swarm = SwarmInfo {
+        node_id: Some(s.node_id.clone()),
+        node_addr: Some(s.addr.clone()),
+        local_node_state: Some(LocalNodeState::ACTIVE),
+        control_available: Some(control),
+        error: Some(String::new()),
+        remote_managers: Some(managers),
+        nodes: None,
+        managers: None,
+        cluster: None,
+    };
+    if is_mgr && c.leader.is_some() {
+        swarm.nodes = Some(c.nodes.len() as i64);
+        swarm.managers = Some(c.managers_total() as i64);
+        swarm.cluster = Some(cluster_info(&c));
+    }
+    i.swarm = Some(swarm);
+    let mut out = With::new(i)
+        .with("GenericResources", Value::Null)
+        .with("Warnings", Value::Null)
+        .with("BridgeNfIptables", json!(true))
+        .with("BridgeNfIp6tables", json!(true));
+    if let Some(p) = out.extra.get_mut("Plugins") {
+        *p = Value::Null;
+    }
+    let mut plugins = serde_json::to_value(out.inner.plugins.take()).unwrap_or(Value::Null);
+    plugins["Authorization"] = Value::Null;
+    out = out.with("Plugins", plugins);
+    if s.api_min == "1.24" {
+        out = out.with("CDISpecDirs", json!([]));
+        out.inner.containerd_commit = Some(Commit {
+            id: Some("1.7.24~ds1-6+deb13u1".into()),
+        });
+    } else {
+        out = out
+            .with("KernelMemory", json!(true))
+            .with("KernelMemoryTCP", json!(true));
+    }
+    out
+}
+
+fn list_nodes(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+    let f = parse_filters(q)?;
+    check_keys(
+        &f,
+        &["id", "label", "membership", "name", "node.label", "role"],
+    )?;
+    let snap = sim.snapshot();
+    let out: Vec<&bollard::models::Node> = snap
+        .nodes
+        .iter()
+        .filter(|n| {
+            f.iter().all(|(k, vals)| {
+                vals.is_empty()
+                    || vals.iter().any(|v| {
+                        let spec = n.spec.as_ref();
+                        let desc = n.description.as_ref();
+                        match k.as_str() {
+                            "id" => n.id.as_deref().is_some_and(|id| id.starts_with(v.as_str())),
+                            "name" => {
+                                desc.and_then(|d| d.hostname.as_deref())
+                                    .is_some_and(|h| h.starts_with(v.as_str()))
+                                    || spec
+                                        .and_then(|s| s.name.as_deref())
+                                        .is_some_and(|h| h.starts_with(v.as_str()))
+                            }
+                            "role" => spec
+                                .and_then(|s| s.role)
+                                .is_some_and(|r| r.to_string() == *v),
+                            "membership" => v == "accepted",
+                            "node.label" => label_match(spec.and_then(|s| s.labels.as_ref()), v),
+                            "label" => label_match(
+                                desc.and_then(|d| d.engine.as_ref())
+                                    .and_then(|e| e.labels.as_ref()),
+                                v,
+                            ),
+                            _ => false,
+                        }
+                    })
+            })
+        })
+        .collect();
+    ok_json(&out)
+}
+
+fn list_services(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+    let f = parse_filters(q)?;
+    check_keys(&f, &["id", "label", "mode", "name"])?;
+    let status = q.get("status").is_some_and(|v| v == "1" || v == "true");
+    let snap = sim.snapshot();
+    let mut out = vec![];
+    for (svc, st) in snap.services.iter().zip(snap.service_status.iter()) {
+        let spec = svc.spec.as_ref();
+        let ok = f.iter().all(|(k, vals)| {
+            vals.is_empty()
+                || vals.iter().any(|v| match k.as_str() {
+                    "id" => svc
+                        .id
+                        .as_deref()
+                        .is_some_and(|id| id.starts_with(v.as_str())),
+                    "name" => spec
+                        .and_then(|s| s.name.as_deref())
+                        .is_some_and(|n| n.starts_with(v.as_str())),
+                    "label" => label_match(spec.and_then(|s| s.labels.as_ref()), v),
+                    "mode" => {
+                        let global = spec
+                            .and_then(|s| s.mode.as_ref())
+                            .is_some_and(|m| m.global.is_some());
+                        (v == "global") == global
+                    }
+                    _ => false,
+                })
+        });
+        if ok {
+            let mut s = svc.clone();
+            if status {
+                s.service_status = Some(st.clone());
+            }
+            out.push(s);
+        }
+    }
+    ok_json(&out)
+}
+
+fn task_resp(s: &Serving, tasks: &[Arc<render::TaskOut>], list: bool) -> Resp {
+    // 25.0+ engines add "Volumes" to tasks.
+    #[derive(Serialize)]
+    struct V<'a> {
+        #[serde(flatten)]
+        t: &'a render::TaskOut,
+        #[serde(rename = "Volumes")]
+        volumes: Option<()>,
+    }
+    let newer = s.api_min == "1.24";
+    let body = if newer {
+        let v: Vec<V> = tasks.iter().map(|t| V { t, volumes: None }).collect();
+        if list {
+            serde_json::to_vec(&v)
+        } else {
+            serde_json::to_vec(&v[0])
+        }
+    } else if list {
+        serde_json::to_vec(&tasks.iter().map(|t| &**t).collect::<Vec<_>>())
+    } else {
+        serde_json::to_vec(&*tasks[0])
+    }
+    .unwrap_or_default();
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+    let f = parse_filters(q)?;
+    check_keys(
+        &f,
+        &[
+            "id",
+            "label",
+            "name",
+            "node",
+            "service",
+            "desired-state",
+            "up-to-date",
+            "runtime",
+        ],
+    )?;
+    let snap = sim.snapshot();
+    // Resolve node and service filters (IDs or names) to IDs.
+    let (node_ids, svc_ids) = {
+        let c = sim.state.lock().expect("state lock");
+        let nodes: Option<Vec<String>> = f.get("node").filter(|v| !v.is_empty()).map(|vals| {
+            vals.iter()
+                .filter_map(|v| c.find_node(v).ok().map(|i| c.nodes[i].id.clone()))
+                .collect()
+        });
+        let svcs: Option<Vec<String>> = f
+            .get("service")
+            .filter(|v| !v.is_empty())
+            .map(|vals| vals.iter().filter_map(|v| c.find_service(v).ok()).collect());
+        (nodes, svcs)
+    };
+    for v in f.get("desired-state").into_iter().flatten() {
+        if !["running", "shutdown", "accepted"].contains(&v.as_str()) {
+            return Err(ApiError::new(
+                400,
+                format!("Invalid desired-state filter: '{v}'"),
+            ));
+        }
+    }
+    let out: Vec<Arc<render::TaskOut>> = snap
+        .tasks
+        .iter()
+        .filter(|(k, t)| {
+            if let Some(n) = &node_ids
+                && !k.node_id.as_ref().is_some_and(|id| n.contains(id))
+            {
+                return false;
+            }
+            if let Some(sv) = &svc_ids
+                && !sv.contains(&k.service_id)
+            {
+                return false;
+            }
+            f.iter().all(|(key, vals)| {
+                vals.is_empty()
+                    || vals.iter().any(|v| match key.as_str() {
+                        "id" => k.id.starts_with(v.as_str()),
+                        "name" => k.name.starts_with(v.as_str()),
+                        "desired-state" => match v.as_str() {
+                            "running" | "accepted" => k.desired_running,
+                            _ => !k.desired_running,
+                        },
+                        "label" => label_match(t.inner.labels.as_ref(), v),
+                        _ => true,
+                    })
+            })
+        })
+        .map(|(_, t)| t.clone())
+        .collect();
+    Ok(task_resp(s, &out, true))
+}
+
+fn list_networks(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+    let f = parse_filters(q)?;
+    check_keys(
+        &f,
+        &["dangling", "driver", "id", "label", "name", "scope", "type"],
+    )?;
+    let c = sim.state.lock().expect("state lock");
+    let out: Vec<_> = c
+        .networks
+        .values()
+        .filter(|n| {
+            f.iter().all(|(k, vals)| {
+                vals.is_empty()
+                    || vals.iter().any(|v| match k.as_str() {
+                        "name" => n.name.contains(v.as_str()),
+                        "id" => n.id.starts_with(v.as_str()),
+                        "driver" => v == "overlay",
+                        "scope" => v == "swarm",
+                        "type" => v == "custom" || (v == "builtin" && n.ingress),
+                        "label" => label_match(
+                            Some(
+                                &n.labels
+                                    .iter()
+                                    .map(|(a, b)| (a.clone(), b.clone()))
+                                    .collect(),
+                            ),
+                            v,
+                        ),
+                        _ => true,
+                    })
+            })
+        })
+        .map(render::network_summary)
+        .collect();
+    ok_json(&out)
+}
+
+fn events(sim: &Arc<Sim>, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+    let f = parse_filters(q)?;
+    let now = sim.now();
+    let since = match q.get("since") {
+        Some(v) if !v.is_empty() => Some(
+            parse_time_arg(v).ok_or_else(|| ApiError::new(400, format!("invalid since: {v}")))?,
+        ),
+        _ => None,
+    };
+    let until = match q.get("until") {
+        Some(v) if !v.is_empty() => Some(
+            parse_time_arg(v).ok_or_else(|| ApiError::new(400, format!("invalid until: {v}")))?,
+        ),
+        _ => None,
+    };
+    let matches = move |e: &crate::state::Event| -> bool {
+        f.iter().all(|(k, vals)| {
+            vals.is_empty()
+                || vals.iter().any(|v| match k.as_str() {
+                    "type" => e.typ == v,
+                    "event" | "action" => e.action == v,
+                    "scope" => v == "swarm",
+                    "node" => e.typ == "node" && (e.id == *v || e.attrs.get("name") == Some(v)),
+                    "service" => {
+                        e.typ == "service" && (e.id == *v || e.attrs.get("name") == Some(v))
+                    }
+                    _ => true,
+                })
+        })
+    };
+    let (rx, backlog) = {
+        let c = sim.state.lock().expect("state lock");
+        let rx = c.event_tx.subscribe();
+        let backlog: Vec<crate::state::Event> = match since {
+            Some(s) => c
+                .events
+                .iter()
+                .filter(|e| e.time >= s && until.is_none_or(|u| e.time <= u))
+                .cloned()
+                .collect(),
+            None => vec![],
+        };
+        (rx, backlog)
+    };
+    let last = backlog.last().map(|e| e.time).unwrap_or(Nanos::MIN);
+    let sim2 = sim.clone();
+    let stream = async_stream(sim2, rx, backlog, last, until, now, matches);
+    let body = StreamBody::new(stream).boxed_unsync();
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    Ok(r)
+}
+
+fn line(e: &crate::state::Event) -> Result<Frame<Bytes>, Infallible> {
+    let mut v = serde_json::to_vec(&render::event(e)).unwrap_or_default();
+    v.push(b'\n');
+    Ok(Frame::data(Bytes::from(v)))
+}
+
+fn async_stream(
+    sim: Arc<Sim>,
+    mut rx: tokio::sync::broadcast::Receiver<crate::state::Event>,
+    backlog: Vec<crate::state::Event>,
+    last: Nanos,
+    until: Option<Nanos>,
+    _now: Nanos,
+    matches: impl Fn(&crate::state::Event) -> bool + Send + Sync + 'static,
+) -> impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
+    tokio::spawn(async move {
+        for e in backlog.iter().filter(|e| matches(e)) {
+            if tx.send(line(e)).await.is_err() {
+                return;
+            }
+        }
+        // Send headers promptly even when nothing happens.
+        if tx.send(Ok(Frame::data(Bytes::new()))).await.is_err() {
+            return;
+        }
+        loop {
+            let wait = until.map(|u| sim.clock.to_real(u - sim.now()));
+            if until.is_some_and(|u| sim.now() >= u) {
+                return;
+            }
+            let ev = tokio::select! {
+                r = rx.recv() => r,
+                _ = async {
+                    match wait {
+                        Some(w) => tokio::time::sleep(w).await,
+                        None => std::future::pending().await,
+                    }
+                } => return,
+                _ = tx.closed() => return,
+            };
+            match ev {
+                Ok(e) => {
+                    if e.time <= last || until.is_some_and(|u| e.time > u) || !matches(&e) {
+                        continue;
+                    }
+                    if tx.send(line(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefix() {
+        assert_eq!(split_version("/v1.41/nodes"), (Some("1.41"), "/nodes"));
+        assert_eq!(split_version("/nodes"), (None, "/nodes"));
+        assert_eq!(split_version("/v1.45/_ping"), (Some("1.45"), "/_ping"));
+        assert_eq!(split_version("/volumes"), (None, "/volumes"));
+    }
+
+    #[test]
+    fn filters_both_forms() {
+        let mut q = HashMap::new();
+        q.insert(
+            "filters".to_string(),
+            r#"{"node":{"n5":true},"desired-state":["running"]}"#.to_string(),
+        );
+        let f = parse_filters(&q).unwrap();
+        assert_eq!(f["node"], vec!["n5"]);
+        assert_eq!(f["desired-state"], vec!["running"]);
+        assert_eq!(pct_decode("%7B%22a%22%3A1%7D"), r#"{"a":1}"#);
+    }
+}

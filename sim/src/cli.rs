@@ -1,0 +1,269 @@
+//! The `swarm-sim` command line (also embeddable as another CLI's subcommand).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+
+use crate::config::{Faults, SimConfig, Stack, Timings};
+use crate::control::{FaultSpecs, SimState};
+use crate::sim::NodeOpResult;
+
+/// A Docker-Engine-API-compatible simulated Docker Swarm.
+#[derive(Debug, Parser)]
+#[command(name = "swarm-sim", version, about)]
+pub struct SimCli {
+    #[command(subcommand)]
+    pub command: SimCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Run a simulated swarm until killed; prints one line per endpoint.
+    Serve(ServeArgs),
+    /// A node's engine, as ssh + a package manager see it.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Add faults at runtime (same specs as `serve --fault`; `none` clears).
+    Fault {
+        #[command(flatten)]
+        sim: SimAddr,
+        /// Fault specs, e.g. `latency=50ms error-rate=0.1 never-return=n3`.
+        #[arg(required = true)]
+        specs: Vec<String>,
+    },
+    /// Print the simulator's view (nodes, engines, endpoints) as JSON.
+    State {
+        #[command(flatten)]
+        sim: SimAddr,
+    },
+    /// Deploy a stack on a running simulator (`seed` or `exhaust-addrs`).
+    Deploy {
+        #[command(flatten)]
+        sim: SimAddr,
+        stack: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimAddr {
+    /// The simulator's control address (`127.0.0.1:2375` or `http://127.0.0.1:2375`).
+    #[arg(long = "sim", env = "SWARM_SIM", default_value = "127.0.0.1:2375")]
+    pub addr: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Stop the engine, install VERSION, start it; exits 0 once the engine is started.
+    Upgrade {
+        #[command(flatten)]
+        sim: SimAddr,
+        hostname: String,
+        version: String,
+    },
+    /// Restart the node on its backed-up (pre-upgrade) engine version.
+    Rollback {
+        #[command(flatten)]
+        sim: SimAddr,
+        hostname: String,
+    },
+    /// Stop the node's engine.
+    Stop {
+        #[command(flatten)]
+        sim: SimAddr,
+        hostname: String,
+    },
+    /// Start the node's engine (at VERSION if given).
+    Start {
+        #[command(flatten)]
+        sim: SimAddr,
+        hostname: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value_t = 3)]
+    pub managers: usize,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Engine version of every node, reported exactly as given.
+    #[arg(long, default_value = "20.10.24")]
+    pub version: String,
+    /// Control address: `/_sim/...` and the current leader's Docker API.
+    #[arg(long, default_value = "127.0.0.1:2375")]
+    pub listen: String,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Also listen on DIR/<hostname>.sock per endpoint.
+    #[arg(long)]
+    pub socket_dir: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value_t = Stack::Seed)]
+    pub stack: Stack,
+    /// Fault specs (repeatable): latency=50ms, error-rate=0.1, drop-rate=0.05,
+    /// fail-upgrade=HOST, never-return=HOST, wrong-version=HOST:VER, version-skew, restart-active.
+    #[arg(long = "fault")]
+    pub faults: Vec<String>,
+    /// First port of the per-node endpoints (node i gets PORT+i-1); 0 = ephemeral.
+    #[arg(long, default_value_t = 0)]
+    pub base_port: u16,
+    /// Give workers an endpoint too.
+    #[arg(long)]
+    pub worker_endpoints: bool,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let mut faults = Faults::default();
+        for f in &self.faults {
+            faults.apply(f).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Ok(SimConfig {
+            managers: self.managers,
+            workers: self.workers,
+            version: self.version.clone(),
+            time_scale: self.time_scale,
+            stack: self.stack,
+            faults,
+            timings: Timings::default(),
+            listen: self.listen.clone(),
+            base_port: self.base_port,
+            worker_endpoints: self.worker_endpoints,
+            socket_dir: self.socket_dir.clone(),
+            seed: self.seed,
+        })
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: SimCli) -> anyhow::Result<()> {
+    match cli.command {
+        SimCommand::Serve(a) => serve(a).await,
+        SimCommand::Node(cmd) => {
+            let (sim, path) = match &cmd {
+                NodeCommand::Upgrade {
+                    sim,
+                    hostname,
+                    version,
+                } => (
+                    sim,
+                    format!("/_sim/nodes/{hostname}/upgrade?version={}", enc(version)),
+                ),
+                NodeCommand::Rollback { sim, hostname } => {
+                    (sim, format!("/_sim/nodes/{hostname}/rollback"))
+                }
+                NodeCommand::Stop { sim, hostname } => {
+                    (sim, format!("/_sim/nodes/{hostname}/stop"))
+                }
+                NodeCommand::Start {
+                    sim,
+                    hostname,
+                    version,
+                } => (
+                    sim,
+                    match version {
+                        Some(v) => format!("/_sim/nodes/{hostname}/start?version={}", enc(v)),
+                        None => format!("/_sim/nodes/{hostname}/start"),
+                    },
+                ),
+            };
+            let body = request(&sim.addr, "POST", &path, None).await?;
+            let r: NodeOpResult = serde_json::from_slice(&body).context("decoding the answer")?;
+            println!("{}: {} ({})", r.hostname, r.message, r.version);
+            Ok(())
+        }
+        SimCommand::Fault { sim, specs } => {
+            let body = serde_json::to_vec(&FaultSpecs { specs })?;
+            let out = request(&sim.addr, "POST", "/_sim/faults", Some(body)).await?;
+            println!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        SimCommand::State { sim } => {
+            let out = request(&sim.addr, "GET", "/_sim/state", None).await?;
+            let s: SimState = serde_json::from_slice(&out)?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        SimCommand::Deploy { sim, stack } => {
+            let out = request(&sim.addr, "POST", &format!("/_sim/stacks/{stack}"), None).await?;
+            println!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let cfg = a.to_config()?;
+    let h = crate::SimHandle::start(cfg).await?;
+    println!("control {}", h.control_url());
+    for (host, role, url, sock) in h.endpoint_lines().await {
+        match sock {
+            Some(s) => println!("{host} {role} {url} {s}"),
+            None => println!("{host} {role} {url}"),
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tokio::signal::ctrl_c().await.ok();
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A one-shot HTTP/1.1 request to the control address. Non-2xx answers become errors carrying
+/// the engine-style `message`.
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Bytes> {
+    let hostport = addr
+        .trim_start_matches("http://")
+        .trim_start_matches("tcp://")
+        .trim_end_matches('/');
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(hostport),
+    )
+    .await
+    .with_context(|| format!("connecting to the simulator at {hostport}: timed out"))?
+    .with_context(|| format!("connecting to the simulator at {hostport}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", hostport)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(|s| s.to_string()))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        bail!("{msg} (HTTP {})", status.as_u16());
+    }
+    Ok(bytes)
+}
