@@ -14,17 +14,22 @@ use tokio::sync::{Notify, watch};
 
 use std::collections::HashMap;
 
-use bollard::models::{Node, Task};
+use std::collections::BTreeSet;
 
+use bollard::models::{Network, Node, Service, Task};
+
+use crate::cluster::Role;
 use crate::cluster::{NodeView, Snapshot, TaskView};
 use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink, EventStep};
 use crate::executor::{Executor, RunningCommands};
 use crate::health::capacity::network_usage;
 use crate::health::metrics::HealthMetrics;
+use crate::health::predict::predict_drain_nodes;
 use crate::health::rejections::RejectionTracker;
 use crate::metrics::{ErrorLabels, Metrics};
-use crate::planner::{Plan, PlanInput, plan};
+use crate::planner::{Action, NodeRef, Plan, PlanInput, plan, selects};
+use crate::spec::EngineUpgradeSpec;
 use crate::spec::{EngineUpgrade, SpecState, spec_hash};
 use crate::status::RolloutStatus;
 
@@ -58,11 +63,18 @@ pub enum Outcome {
 pub struct Raw {
     pub nodes: Vec<Node>,
     pub tasks: Vec<Task>,
+    pub services: Vec<Service>,
+    pub networks: Vec<Network>,
 }
 
 /// Observes the cluster once.
 pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
-    let (nodes, tasks) = tokio::try_join!(swarm.nodes(), swarm.tasks())?;
+    let (nodes, tasks, services, networks) = tokio::try_join!(
+        swarm.nodes(),
+        swarm.tasks(),
+        swarm.services(),
+        swarm.networks()
+    )?;
     let views = nodes
         .iter()
         .map(NodeView::from_engine)
@@ -74,7 +86,12 @@ pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
             nodes: views,
             tasks: task_views,
         },
-        Raw { nodes, tasks },
+        Raw {
+            nodes,
+            tasks,
+            services,
+            networks,
+        },
     ))
 }
 
@@ -92,9 +109,9 @@ impl HealthWatch {
         }
     }
 
-    pub async fn observe(&mut self, swarm: &Swarm, raw: &Raw) -> Result<(), ApiError> {
-        let (services, networks) = tokio::try_join!(swarm.services(), swarm.networks())?;
-        let service_names: HashMap<String, String> = services
+    pub fn observe(&mut self, raw: &Raw) {
+        let service_names: HashMap<String, String> = raw
+            .services
             .iter()
             .filter_map(|s| Some((s.id.clone()?, s.spec.as_ref()?.name.clone()?)))
             .collect();
@@ -117,23 +134,92 @@ impl HealthWatch {
             );
         }
         self.metrics.record_problems(&problems);
-        let usage = network_usage(&networks, &services, &raw.tasks, &raw.nodes);
+        let usage = network_usage(&raw.networks, &raw.services, &raw.tasks, &raw.nodes);
         self.metrics.set_network_usage(&usage);
-        Ok(())
     }
 }
 
 /// Plans against the cluster as it is now, for `plan` and `status`.
 pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<Plan, ApiError> {
-    let (snapshot, _) = observe(swarm).await?;
-    Ok(plan(&PlanInput {
-        spec: &spec.spec,
-        spec_hash: &spec_hash(&spec.spec),
-        snapshot: &snapshot,
-        running_commands: &Default::default(),
-        drain_vetoes: &BTreeMap::new(),
-        now: Timestamp::now(),
-    }))
+    let (snapshot, raw) = observe(swarm).await?;
+    Ok(plan_with_predictions(
+        &spec.spec,
+        &spec_hash(&spec.spec),
+        &snapshot,
+        &raw,
+        &BTreeSet::new(),
+    ))
+}
+
+/// Plans, then checks each node the plan would start draining against the address-exhaustion
+/// and nowhere-to-run prediction; a node that fails it is vetoed and the plan made again
+/// (another worker may go instead; a manager blocks the rollout with the reason).
+pub fn plan_with_predictions(
+    spec: &EngineUpgradeSpec,
+    hash: &str,
+    snapshot: &Snapshot,
+    raw: &Raw,
+    running: &BTreeSet<String>,
+) -> Plan {
+    let mut vetoes = BTreeMap::new();
+    loop {
+        let p = plan(&PlanInput {
+            spec,
+            spec_hash: hash,
+            snapshot,
+            running_commands: running,
+            drain_vetoes: &vetoes,
+            now: Timestamp::now(),
+        });
+        let starts: Vec<&NodeRef> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Update(u) if u.expect.is_none() && u.events.contains(&EventStep::Drain) => {
+                    Some(&u.node)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut vetoed = false;
+        for node in &starts {
+            let mut draining: Vec<&str> = vec![node.id.as_str()];
+            let first_manager = node.role == Role::Manager
+                && !snapshot
+                    .nodes
+                    .iter()
+                    .any(|n| n.is_manager() && n.mark().is_some());
+            if first_manager {
+                // Upgraded managers stay drained until the last one is done: check that the
+                // swarm can run its tasks with every manager drained, before starting.
+                draining = snapshot
+                    .nodes
+                    .iter()
+                    .filter(|n| n.is_manager() && selects(&spec.node_selector, n))
+                    .map(|n| n.id.as_str())
+                    .collect();
+            }
+            let prediction = predict_drain_nodes(
+                &draining,
+                &raw.networks,
+                &raw.services,
+                &raw.tasks,
+                &raw.nodes,
+            );
+            if !prediction.is_safe() {
+                let reasons: Vec<String> =
+                    prediction.blockers.iter().map(|b| b.to_string()).collect();
+                vetoes.insert(
+                    node.id.clone(),
+                    format!("not draining {}: {}", node.hostname, reasons.join("; ")),
+                );
+                vetoed = true;
+            }
+        }
+        if !vetoed {
+            return p;
+        }
+    }
 }
 
 pub struct Reconciler {
@@ -197,19 +283,9 @@ impl Reconciler {
                     continue;
                 }
             };
-            if let Err(e) = health.observe(&self.swarm, &raw).await {
-                self.count_error(e.metric_label());
-                tracing::warn!("reading services and networks failed: {e}");
-            }
+            health.observe(&raw);
             let running = executor.running.snapshot();
-            let p = plan(&PlanInput {
-                spec: &upgrade_spec,
-                spec_hash: &hash,
-                snapshot: &snapshot,
-                running_commands: &running,
-                drain_vetoes: &BTreeMap::new(),
-                now: Timestamp::now(),
-            });
+            let p = plan_with_predictions(&upgrade_spec, &hash, &snapshot, &raw, &running);
             self.metrics.observe_plan(&p);
             for b in &p.blockers {
                 tracing::debug!(kind = ?b.kind, node = ?b.node, "{}", b.message);
