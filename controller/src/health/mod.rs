@@ -3,12 +3,14 @@
 //! metric families that export them.
 
 pub mod capacity;
+pub mod diagnose;
 pub mod metrics;
 pub mod predict;
 pub mod rejections;
 pub mod signatures;
 
 pub use capacity::{AllocatorCounts, NetworkUsage, network_usage, network_usage_inspected};
+pub use diagnose::{DiagnoseReport, diagnose};
 pub use metrics::{HealthMetrics, NetworkLabels, ProbeMetrics, ProblemLabels, TargetLabels};
 pub use predict::{
     DrainBlocker, DrainPrediction, NetworkImpact, Stranded, TaskGone, TaskMove, predict_drain,
