@@ -47,6 +47,12 @@ pub enum Command {
     Resume(ClusterArgs),
     /// Print the JSON Schema of the spec file.
     Schema,
+    /// Upgrade a simulated swarm (3 managers, 2 workers, 20.10.24 -> 26.1.5) with the real
+    /// operator, showing each step; no Docker needed.
+    Demo(crate::demo::DemoArgs),
+    /// The simulated swarm's own commands (what a demo spec's upgrade.command calls).
+    #[command(hide = true)]
+    Sim(swarm_sim::cli::SimCli),
     /// The in-swarm connectivity client (the seed's test client): connects to every address
     /// behind each target each interval, logs errors in the seed's format, serves /metrics.
     Probe(crate::probe::ProbeArgs),
@@ -115,9 +121,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
-pub fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -129,7 +136,12 @@ pub fn init_logging(format: LogFormat) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo shows its own progress; its log is for warnings unless RUST_LOG says otherwise.
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -159,6 +171,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("handed back for a retry: {}", cleared.join(", "));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Sim(cli) => {
+            swarm_sim::cli::run(cli).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe(args) => {

@@ -73,6 +73,17 @@ pub enum CommandOutcome {
     Failed(String),
 }
 
+fn node_vars(node: &NodeRef, target: &str) -> crate::spec::NodeVars {
+    crate::spec::NodeVars {
+        id: node.id.clone(),
+        hostname: node.hostname.clone(),
+        addr: node.addr.clone(),
+        role: node.role.as_str().to_string(),
+        version: target.to_string(),
+        current_version: node.engine_version.clone(),
+    }
+}
+
 /// Runs `argv` with the node's placeholders and environment, within `timeout`.
 pub async fn run_node_command(
     argv: &[String],
@@ -80,14 +91,7 @@ pub async fn run_node_command(
     target: &str,
     timeout: Duration,
 ) -> CommandOutcome {
-    let vars = crate::spec::NodeVars {
-        id: node.id.clone(),
-        hostname: node.hostname.clone(),
-        addr: node.addr.clone(),
-        role: node.role.as_str().to_string(),
-        version: target.to_string(),
-        current_version: node.engine_version.clone(),
-    };
+    let vars = node_vars(node, target);
     let argv = vars.expand_argv(argv);
     let Some((program, args)) = argv.split_first() else {
         return CommandOutcome::Failed("empty command".into());
@@ -218,7 +222,12 @@ impl Executor {
                 self.finished(finished);
                 for step in events {
                     let msg = if step == EventStep::Upgrade {
-                        format!("running {}", spec.upgrade.command.join(" "))
+                        format!(
+                            "running {}",
+                            node_vars(&node, &spec.version)
+                                .expand_argv(&spec.upgrade.command)
+                                .join(" ")
+                        )
                     } else {
                         message.clone()
                     };
@@ -240,7 +249,12 @@ impl Executor {
             None => (u.node.engine_version.clone(), u.node.engine_version.clone()),
         };
         for step in &u.events {
-            let event = Event::node(*step, &u.node, &from, &to, u.message.clone());
+            let message = match (step, u.availability) {
+                (EventStep::Ready, _) => format!("Ready at {to}"),
+                (EventStep::Reactivate, Some(a)) => format!("setting availability back to {a}"),
+                _ => u.message.clone(),
+            };
+            let event = Event::node(*step, &u.node, &from, &to, message);
             self.events.emit(&event).await?;
         }
         if u.events.is_empty() {
@@ -394,7 +408,12 @@ impl Executor {
                         EventStep::Rollback,
                         &f.node,
                         &f.mark,
-                        format!("running {}", argv.join(" ")),
+                        format!(
+                            "running {}",
+                            node_vars(&f.node, &spec.version)
+                                .expand_argv(argv)
+                                .join(" ")
+                        ),
                     )
                     .await?;
                     match run_node_command(argv, &f.node, &spec.version, spec.upgrade.timeout.get())

@@ -394,6 +394,17 @@ impl<'a> Planner<'a> {
                         Some((Step::Upgrading, in_step)),
                         format!("at {} and Ready", node.engine_version),
                     );
+                } else if !node.is_healthy() && in_step < spec.upgrade.timeout.get() {
+                    // The operator restarted mid-upgrade and the engine is away: the earlier
+                    // run of the command is most likely still at work. Give it its time.
+                    self.block(
+                        BlockerKind::Waiting,
+                        Some(node),
+                        format!(
+                            "engine {} after an operator restart mid-upgrade; waiting up to upgrade.timeout {} before running the command again",
+                            node.state, spec.upgrade.timeout
+                        ),
+                    );
                 } else {
                     // Nothing in this process runs it: the operator restarted mid-upgrade.
                     // The command is idempotent by contract, so it is run again.

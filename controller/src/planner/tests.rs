@@ -484,14 +484,33 @@ fn restart_mid_upgrade_reruns_the_command_or_records_success() {
     mark(&mut nodes[1], Step::Upgrading, t0());
     nodes[1].state = State::Down;
     let mut case = Case::new(nodes);
+    // Engine away after a restart: the earlier run is probably still at work; wait for it.
     case.now = at(20);
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.message.contains("upgrade.timeout"))
+    );
+    // Past upgrade.timeout (60s) it is run again.
+    case.now = at(61);
     match only_action(&case.plan()) {
         Action::RunUpgrade { node, mark, .. } => {
             assert_eq!(node.hostname, "m2");
-            assert_eq!(mark.since, at(20));
+            assert_eq!(mark.since, at(61));
         }
         other => panic!("{other:?}"),
     }
+    // Back Ready at the old version: the earlier run did nothing; run it again at once.
+    case.now = at(21);
+    case.snapshot.nodes[1].state = State::Ready;
+    case.snapshot.nodes[1].reachable = true;
+    assert!(matches!(
+        only_action(&case.plan()),
+        Action::RunUpgrade { .. }
+    ));
+    case.snapshot.nodes[1].state = State::Down;
     // The same node, with its command running in this process: wait.
     case.running.insert("m2".into());
     assert!(case.plan().actions.is_empty());

@@ -1,0 +1,539 @@
+//! The real `swarm-upgrade` binary against the simulated swarm, through the Docker API:
+//! ordering, admin availability, crash-resume, failure and rollback, bad spec edits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use swarm_sim::{Faults, SimConfig, SimHandle};
+use swarm_upgrade::cluster::{Availability, NodeView, Role};
+use swarm_upgrade::docker::{Endpoint, Swarm};
+use swarm_upgrade::events::{Event, EventStep, read_events};
+use swarm_upgrade::marks;
+
+const BIN: &str = env!("CARGO_BIN_EXE_swarm-upgrade");
+const TARGET: &str = "26.1.5";
+
+struct Lab {
+    sim: SimHandle,
+    dir: tempfile::TempDir,
+    swarm: Swarm,
+}
+
+impl Lab {
+    async fn start(config: SimConfig) -> Self {
+        let sim = SimHandle::start(config).await.expect("sim starts");
+        let endpoints = sim
+            .manager_endpoints()
+            .iter()
+            .map(|e| Endpoint::parse(e, None).unwrap())
+            .collect();
+        Self {
+            sim,
+            dir: tempfile::tempdir().unwrap(),
+            swarm: Swarm::new(endpoints).with_patience(Duration::from_secs(20)),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spec_text(&self, extra_strategy: &str) -> String {
+        let url = self.sim.control_url();
+        format!(
+            r#"apiVersion: swarm-upgrade.io/v1alpha1
+kind: EngineUpgrade
+metadata:
+  name: sim-test
+spec:
+  version: "{TARGET}"
+  upgrade:
+    command: ["{BIN}", "sim", "node", "upgrade", "--sim", "{url}", "{{hostname}}", "{{version}}"]
+    rollback: ["{BIN}", "sim", "node", "rollback", "--sim", "{url}", "{{hostname}}"]
+    timeout: 60s
+  strategy:
+    maxUnavailableWorkers: 1
+    drainTimeout: 60s
+    readyTimeout: 60s
+    settle: 200ms
+{extra_strategy}"#
+        )
+    }
+
+    fn write_spec(&self, text: &str) -> PathBuf {
+        let path = self.path("spec.yaml");
+        // Replace by rename, as editors and config mounts do.
+        let tmp = self.path("spec.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    fn operator(&self, spec: &Path, once: bool, listen: &str) -> Child {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--spec")
+            .arg(spec)
+            .arg("--docker-host")
+            .arg(self.sim.manager_endpoints().join(","))
+            .arg("--events")
+            .arg(self.path("events.jsonl"))
+            .arg("--listen")
+            .arg(listen)
+            .arg("--spec-reread")
+            .arg("500ms")
+            .env("RUST_LOG", "info,swarm_upgrade=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("operator.log")).unwrap());
+        if once {
+            cmd.arg("--once");
+        }
+        cmd.spawn().expect("operator starts")
+    }
+
+    fn events(&self) -> Vec<Event> {
+        read_events(&self.path("events.jsonl")).unwrap_or_default()
+    }
+
+    async fn nodes(&self) -> Vec<NodeView> {
+        self.swarm
+            .nodes()
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| NodeView::from_engine(n).unwrap())
+            .collect()
+    }
+
+    async fn set_availability(&self, hostname: &str, availability: Availability) {
+        let node = self
+            .nodes()
+            .await
+            .into_iter()
+            .find(|n| n.hostname == hostname)
+            .unwrap();
+        let raw = self.swarm.node(&node.id).await.unwrap();
+        let mut spec = raw.spec.unwrap();
+        spec.availability = Some(availability.to_engine());
+        self.swarm
+            .update_node(&node.id, spec, node.version_index)
+            .await
+            .unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("operator.log")).unwrap_or_default()
+    }
+}
+
+fn free_listen() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Waits for the process to exit, up to `limit`; kills it and fails past that.
+async fn wait_exit(child: &mut Child, limit: Duration, lab: &Lab) -> i32 {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "operator still running after {limit:?}\nevents: {:#?}\nlog tail:\n{}",
+                lab.events(),
+                tail(&lab.log(), 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for the exit and checks its code, showing the events and the log when it differs.
+async fn expect_exit(child: &mut Child, code: i32, lab: &Lab) {
+    let got = wait_exit(child, Duration::from_secs(120), lab).await;
+    assert_eq!(
+        got,
+        code,
+        "operator exit code\nevents: {:#?}\nlog tail:\n{}",
+        lab.events(),
+        tail(&lab.log(), 60)
+    );
+}
+
+/// Waits until an event matching `pred` is in the events file.
+async fn wait_event(lab: &Lab, limit: Duration, pred: impl Fn(&Event) -> bool) -> Event {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(e) = lab.events().into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event not seen within {limit:?}: {:#?}\nlog tail:\n{}",
+            lab.events(),
+            tail(&lab.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn kill9(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+fn position(events: &[Event], host: &str, step: EventStep) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| e.hostname == host && e.step == step)
+}
+
+/// The seed's ordering, proven from the events file.
+fn assert_seed_order(events: &[Event], nodes: &[NodeView]) {
+    let managers: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.role == Role::Manager)
+        .map(|n| n.hostname.as_str())
+        .collect();
+    let workers: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.role == Role::Worker)
+        .map(|n| n.hostname.as_str())
+        .collect();
+    let last_manager_ready = managers
+        .iter()
+        .map(|m| {
+            position(events, m, EventStep::Ready)
+                .unwrap_or_else(|| panic!("{m} never ready: {events:#?}"))
+        })
+        .max()
+        .unwrap();
+    for m in &managers {
+        let reactivate = position(events, m, EventStep::Reactivate)
+            .unwrap_or_else(|| panic!("{m} never reactivated: {events:#?}"));
+        assert!(
+            reactivate > last_manager_ready,
+            "manager {m} reactivated before every manager was upgraded: {events:#?}"
+        );
+    }
+    // Managers one at a time: each manager's upgrade starts after the previous one is Ready.
+    let mut starts: Vec<(usize, &str)> = managers
+        .iter()
+        .map(|m| (position(events, m, EventStep::Drain).unwrap(), *m))
+        .collect();
+    starts.sort();
+    for pair in starts.windows(2) {
+        let ready = position(events, pair[0].1, EventStep::Ready).unwrap();
+        assert!(
+            ready < pair[1].0,
+            "{} drained before {} was ready",
+            pair[1].1,
+            pair[0].1
+        );
+    }
+    let last_manager_reactivated = managers
+        .iter()
+        .map(|m| position(events, m, EventStep::Reactivated).unwrap())
+        .max()
+        .unwrap();
+    for w in &workers {
+        let first = events.iter().position(|e| e.hostname == *w);
+        if let Some(first) = first {
+            assert!(
+                first > last_manager_reactivated,
+                "worker {w} touched before all managers were done: {events:#?}"
+            );
+        }
+    }
+}
+
+async fn assert_clean_at_target(lab: &Lab, expected: &BTreeMap<String, Availability>) {
+    for n in lab.nodes().await {
+        assert!(
+            swarm_upgrade::spec::version_core(&n.engine_version) == TARGET,
+            "{} at {}",
+            n.hostname,
+            n.engine_version
+        );
+        assert!(
+            !marks::has_any(&n.labels),
+            "{} keeps {:?}",
+            n.hostname,
+            n.labels
+        );
+        assert_eq!(
+            Some(&n.availability),
+            expected.get(&n.hostname),
+            "{} availability",
+            n.hostname
+        );
+    }
+}
+
+async fn availabilities(lab: &Lab) -> BTreeMap<String, Availability> {
+    lab.nodes()
+        .await
+        .into_iter()
+        .map(|n| (n.hostname, n.availability))
+        .collect()
+}
+
+fn sim_config() -> SimConfig {
+    SimConfig {
+        time_scale: 20.0,
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_rollout_keeps_the_seed_order() {
+    let lab = Lab::start(sim_config()).await;
+    let before = availabilities(&lab).await;
+    let spec = lab.write_spec(&lab.spec_text(""));
+    let mut op = lab.operator(&spec, true, &free_listen());
+    expect_exit(&mut op, 0, &lab).await;
+    let events = lab.events();
+    let nodes = lab.nodes().await;
+    assert_seed_order(&events, &nodes);
+    assert_eq!(events.last().unwrap().step, EventStep::Completed);
+    assert_clean_at_target(&lab, &before).await;
+    // The leader at the start is the last manager upgraded.
+    lab.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_drained_worker_is_upgraded_and_stays_drained() {
+    let lab = Lab::start(sim_config()).await;
+    let worker = lab
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.role == Role::Worker)
+        .unwrap()
+        .hostname;
+    lab.set_availability(&worker, Availability::Drain).await;
+    let before = availabilities(&lab).await;
+    assert_eq!(before[&worker], Availability::Drain);
+    let spec = lab.write_spec(&lab.spec_text(""));
+    let mut op = lab.operator(&spec, true, &free_listen());
+    expect_exit(&mut op, 0, &lab).await;
+    assert_clean_at_target(&lab, &before).await;
+    let events = lab.events();
+    let back = events
+        .iter()
+        .find(|e| e.hostname == worker && e.step == EventStep::Reactivated)
+        .unwrap();
+    assert!(back.message.contains("drain"), "{back:?}");
+    lab.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_drain_and_mid_upgrade_the_operator_resumes_and_cleans_up() {
+    // Slower simulated time, so drains and upgrades last long enough to be interrupted.
+    let lab = Lab::start(SimConfig {
+        time_scale: 2.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let before = availabilities(&lab).await;
+    let spec = lab.write_spec(&lab.spec_text(""));
+
+    let mut op = lab.operator(&spec, true, &free_listen());
+    let drain = wait_event(&lab, Duration::from_secs(60), |e| {
+        e.step == EventStep::Drain && e.role == "manager"
+    })
+    .await;
+    kill9(&mut op);
+    // The state is in the labels: the node is drained and marked.
+    let node = lab
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.id == drain.node_id)
+        .unwrap();
+    assert!(marks::has_any(&node.labels));
+
+    let mut op = lab.operator(&spec, true, &free_listen());
+    wait_event(&lab, Duration::from_secs(90), |e| {
+        e.step == EventStep::Upgrade && e.role == "worker"
+    })
+    .await;
+    kill9(&mut op);
+
+    let mut op = lab.operator(&spec, true, &free_listen());
+    expect_exit(&mut op, 0, &lab).await;
+    assert_clean_at_target(&lab, &before).await;
+    assert_seed_order(&lab.events(), &lab.nodes().await);
+    lab.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upgrade_rolls_back_and_pauses() {
+    let mut config = sim_config();
+    config.faults = Faults {
+        fail_upgrade: vec!["n4".into()],
+        ..Faults::default()
+    };
+    let lab = Lab::start(config).await;
+    let before = availabilities(&lab).await;
+    let spec = lab.write_spec(&lab.spec_text(""));
+    let mut op = lab.operator(&spec, true, &free_listen());
+    // Exit 2: paused by a failure.
+    expect_exit(&mut op, 2, &lab).await;
+    let events = lab.events();
+    for step in [EventStep::Failed, EventStep::Rollback, EventStep::Paused] {
+        assert!(
+            position(&events, "n4", step).is_some(),
+            "{step} missing: {events:#?}"
+        );
+    }
+    assert!(
+        events.iter().all(|e| e.hostname != "n5"),
+        "nothing else is touched: {events:#?}"
+    );
+    let nodes = lab.nodes().await;
+    let w1 = nodes.iter().find(|n| n.hostname == "n4").unwrap();
+    assert!(w1.engine_version.starts_with("20.10.24"), "{w1:?}");
+    assert_eq!(w1.availability, before["n4"], "serving again");
+    let mark = w1.mark().unwrap().unwrap();
+    assert_eq!(mark.step, marks::Step::Failed);
+    assert!(mark.reason.unwrap().contains("exited"));
+    lab.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_spec_edit_keeps_the_last_good_spec() {
+    let lab = Lab::start(sim_config()).await;
+    let spec = lab.write_spec(&lab.spec_text("    paused: true\n"));
+    let listen = free_listen();
+    let mut op = lab.operator(&spec, true, &listen);
+    let client = reqwest_lite::Client::new(&listen);
+    client.wait_ready().await;
+    lab.write_spec("apiVersion: swarm-upgrade.io/v1alpha1\nkind: EngineUpgrade\nspec: [unclosed\n");
+    let status = client
+        .poll_json(
+            "/status",
+            |s| s["spec_error"].is_string(),
+            Duration::from_secs(10),
+        )
+        .await;
+    let error = status["spec_error"].as_str().unwrap();
+    assert!(error.contains("spec.yaml:"), "names the file: {error}");
+    assert_eq!(status["observed_version"], TARGET);
+    let metrics = client.get("/metrics").await;
+    assert!(metrics.contains("swarm_upgrade_spec_valid 0"), "{metrics}");
+    assert!(
+        lab.events().iter().all(|e| e.step != EventStep::Drain),
+        "still paused"
+    );
+    // Fixed and unpaused: picked up without a restart, and the rollout completes.
+    lab.write_spec(&lab.spec_text(""));
+    expect_exit(&mut op, 0, &lab).await;
+    lab.sim.shutdown().await;
+}
+
+/// A tiny HTTP/1.1 GET client over std, enough for /status and /metrics.
+mod reqwest_lite {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    pub struct Client {
+        addr: String,
+    }
+
+    impl Client {
+        pub fn new(addr: &str) -> Self {
+            Self {
+                addr: addr.to_string(),
+            }
+        }
+
+        fn get_blocking(addr: &str, path: &str) -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+            Ok(dechunk(body))
+        }
+
+        pub async fn get(&self, path: &str) -> String {
+            let addr = self.addr.clone();
+            let path = path.to_string();
+            tokio::task::spawn_blocking(move || Self::get_blocking(&addr, &path))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        pub async fn wait_ready(&self) {
+            for _ in 0..200 {
+                let addr = self.addr.clone();
+                let ok = tokio::task::spawn_blocking(move || Self::get_blocking(&addr, "/healthz"))
+                    .await
+                    .unwrap();
+                if ok.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("operator HTTP never came up on {}", self.addr);
+        }
+
+        pub async fn poll_json(
+            &self,
+            path: &str,
+            pred: impl Fn(&serde_json::Value) -> bool,
+            limit: Duration,
+        ) -> serde_json::Value {
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                let v: serde_json::Value =
+                    serde_json::from_str(&self.get(path).await).unwrap_or_default();
+                if pred(&v) {
+                    return v;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{path}: {v:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Undoes `Transfer-Encoding: chunked` (axum streams bodies that way).
+    fn dechunk(body: &str) -> String {
+        let mut out = String::new();
+        let mut rest = body;
+        loop {
+            let Some((size, after)) = rest.split_once("\r\n") else {
+                return body.to_string();
+            };
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                return body.to_string();
+            };
+            if n == 0 {
+                return out;
+            }
+            if after.len() < n {
+                return body.to_string();
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+    }
+}
