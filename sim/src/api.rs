@@ -547,7 +547,7 @@ fn cluster_info(c: &crate::state::Cluster) -> bollard::models::ClusterInfo {
     }
 }
 
-fn info(sim: &Sim, s: &Serving) -> With<bollard::models::SystemInfo> {
+fn info(sim: &Sim, s: &Serving) -> Value {
     use bollard::models::*;
     let mut i: SystemInfo = serde_json::from_str(INFO_TEMPLATE).expect("info template");
     let c = sim.state.lock().expect("state lock");
@@ -605,7 +605,9 @@ fn info(sim: &Sim, s: &Serving) -> With<bollard::models::SystemInfo> {
     plugins["Authorization"] = Value::Null;
     out = out.with("Plugins", plugins);
     if s.api_min == "1.24" {
-        out = out.with("CDISpecDirs", json!([]));
+        out = out
+            .with("CDISpecDirs", json!([]))
+            .with("KernelMemoryTCP", json!(true));
         out.inner.containerd_commit = Some(Commit {
             id: Some("1.7.24~ds1-6+deb13u1".into()),
         });
@@ -614,7 +616,34 @@ fn info(sim: &Sim, s: &Serving) -> With<bollard::models::SystemInfo> {
             .with("KernelMemory", json!(true))
             .with("KernelMemoryTCP", json!(true));
     }
-    out
+    // Fields the engines send that bollard's 1.53 models no longer have.
+    let mut v = serde_json::to_value(&out).unwrap_or(Value::Null);
+    for k in ["ContainerdCommit", "RuncCommit", "InitCommit"] {
+        if let Some(o) = v.get_mut(k).and_then(|x| x.as_object_mut()) {
+            let id = o.get("ID").cloned().unwrap_or(json!(""));
+            o.insert("Expected".into(), id);
+        }
+    }
+    if s.api_min == "1.24"
+        && let Some(rt) = v.get_mut("Runtimes").and_then(|x| x.as_object_mut())
+    {
+        let features = r#"{"ociVersionMin":"1.0.0","ociVersionMax":"1.0.2-dev","hooks":["prestart","createRuntime","createContainer","startContainer","poststart","poststop"]}"#;
+        for r in rt.values_mut() {
+            r["status"] = json!({"org.opencontainers.runtime-spec.features": features});
+        }
+    }
+    if let Some(o) = v.get_mut("RegistryConfig").and_then(|x| x.as_object_mut()) {
+        o.insert("AllowNondistributableArtifactsCIDRs".into(), json!([]));
+        o.insert("AllowNondistributableArtifactsHostnames".into(), json!([]));
+    }
+    if let Some(o) = v
+        .get_mut("Swarm")
+        .and_then(|x| x.get_mut("Cluster"))
+        .and_then(|x| x.as_object_mut())
+    {
+        o.insert("DefaultAddrPool".into(), Value::Null);
+    }
+    v
 }
 
 fn list_nodes(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {

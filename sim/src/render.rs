@@ -147,6 +147,17 @@ fn task_spec(c: &Cluster, s: &ServiceRec) -> TaskSpec {
         container_spec: Some(TaskSpecContainerSpec {
             image: Some(s.image.clone()),
             args: (!s.args.is_empty()).then(|| s.args.clone()),
+            mounts: (!s.mounts.is_empty()).then(|| {
+                s.mounts
+                    .iter()
+                    .map(|(src, dst)| Mount {
+                        typ: Some(MountType::VOLUME),
+                        source: Some(src.clone()),
+                        target: Some(dst.clone()),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
             init: Some(false),
             dns_config: Some(TaskSpecContainerSpecDnsConfig::default()),
             isolation: Some(TaskSpecContainerSpecIsolationEnum::DEFAULT),

@@ -210,6 +210,8 @@ pub struct ServiceDef {
     pub endpoint_mode: EndpointMode,
     pub constraints: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Volume mounts (source, target).
+    pub mounts: Vec<(String, String)>,
 }
 
 impl ServiceDef {
@@ -223,6 +225,7 @@ impl ServiceDef {
             endpoint_mode: EndpointMode::Vip,
             constraints: vec![],
             labels: BTreeMap::new(),
+            mounts: vec![],
         }
     }
 
@@ -246,6 +249,7 @@ pub struct ServiceRec {
     pub constraints: Vec<Constraint>,
     pub constraint_strs: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    pub mounts: Vec<(String, String)>,
     pub version: u64,
     pub created: Nanos,
     pub updated: Nanos,
@@ -829,6 +833,7 @@ impl Cluster {
                 constraints,
                 constraint_strs: def.constraints.clone(),
                 labels: def.labels.clone(),
+                mounts: def.mounts.clone(),
                 version,
                 created: now,
                 updated: now,
@@ -844,13 +849,14 @@ impl Cluster {
         self.create_network("test_tnet", "10.0.1.0/24", true, now)?;
         let mut svc = ServiceDef::global("test_service", &["test_tnet"]);
         svc.endpoint_mode = EndpointMode::Dnsrr;
-        svc.labels
-            .insert("com.docker.stack.namespace".into(), "test".into());
+        svc.args = ["nginx", "-g", "daemon off;"].map(String::from).to_vec();
         self.create_service(&svc, now)?;
         let mut cli = ServiceDef::replicated("test_client", 2, &["test_tnet"]);
         cli.image = "ctelfer/lb-upgrade-test-cli:latest".into();
-        cli.labels
-            .insert("com.docker.stack.namespace".into(), "test".into());
+        cli.args = ["sh", "-c", "while true; do sleep 1; done"]
+            .map(String::from)
+            .to_vec();
+        cli.mounts = vec![("test_cliout".into(), "/out".into())];
         self.create_service(&cli, now)?;
         Ok(())
     }
@@ -859,8 +865,7 @@ impl Cluster {
     pub fn deploy_exhaust(&mut self, now: Nanos) -> Result<(), ApiError> {
         self.create_network("ex_default", "10.0.2.0/27", false, now)?;
         let mut svc = ServiceDef::replicated("ex_service", 24, &["ex_default"]);
-        svc.labels
-            .insert("com.docker.stack.namespace".into(), "ex".into());
+        svc.args = ["nginx", "-g", "daemon off;"].map(String::from).to_vec();
         self.create_service(&svc, now)?;
         Ok(())
     }
@@ -1097,6 +1102,10 @@ impl Cluster {
             self.reap_history();
         }
         self.tick_agents(now);
+        if self.leader.is_some() && self.dirty {
+            // The restart supervisor reacts to the agents' reports in the same pass.
+            self.orchestrate(now);
+        }
         if self.dirty {
             self.dirty = false;
         }
