@@ -47,6 +47,9 @@ pub enum Command {
     Resume(ClusterArgs),
     /// Print the JSON Schema of the spec file.
     Schema,
+    /// Every service with rejected or failed tasks, the classified cause and remedy, and
+    /// networks near capacity.
+    Diagnose(DiagnoseArgs),
     /// Upgrade a simulated swarm (3 managers, 2 workers, 20.10.24 -> 26.1.5) with the real
     /// operator, showing each step; no Docker needed.
     Demo(crate::demo::DemoArgs),
@@ -115,6 +118,15 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::spec::SpecDuration::parse(s)
         .map(|d| d.get())
@@ -170,6 +182,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("no failed node");
             } else {
                 println!("handed back for a retry: {}", cleared.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diagnose(args) => {
+            let swarm = args.cluster.swarm()?.with_patience(Duration::from_secs(5));
+            let (_, raw) = crate::reconciler::observe(&swarm)
+                .await
+                .context("reading the cluster")?;
+            let report = crate::health::diagnose::diagnose(
+                &raw.services,
+                &raw.tasks,
+                &raw.nodes,
+                &raw.networks,
+            );
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
             }
             Ok(ExitCode::SUCCESS)
         }
