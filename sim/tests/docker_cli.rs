@@ -1,0 +1,220 @@
+//! The real `docker` CLI (static client 28.2.2) against the simulator.
+
+mod common;
+
+use common::*;
+
+fn docker_bin() -> Option<&'static str> {
+    let p = "/usr/local/bin/docker";
+    std::path::Path::new(p).exists().then_some(p)
+}
+
+async fn docker(host: &str, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(docker_bin().unwrap())
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join("swarm-sim-docker-config"),
+        )
+        .output()
+        .await
+        .expect("docker runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_cli_works_against_the_sim() {
+    if docker_bin().is_none() {
+        eprintln!("no docker CLI; skipping");
+        return;
+    }
+    let h = start_default().await;
+    let ep = h.manager_endpoints()[0].clone();
+    wait_for("7 running tasks", 20, || async {
+        let t = get_json(&ep, "/tasks").await;
+        (t.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["Status"]["State"] == "running")
+            .count()
+            == 7)
+            .then_some(())
+    })
+    .await;
+
+    // node ls: 5 nodes, n1 is self and leader, the engine version column.
+    let (ok, out, err) = docker(&ep, &["node", "ls"]).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("HOSTNAME") && lines[0].contains("ENGINE VERSION"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 6, "{out}");
+    let n1 = lines.iter().find(|l| l.contains(" n1 ")).unwrap();
+    assert!(
+        n1.contains(" * ")
+            && n1.contains("Leader")
+            && n1.contains("Ready")
+            && n1.contains("20.10.24"),
+        "{n1}"
+    );
+    let (ok, out, _) = docker(
+        &ep,
+        &[
+            "node",
+            "ls",
+            "--format",
+            "{{.Hostname}} {{.ManagerStatus}}",
+            "--filter",
+            "role=worker",
+        ],
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(out.trim(), "n4 \nn5".replace(" \n", " \n").trim());
+
+    // node inspect by hostname.
+    let (ok, out, err) = docker(&ep, &["node", "inspect", "n2", "--format", "{{.Description.Hostname}} {{.Spec.Role}} {{.ManagerStatus.Reachability}} {{.Description.Engine.EngineVersion}}"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "n2 manager reachable 20.10.24");
+
+    // node update --availability drain: test_client tasks move off n4/n5.
+    let (ok, _, err) = docker(&ep, &["node", "update", "--availability", "drain", "n5"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = docker(&ep, &["node", "update", "--label-add", "zone=a", "n4"]).await;
+    assert!(ok, "{err}");
+    let (_, out, _) = docker(
+        &ep,
+        &["node", "inspect", "n4", "--format", "{{json .Spec.Labels}}"],
+    )
+    .await;
+    assert_eq!(out.trim(), r#"{"zone":"a"}"#);
+    let (_, out, _) = docker(
+        &ep,
+        &[
+            "node",
+            "inspect",
+            "n5",
+            "--format",
+            "{{.Spec.Availability}}",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "drain");
+    let n5 = get_json(&ep, "/nodes/n5").await["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("nothing running on n5", 20, || async {
+        let t = get_json(&ep, "/tasks").await;
+        (!t.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["NodeID"] == n5.as_str() && t["Status"]["State"] == "running"))
+        .then_some(())
+    })
+    .await;
+
+    // service ls: replicas as the engine's ServiceStatus reports them.
+    wait_for("service ls settles", 20, || async {
+        let (ok, out, _) = docker(
+            &ep,
+            &[
+                "service",
+                "ls",
+                "--format",
+                "{{.Name}} {{.Mode}} {{.Replicas}}",
+            ],
+        )
+        .await;
+        assert!(ok);
+        let got: Vec<&str> = out.lines().collect();
+        (got == ["test_client replicated 2/2", "test_service global 4/4"]).then_some(())
+    })
+    .await;
+
+    // service ps: the drained node's tasks are shut down, history shown.
+    let (ok, out, err) = docker(
+        &ep,
+        &[
+            "service",
+            "ps",
+            "test_service",
+            "--format",
+            "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}}",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("test_service.") && l.contains(" n5 Shutdown Shutdown")),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains(" Running Running"))
+            .count(),
+        4,
+        "{out}"
+    );
+    let (ok, out, _) = docker(
+        &ep,
+        &[
+            "service",
+            "ps",
+            "test_client",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Name}} {{.Node}}",
+        ],
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains("n5"), "{out}");
+
+    // network inspect: IPAM config.
+    let (ok, out, err) = docker(&ep, &["network", "inspect", "test_tnet", "--format", "{{(index .IPAM.Config 0).Subnet}} {{(index .IPAM.Config 0).Gateway}} {{.Driver}} {{.Scope}}"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "10.0.1.0/24 10.0.1.1 overlay swarm");
+
+    // The control address is the leader's API; a stopped engine's endpoint refuses.
+    let (ok, out, _) = docker(
+        &h.control_docker_host(),
+        &["info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"],
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(out.trim(), "n1 true");
+    h.sim().stop_node("n3").await.unwrap();
+    let (ok, _, err) = docker(&h.manager_endpoints()[2], &["node", "ls"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("Cannot connect") || err.contains("refused"),
+        "{err}"
+    );
+
+    // Against a 26.1.5 endpoint the CLI negotiates 1.45.
+    h.sim().upgrade_node("n2", "26.1.5").await.unwrap();
+    let (ok, out, err) = docker(
+        &h.manager_endpoints()[1],
+        &[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Client.APIVersion}}",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1.45 1.45");
+    h.shutdown().await;
+}
