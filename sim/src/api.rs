@@ -325,19 +325,13 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
                 .unwrap_or_default()
                 .into_iter()
                 .collect::<BTreeMap<_, _>>();
-            let role = spec.role.map(|r| r.to_string());
-            let av = spec.availability.map(|a| a.to_string());
-            sim.with(|c, now| {
-                c.update_node(
-                    id,
-                    version,
-                    role.as_deref(),
-                    av.as_deref(),
-                    labels,
-                    spec.name,
-                    now,
-                )
-            })?;
+            let update = crate::state::SpecUpdate {
+                role: spec.role.map(|r| r.to_string()),
+                availability: spec.availability.map(|a| a.to_string()),
+                labels,
+                name: spec.name,
+            };
+            sim.with(|c, now| c.update_node(id, version, update, now))?;
             Ok(Response::new(full(Bytes::new())))
         }
         (&Method::GET, ["services"]) => {

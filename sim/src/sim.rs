@@ -280,18 +280,22 @@ impl Sim {
 
     // ------------------------------------------------------------ node operations
 
-    fn claim(&self, host: &str) -> Result<BusyGuard<'_>, ApiError> {
-        let mut b = self.busy.lock().expect("busy lock");
-        if !b.insert(host.to_string()) {
-            return Err(ApiError::new(
-                409,
-                format!("node {host}: another operation is in progress"),
-            ));
+    /// One node-side operation at a time per host, like the `flock` a real upgrade script
+    /// takes: a second one waits for the first (an operator restarted mid-upgrade runs the
+    /// command again while the first run is still at work).
+    async fn claim(&self, host: &str) -> Result<BusyGuard<'_>, ApiError> {
+        loop {
+            {
+                let mut b = self.busy.lock().expect("busy lock");
+                if b.insert(host.to_string()) {
+                    return Ok(BusyGuard {
+                        sim: self,
+                        host: host.to_string(),
+                    });
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Ok(BusyGuard {
-            sim: self,
-            host: host.to_string(),
-        })
     }
 
     fn lookup(&self, host: &str) -> Result<(String, String, bool, Option<String>), ApiError> {
@@ -312,7 +316,7 @@ impl Sim {
 
     /// Stops a node's engine (`systemctl stop docker`).
     pub async fn stop_node(self: &Arc<Self>, host: &str) -> Result<NodeOpResult, ApiError> {
-        let _g = self.claim(host)?;
+        let _g = self.claim(host).await?;
         self.stop_inner(host).await
     }
 
@@ -338,7 +342,7 @@ impl Sim {
         host: &str,
         version: Option<&str>,
     ) -> Result<NodeOpResult, ApiError> {
-        let _g = self.claim(host)?;
+        let _g = self.claim(host).await?;
         self.start_inner(host, version).await
     }
 
@@ -394,8 +398,16 @@ impl Sim {
         host: &str,
         version: &str,
     ) -> Result<NodeOpResult, ApiError> {
-        let _g = self.claim(host)?;
-        let (id, old, _, _) = self.lookup(host)?;
+        let _g = self.claim(host).await?;
+        let (id, old, running, _) = self.lookup(host)?;
+        if running && old == version {
+            // Idempotent, as a package manager is: already installed and running.
+            return Ok(NodeOpResult {
+                hostname: host.to_string(),
+                version: old,
+                message: format!("already at {version}"),
+            });
+        }
         let (fail, wrong, install) = {
             let c = self.state.lock().expect("state lock");
             (
@@ -427,11 +439,15 @@ impl Sim {
 
     /// Restarts the node on its backed-up version.
     pub async fn rollback_node(self: &Arc<Self>, host: &str) -> Result<NodeOpResult, ApiError> {
-        let _g = self.claim(host)?;
+        let _g = self.claim(host).await?;
         let (id, current, _, backup) = self.lookup(host)?;
-        let backup = backup.ok_or_else(|| {
-            ApiError::new(409, format!("{host}: no backed-up engine to roll back to"))
-        })?;
+        let Some(backup) = backup else {
+            // Nothing was installed (the upgrade failed before): the engine it has is the one
+            // to run. Like a rollback script, make sure it runs, and succeed.
+            let mut r = self.start_inner(host, None).await?;
+            r.message = format!("nothing to roll back: {host} runs {current}");
+            return Ok(r);
+        };
         let install = secs(self.state.lock().expect("state lock").timings.install);
         self.stop_inner(host).await?;
         self.clock.sleep(install).await;

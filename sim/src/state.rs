@@ -297,6 +297,25 @@ pub struct NetworkRec {
     pub lb: BTreeMap<String, u32>,
 }
 
+/// A full NodeSpec, as `POST /nodes/{id}/update` replaces it.
+#[derive(Debug, Clone, Default)]
+pub struct SpecUpdate {
+    pub role: Option<String>,
+    pub availability: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub name: Option<String>,
+}
+
+impl SpecUpdate {
+    pub fn new(role: &str, availability: &str) -> SpecUpdate {
+        SpecUpdate {
+            role: Some(role.to_string()),
+            availability: Some(availability.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
 /// An event in the engine's `/events` form.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -877,12 +896,17 @@ impl Cluster {
         &mut self,
         key: &str,
         version: u64,
-        role: Option<&str>,
-        availability: Option<&str>,
-        labels: BTreeMap<String, String>,
-        name: Option<String>,
+        spec: SpecUpdate,
         now: Nanos,
     ) -> Result<(), ApiError> {
+        let SpecUpdate {
+            role,
+            availability,
+            labels,
+            name,
+        } = spec;
+        let role = role.as_deref();
+        let availability = availability.as_deref();
         let i = self.find_node(key)?;
         if self.nodes[i].version != version {
             return Err(ApiError::new(500, ERR_OUT_OF_SEQUENCE));
@@ -1196,9 +1220,8 @@ impl Cluster {
         // ready one by one as its agent re-registers.
         let max = self.timings.unknown_max.max(0.1);
         for i in 0..self.nodes.len() {
-            if self.nodes[i].state == NodeState::Ready {
-                self.set_node_state(i, NodeState::Unknown, "", now);
-            } else if self.nodes[i].state == NodeState::Down && self.nodes[i].engine_running {
+            let st = self.nodes[i].state;
+            if st == NodeState::Ready || (st == NodeState::Down && self.nodes[i].engine_running) {
                 self.set_node_state(i, NodeState::Unknown, "", now);
             }
             if self.nodes[i].engine_running {
@@ -1394,11 +1417,12 @@ impl Cluster {
         let mut total: HashMap<String, usize> = HashMap::new();
         let mut by_svc: HashMap<(String, String), usize> = HashMap::new();
         for t in self.tasks.values() {
-            if t.desired == TState::Running && !t.state.terminal() {
-                if let Some(n) = &t.node_id {
-                    *total.entry(n.clone()).or_default() += 1;
-                    *by_svc.entry((t.service_id.clone(), n.clone())).or_default() += 1;
-                }
+            if t.desired == TState::Running
+                && !t.state.terminal()
+                && let Some(n) = &t.node_id
+            {
+                *total.entry(n.clone()).or_default() += 1;
+                *by_svc.entry((t.service_id.clone(), n.clone())).or_default() += 1;
             }
         }
         for id in pending {
@@ -1495,11 +1519,12 @@ impl Cluster {
                 }
             }
             for n in &order {
-                if need.contains(&(net.id.clone(), n.clone())) && !net.lb.contains_key(n) {
-                    if let Some(a) = net.pool.alloc() {
-                        net.lb.insert(n.clone(), a);
-                        changed = true;
-                    }
+                if need.contains(&(net.id.clone(), n.clone()))
+                    && !net.lb.contains_key(n)
+                    && let Some(a) = net.pool.alloc()
+                {
+                    net.lb.insert(n.clone(), a);
+                    changed = true;
                 }
             }
         }
@@ -1513,7 +1538,8 @@ impl Cluster {
         if !self.dirty {
             return;
         }
-        let mut groups: HashMap<(String, String), Vec<(Nanos, String, bool)>> = HashMap::new();
+        type Group = Vec<(Nanos, String, bool)>;
+        let mut groups: HashMap<(String, String), Group> = HashMap::new();
         for t in self.tasks.values() {
             let key = match t.slot {
                 Some(s) => s.to_string(),
@@ -1767,26 +1793,10 @@ mod tests {
         } else {
             "worker"
         };
-        c.update_node(
-            &victim,
-            v,
-            Some(role),
-            Some("drain"),
-            BTreeMap::new(),
-            None,
-            20 * SEC,
-        )
-        .unwrap();
+        c.update_node(&victim, v, SpecUpdate::new(role, "drain"), 20 * SEC)
+            .unwrap();
         assert_eq!(
-            c.update_node(
-                &victim,
-                v,
-                Some(role),
-                Some("drain"),
-                BTreeMap::new(),
-                None,
-                20 * SEC
-            ),
+            c.update_node(&victim, v, SpecUpdate::new(role, "drain"), 20 * SEC),
             Err(ApiError::new(500, ERR_OUT_OF_SEQUENCE))
         );
         run(&mut c, 20 * SEC, 40 * SEC);
