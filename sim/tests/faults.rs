@@ -78,9 +78,14 @@ async fn control_cli_upgrade_and_rollback() {
     let (code, _, err) = sim_cli(&["node", "upgrade", "--sim", &sim, "n9", "26.1.5"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no such host: n9"), "{err}");
-    let (code, _, err) = sim_cli(&["node", "rollback", "--sim", &sim, "n5"]).await;
-    assert_eq!(code, 1);
-    assert!(err.contains("no backed-up engine"), "{err}");
+    // Rollback with nothing installed succeeds (the engine it has keeps running); an upgrade to
+    // the running version is idempotent.
+    let (code, out, err) = sim_cli(&["node", "rollback", "--sim", &sim, "n5"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing to roll back"), "{out}");
+    let (code, out, err) = sim_cli(&["node", "upgrade", "--sim", &sim, "n5", "20.10.24"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("already at 20.10.24"), "{out}");
     // State and faults over the CLI.
     let (code, out, _) = sim_cli(&["state", "--sim", &sim]).await;
     assert_eq!(code, 0);
