@@ -226,16 +226,31 @@ fn load(path: &Path) -> anyhow::Result<crate::spec::EngineUpgrade> {
 async fn plan(args: PlanArgs, as_status: bool) -> anyhow::Result<ExitCode> {
     let spec = load(&args.spec)?;
     let swarm = args.cluster.swarm()?.with_patience(Duration::from_secs(5));
-    let p = plan_now(&swarm, &spec)
+    let (p, raw) = plan_now(&swarm, &spec)
         .await
         .context("reading the cluster")?;
     let status =
         RolloutStatus::from_plan(&spec.metadata.name, &spec.spec.version, 0, &p, None, None);
+    // What draining each node still to come would do to the networks, node by node.
+    let predictions: Vec<_> = p
+        .nodes
+        .iter()
+        .filter(|n| n.order.is_some() && n.step.is_none())
+        .map(|n| {
+            crate::health::predict::predict_drain(
+                &n.id,
+                &raw.networks,
+                &raw.services,
+                &raw.tasks,
+                &raw.nodes,
+            )
+        })
+        .collect();
     if args.json {
         let value = if as_status {
             serde_json::to_value(&status)?
         } else {
-            serde_json::to_value(&p)?
+            serde_json::json!({ "plan": p, "predictions": predictions })
         };
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -248,6 +263,14 @@ async fn plan(args: PlanArgs, as_status: bool) -> anyhow::Result<ExitCode> {
         }
         for a in &p.actions {
             println!("next: {} {}", a.node().hostname, describe(a));
+        }
+        if !predictions.is_empty() {
+            println!(
+                "\npredictions (each node drained on its own, from the cluster as it is now):"
+            );
+            for prediction in &predictions {
+                println!("  {}", prediction.to_string().replace('\n', "\n  "));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -140,15 +140,16 @@ impl HealthWatch {
 }
 
 /// Plans against the cluster as it is now, for `plan` and `status`.
-pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<Plan, ApiError> {
+pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<(Plan, Raw), ApiError> {
     let (snapshot, raw) = observe(swarm).await?;
-    Ok(plan_with_predictions(
+    let p = plan_with_predictions(
         &spec.spec,
         &spec_hash(&spec.spec),
         &snapshot,
         &raw,
         &BTreeSet::new(),
-    ))
+    );
+    Ok((p, raw))
 }
 
 /// Plans, then checks each node the plan would start draining against the address-exhaustion
