@@ -537,3 +537,110 @@ mod reqwest_lite {
         }
     }
 }
+
+/// The seed's exhaust_addrs case on the simulator: the rejections are counted with their
+/// classified reason, `diagnose` names the network and the cause, and the operator refuses to
+/// drain a node whose tasks would need a load-balancer address the network no longer has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_network_is_counted_diagnosed_and_not_drained_into() {
+    let lab = Lab::start(SimConfig {
+        stack: swarm_sim::Stack::SeedAndExhaust,
+        ..sim_config()
+    })
+    .await;
+    let endpoints = lab.sim.manager_endpoints().join(",");
+    // Wait until the simulated allocator has rejected the tasks of the node left without an address.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = lab.swarm.tasks().await.unwrap();
+        let rejected = tasks
+            .iter()
+            .filter(|t| {
+                t.status.as_ref().and_then(|s| s.err.as_deref())
+                    == Some("node is missing network attachments, ip addresses may be exhausted")
+            })
+            .count();
+        if rejected > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no rejection seen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let out = Command::new(BIN)
+        .args(["diagnose", "--docker-host", &endpoints])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ex_service"), "{text}");
+    assert!(text.contains("ex_default"), "{text}");
+    assert!(text.contains("network_attachments_exhausted"), "{text}");
+
+    let spec = lab.write_spec(&lab.spec_text(""));
+    let out = Command::new(BIN)
+        .args(["plan", "--json", "--docker-host", &endpoints, "--spec"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let blockers = plan["plan"]["blockers"].as_array().unwrap();
+    assert!(
+        blockers.iter().any(|b| b["kind"] == "vetoed"
+            && b["message"].as_str().unwrap().contains("ex_default")),
+        "{blockers:#?}"
+    );
+    assert!(plan["plan"]["actions"].as_array().unwrap().is_empty());
+
+    // The running operator counts the rejections by reason and does not start a drain.
+    let listen = free_listen();
+    let mut op = lab.operator(&spec, false, &listen);
+    let client = reqwest_lite::Client::new(&listen);
+    client.wait_ready().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = client.get("/metrics").await;
+        if m.contains("reason=\"network_attachments_exhausted\"") {
+            break m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("swarm_upgrade_task_rejections_total")
+                && l.contains("network_attachments_exhausted")
+                && l.contains("ex_service")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1.0, "{line}");
+    assert!(
+        metrics.contains("swarm_upgrade_network_free_addresses{network=\"ex_default\"} 0"),
+        "{metrics}"
+    );
+    let status = client
+        .poll_json(
+            "/status",
+            |s| s["blockers"].is_array(),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        status["blockers"].to_string().contains("ex_default"),
+        "{status:#}"
+    );
+    kill9(&mut op);
+    assert!(lab.events().iter().all(|e| e.step != EventStep::Drain));
+    lab.sim.shutdown().await;
+}
