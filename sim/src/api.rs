@@ -359,17 +359,17 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
             let t = snap
                 .tasks
                 .iter()
-                .find(|(k, _)| k.id == *id)
+                .find(|e| e.key.id == *id)
                 .or_else(|| {
                     let m: Vec<_> = snap
                         .tasks
                         .iter()
-                        .filter(|(k, _)| k.id.starts_with(id))
+                        .filter(|e| e.key.id.starts_with(id))
                         .collect();
                     (m.len() == 1).then(|| m[0])
                 })
                 .ok_or_else(|| ApiError::new(404, format!("task {id} not found")))?;
-            Ok(task_resp(s, std::slice::from_ref(&t.1), false))
+            Ok(task_resp(s, std::slice::from_ref(t), false))
         }
         (&Method::GET, ["networks"]) => {
             cluster_call(sim, s)?;
@@ -723,29 +723,26 @@ fn list_services(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiErro
     ok_json(&out)
 }
 
-fn task_resp(s: &Serving, tasks: &[Arc<render::TaskOut>], list: bool) -> Resp {
-    // 25.0+ engines add "Volumes" to tasks.
-    #[derive(Serialize)]
-    struct V<'a> {
-        #[serde(flatten)]
-        t: &'a render::TaskOut,
-        #[serde(rename = "Volumes")]
-        volumes: Option<()>,
-    }
+fn task_resp(s: &Serving, tasks: &[Arc<render::TaskEntry>], list: bool) -> Resp {
+    // 25.0+ engines add "Volumes" to tasks. Each task's JSON is serialized once per version.
     let newer = s.api_min == "1.24";
-    let body = if newer {
-        let v: Vec<V> = tasks.iter().map(|t| V { t, volumes: None }).collect();
-        if list {
-            serde_json::to_vec(&v)
-        } else {
-            serde_json::to_vec(&v[0])
-        }
-    } else if list {
-        serde_json::to_vec(&tasks.iter().map(|t| &**t).collect::<Vec<_>>())
-    } else {
-        serde_json::to_vec(&*tasks[0])
+    let mut body = Vec::with_capacity(tasks.iter().map(|t| t.json.len() + 20).sum::<usize>() + 2);
+    if list {
+        body.push(b'[');
     }
-    .unwrap_or_default();
+    for (i, t) in tasks.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        if newer {
+            t.json_with_volumes(&mut body);
+        } else {
+            body.extend_from_slice(&t.json);
+        }
+    }
+    if list {
+        body.push(b']');
+    }
     let mut r = Response::new(full(body));
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
@@ -790,10 +787,11 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
             ));
         }
     }
-    let out: Vec<Arc<render::TaskOut>> = snap
+    let out: Vec<Arc<render::TaskEntry>> = snap
         .tasks
         .iter()
-        .filter(|(k, t)| {
+        .filter(|e| {
+            let k = &e.key;
             if let Some(n) = &node_ids
                 && !k.node_id.as_ref().is_some_and(|id| n.contains(id))
             {
@@ -813,12 +811,12 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
                             "running" | "accepted" => k.desired_running,
                             _ => !k.desired_running,
                         },
-                        "label" => label_match(t.inner.labels.as_ref(), v),
+                        "label" => label_match(e.out.inner.labels.as_ref(), v),
                         _ => true,
                     })
             })
         })
-        .map(|(_, t)| t.clone())
+        .cloned()
         .collect();
     Ok(task_resp(s, &out, true))
 }

@@ -554,8 +554,24 @@ pub struct Snapshot {
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub service_status: Vec<ServiceServiceStatus>,
-    /// Rendered tasks with their lookup keys.
-    pub tasks: Vec<(TaskKey, Arc<TaskOut>)>,
+    pub tasks: Vec<Arc<TaskEntry>>,
+}
+
+/// A rendered task: its lookup keys, its object and its JSON (serialized once per version).
+#[derive(Debug)]
+pub struct TaskEntry {
+    pub key: TaskKey,
+    pub out: TaskOut,
+    pub json: bytes::Bytes,
+}
+
+impl TaskEntry {
+    /// The JSON as a 25.0+ engine sends it (with `"Volumes":null`).
+    pub fn json_with_volumes(&self, buf: &mut Vec<u8>) {
+        let j = &self.json[..];
+        buf.extend_from_slice(&j[..j.len() - 1]);
+        buf.extend_from_slice(b",\"Volumes\":null}");
+    }
 }
 
 /// What the task filters look at.
@@ -571,8 +587,9 @@ pub struct TaskKey {
 /// Keeps rendered tasks between snapshots: only changed tasks are rendered again.
 #[derive(Debug, Default)]
 pub struct RenderCache {
-    tasks: HashMap<String, (u64, Arc<TaskOut>)>,
+    tasks: HashMap<String, (u64, Arc<TaskEntry>)>,
     net_versions: Vec<(String, u64)>,
+    service_names: Vec<(String, String)>,
 }
 
 pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
@@ -594,42 +611,55 @@ pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
         .values()
         .map(|n| (n.id.clone(), n.version))
         .collect();
-    if net_versions != cache.net_versions {
+    let service_names: Vec<(String, String)> = c
+        .services
+        .values()
+        .map(|s| (s.id.clone(), s.name.clone()))
+        .collect();
+    if net_versions != cache.net_versions || service_names != cache.service_names {
         cache.tasks.clear();
         cache.net_versions = net_versions;
+        cache.service_names = service_names;
     }
-    let net_objs: HashMap<String, Value> = c
-        .networks
-        .values()
-        .map(|n| (n.id.clone(), network_object(n)))
-        .collect();
+    let mut net_objs: Option<HashMap<String, Value>> = None;
     let mut tasks = Vec::with_capacity(c.tasks.len());
-    let mut fresh: HashMap<String, (u64, Arc<TaskOut>)> = HashMap::with_capacity(c.tasks.len());
+    let mut fresh: HashMap<String, (u64, Arc<TaskEntry>)> = HashMap::with_capacity(c.tasks.len());
     for t in c.tasks.values() {
-        let rendered = match cache.tasks.remove(&t.id) {
-            Some((v, r)) if v == t.version => r,
-            _ => Arc::new(task(c, t, &net_objs)),
+        let entry = match cache.tasks.remove(&t.id) {
+            Some((v, e)) if v == t.version => e,
+            _ => {
+                let objs = net_objs.get_or_insert_with(|| {
+                    c.networks
+                        .values()
+                        .map(|n| (n.id.clone(), network_object(n)))
+                        .collect()
+                });
+                let out = task(c, t, objs);
+                let json = bytes::Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
+                let sname = c
+                    .services
+                    .get(&t.service_id)
+                    .map(|s| s.name.as_str())
+                    .unwrap_or("");
+                let name = match t.slot {
+                    Some(s) => format!("{sname}.{s}"),
+                    None => format!("{sname}.{}", t.node_id.as_deref().unwrap_or("")),
+                };
+                Arc::new(TaskEntry {
+                    key: TaskKey {
+                        id: t.id.clone(),
+                        service_id: t.service_id.clone(),
+                        node_id: t.node_id.clone(),
+                        desired_running: t.desired == TState::Running,
+                        name,
+                    },
+                    out,
+                    json,
+                })
+            }
         };
-        let sname = c
-            .services
-            .get(&t.service_id)
-            .map(|s| s.name.as_str())
-            .unwrap_or("");
-        let name = match t.slot {
-            Some(s) => format!("{sname}.{s}"),
-            None => format!("{sname}.{}", t.node_id.as_deref().unwrap_or("")),
-        };
-        tasks.push((
-            TaskKey {
-                id: t.id.clone(),
-                service_id: t.service_id.clone(),
-                node_id: t.node_id.clone(),
-                desired_running: t.desired == TState::Running,
-                name,
-            },
-            rendered.clone(),
-        ));
-        fresh.insert(t.id.clone(), (t.version, rendered));
+        tasks.push(entry.clone());
+        fresh.insert(t.id.clone(), (t.version, entry));
     }
     cache.tasks = fresh;
     Snapshot {

@@ -641,8 +641,11 @@ impl Cluster {
         );
     }
 
+    /// A node's version index moves without anything to reconcile (status/heartbeat updates).
     fn bump_node(&mut self, i: usize, now: Nanos) {
-        let v = self.next_index();
+        self.index += 1;
+        self.generation += 1;
+        let v = self.index;
         self.nodes[i].version = v;
         self.nodes[i].updated = now;
     }
@@ -1044,10 +1047,11 @@ impl Cluster {
     }
 
     fn set_desired(&mut self, id: &str, d: TState, now: Nanos) {
+        if self.tasks.get(id).is_none_or(|t| t.desired == d) {
+            return;
+        }
         let v = self.next_index();
-        if let Some(t) = self.tasks.get_mut(id)
-            && t.desired != d
-        {
+        if let Some(t) = self.tasks.get_mut(id) {
             t.desired = d;
             t.updated = now;
             t.version = v;
@@ -1118,21 +1122,22 @@ impl Cluster {
         let gen_before = self.generation;
         self.tick_nodes(now);
         self.tick_raft(now);
-        if self.leader.is_some() {
+        if self.leader.is_some() && self.dirty {
             self.orchestrate(now);
             self.allocate_tasks(now);
             self.schedule(now);
             self.allocate_node_lbs();
             self.reap_history();
         }
+        let settled = self.generation;
         self.tick_agents(now);
-        if self.leader.is_some() && self.dirty {
+        if self.leader.is_some() && self.generation != settled {
             // The restart supervisor reacts to the agents' reports in the same pass.
+            self.dirty = true;
             self.orchestrate(now);
         }
-        if self.dirty {
-            self.dirty = false;
-        }
+        // Anything that changed after the reconcile passes is reconciled on the next tick.
+        self.dirty = self.generation != settled;
         self.generation != gen_before
     }
 
