@@ -99,14 +99,15 @@ start_host() {
   mkdir -p "$dir/data" "$E2E_RUN/$name.x"
   echo "=== $(date -u) starting $(readlink "$bin")" >> "$log"
   # the folder of the bundle first on PATH: dockerd runs that bundle's containerd, runc, docker-proxy
-  # (setsid: the engine outlives the script and the process that called it)
+  # (setsid: the engine outlives the script and the process that called it; the lock fds 8 and 9
+  # are closed, or the engine would hold the host's flock for its whole life)
   env -i PATH="$(readlink -f "$bin"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root \
     DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
     setsid nsenter --net="/var/run/netns/$name" \
     unshare --uts sh -c 'hostname "$1"; shift; exec dockerd "$@"' sh "$name" \
     --data-root "$dir/data" --exec-root "$E2E_RUN/$name.x" -H "unix://$sock" --pidfile "$pf" \
     --log-level warn \
-    >> "$log" 2>&1 < /dev/null &
+    >> "$log" 2>&1 < /dev/null 8>&- 9>&- &
   local launched=$! i=0
   until docker -H "unix://$sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; do
     if ! [ -d "/proc/$launched" ]; then
