@@ -1,0 +1,149 @@
+//! The operator at scale: one reconcile pass (observe the whole cluster through the Docker API,
+//! count rejections and network usage, plan with drain predictions) against a simulated swarm of
+//! 1,000 nodes and 30,000 tasks. Prints figures; asserts nothing about time.
+//!
+//! `cargo bench -p swarm-upgrade --bench reconcile_scale` (env `SIM_NODES`, `SIM_TASKS`, `ROUNDS`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use swarm_sim::state::{Mode, ServiceDef, TState};
+use swarm_sim::{SimConfig, SimHandle, Stack};
+use swarm_upgrade::docker::{Endpoint, Swarm};
+use swarm_upgrade::metrics::Metrics;
+use swarm_upgrade::reconciler::{HealthWatch, observe, plan_with_predictions};
+use swarm_upgrade::spec::{parse_spec, spec_hash};
+
+fn env(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn stats(v: &mut [f64]) -> String {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    format!(
+        "mean {mean:7.1} ms  p50 {:7.1} ms  p99 {:7.1} ms",
+        p(0.5),
+        p(0.99)
+    )
+}
+
+/// Peak resident memory of this process (the simulator runs in it too).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let nodes = env("SIM_NODES", 1000);
+    let tasks = env("SIM_TASKS", 30_000);
+    let rounds = env("ROUNDS", 10);
+    let sim = SimHandle::start(SimConfig {
+        managers: 3,
+        workers: nodes - 3,
+        time_scale: 50.0,
+        stack: Stack::None,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.sim()
+        .with(|c, now| {
+            c.create_network("big", "10.128.0.0/14", false, now)?;
+            let mut made = 0;
+            let mut i = 0;
+            while made < tasks {
+                let n = 1000.min(tasks - made);
+                let mut d = ServiceDef::replicated(&format!("svc{i}"), n as u64, &["big"]);
+                d.mode = Mode::Replicated(n as u64);
+                c.create_service(&d, now)?;
+                made += n;
+                i += 1;
+            }
+            Ok::<_, swarm_sim::ApiError>(())
+        })
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    loop {
+        let running = sim.sim().with(|c, _| {
+            c.tasks
+                .values()
+                .filter(|t| t.state == TState::Running)
+                .count()
+        });
+        if running >= tasks {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "sim did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_before = peak_rss_mb();
+
+    let endpoints = sim
+        .manager_endpoints()
+        .iter()
+        .map(|e| Endpoint::parse(e, None).unwrap())
+        .collect();
+    let swarm = Swarm::new(endpoints).with_patience(Duration::from_secs(60));
+    let spec = parse_spec(
+        "apiVersion: swarm-upgrade.io/v1alpha1\nkind: EngineUpgrade\nmetadata: {name: bench}\nspec:\n  version: \"26.1.5\"\n  upgrade:\n    command: [\"/bin/true\"]\n",
+        std::path::Path::new("bench.yaml"),
+    )
+    .unwrap();
+    let hash = spec_hash(&spec.spec);
+    let metrics = Metrics::new();
+    let mut health = HealthWatch::new(&metrics);
+
+    let (mut observe_ms, mut health_ms, mut plan_ms) = (vec![], vec![], vec![]);
+    let mut actions = 0;
+    for _ in 0..rounds {
+        let t = tokio::time::Instant::now();
+        let (snapshot, raw) = observe(&swarm).await.unwrap();
+        observe_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = tokio::time::Instant::now();
+        health.observe(&raw);
+        health_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = tokio::time::Instant::now();
+        let plan = plan_with_predictions(&spec.spec, &hash, &snapshot, &raw, &BTreeSet::new());
+        plan_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        actions = plan.actions.len();
+    }
+    println!("swarm-upgrade reconcile pass at scale");
+    println!(
+        "  cluster: {nodes} nodes, {tasks} running tasks, {} services",
+        tasks.div_ceil(1000)
+    );
+    println!(
+        "  observe (nodes, tasks, services, networks over the API): {}",
+        stats(&mut observe_ms)
+    );
+    println!(
+        "  health (rejection tracking, network usage):             {}",
+        stats(&mut health_ms)
+    );
+    println!(
+        "  plan with drain predictions ({actions} action(s)):            {}",
+        stats(&mut plan_ms)
+    );
+    println!(
+        "  peak RSS: {:.0} MB with the simulator loaded, {:.0} MB after {rounds} passes",
+        rss_before,
+        peak_rss_mb()
+    );
+    sim.shutdown().await;
+}
