@@ -1,0 +1,369 @@
+//! Looking at the lab swarm through the docker CLI (28.2.2, static), as the seed does by hand.
+
+use crate::lab::{LIB_DIR, sock};
+use crate::{HOSTS, MANAGERS, wait_for};
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// `docker -H <host's socket> ARGS...`; stdout on success.
+pub async fn docker(host: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new("docker")
+        .arg("-H")
+        .arg(sock(host))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running the docker CLI")?;
+    if !out.status.success() {
+        bail!(
+            "docker -H {} {}: {}",
+            sock(host),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `docker ARGS` against the first manager that answers as a manager (one may be restarting).
+pub async fn manager_docker(args: &[&str]) -> Result<String> {
+    let mut errors = vec![];
+    for m in MANAGERS {
+        match docker(m, args).await {
+            Ok(out) => return Ok(out),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("no manager answered: {}", errors.join("; "))
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub role: String,
+    pub availability: String,
+    pub state: String,
+    pub version: String,
+    pub leader: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Node {
+    /// Engine version without build metadata ("26.1.5+dfsg1" -> "26.1.5").
+    pub fn short_version(&self) -> &str {
+        self.version.split('+').next().unwrap_or("")
+    }
+    /// The operator's labels (prefix `swarm-upgrade.`) still on the node.
+    pub fn operator_labels(&self) -> Vec<String> {
+        self.labels
+            .iter()
+            .filter(|(k, _)| k.starts_with("swarm-upgrade."))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+}
+
+/// Every node, by hostname, as a manager sees it.
+pub async fn nodes() -> Result<BTreeMap<String, Node>> {
+    let ids = manager_docker(&["node", "ls", "-q"]).await?;
+    let mut args = vec!["node", "inspect"];
+    args.extend(ids.split_whitespace());
+    let json: Value = serde_json::from_str(&manager_docker(&args).await?)?;
+    let mut out = BTreeMap::new();
+    for n in json.as_array().context("node inspect: not an array")? {
+        let s = |p: &str| {
+            n.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let labels = n
+            .pointer("/Spec/Labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let node = Node {
+            id: s("/ID"),
+            hostname: s("/Description/Hostname"),
+            role: s("/Spec/Role"),
+            availability: s("/Spec/Availability"),
+            state: s("/Status/State"),
+            version: s("/Description/Engine/EngineVersion"),
+            leader: n
+                .pointer("/ManagerStatus/Leader")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            labels,
+        };
+        out.insert(node.hostname.clone(), node);
+    }
+    Ok(out)
+}
+
+/// A printable table of the nodes.
+pub fn nodes_table(nodes: &BTreeMap<String, Node>) -> String {
+    let mut s = String::new();
+    for n in nodes.values() {
+        s.push_str(&format!(
+            "  {:3} {:8} {:6} {:7} {:16} {}{}\n",
+            n.hostname,
+            n.role,
+            n.state,
+            n.availability,
+            n.version,
+            if n.leader { "leader " } else { "" },
+            n.operator_labels().join(",")
+        ));
+    }
+    s
+}
+
+/// Wait until every lab node is `ready`, as seen by a manager.
+pub async fn wait_all_ready(within: Duration) -> Result<BTreeMap<String, Node>> {
+    wait_for(
+        "all 5 nodes Ready",
+        within,
+        Duration::from_millis(500),
+        || async {
+            let n = nodes().await?;
+            Ok((n.len() == HOSTS.len() && n.values().all(|n| n.state == "ready")).then_some(n))
+        },
+    )
+    .await
+}
+
+/// `docker stack deploy -c FILE NAME` through n1.
+pub async fn deploy_stack(name: &str, file: &Path) -> Result<()> {
+    let file = file.to_str().context("stack file path")?;
+    manager_docker(&["stack", "deploy", "--detach=true", "-c", file, name]).await?;
+    Ok(())
+}
+
+/// (running, desired) of a service, from `docker service ls`.
+pub async fn replicas(service: &str) -> Result<(u32, u32)> {
+    let out = manager_docker(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={service}"),
+        "--format",
+        "{{.Name}} {{.Replicas}}",
+    ])
+    .await?;
+    for line in out.lines() {
+        let mut it = line.split_whitespace();
+        if it.next() == Some(service) {
+            let r = it.next().unwrap_or("");
+            let (a, b) = r.split_once('/').context("replicas format")?;
+            let b = b.split_whitespace().next().unwrap_or(b);
+            return Ok((
+                a.parse()?,
+                b.trim_end_matches(|c: char| !c.is_ascii_digit()).parse()?,
+            ));
+        }
+    }
+    bail!("service {service} not found")
+}
+
+/// Wait until every named service runs as many tasks as it wants (and wants at least one).
+pub async fn wait_converged(services: &[&str], within: Duration) -> Result<()> {
+    wait_for(
+        &format!("services {services:?} converged"),
+        within,
+        Duration::from_millis(500),
+        || async {
+            for s in services {
+                let (run, want) = replicas(s).await?;
+                if run != want || want == 0 {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub service: String,
+    pub node: String,
+    pub state: String,
+    pub desired: String,
+    pub err: String,
+    pub timestamp: Timestamp,
+}
+
+/// Every task of a service (history included), with node hostnames.
+pub async fn tasks(service: &str) -> Result<Vec<Task>> {
+    let ids = manager_docker(&["service", "ps", "-q", "--no-trunc", service]).await?;
+    if ids.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let node_names: BTreeMap<String, String> = nodes()
+        .await?
+        .into_values()
+        .map(|n| (n.id, n.hostname))
+        .collect();
+    let mut args = vec!["inspect", "--type", "task"];
+    args.extend(ids.split_whitespace());
+    let json: Value = serde_json::from_str(&manager_docker(&args).await?)?;
+    let mut out = vec![];
+    for t in json.as_array().context("task inspect: not an array")? {
+        let s = |p: &str| {
+            t.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let node_id = s("/NodeID");
+        out.push(Task {
+            id: s("/ID"),
+            service: service.to_string(),
+            node: node_names.get(&node_id).cloned().unwrap_or(node_id),
+            state: s("/Status/State"),
+            desired: s("/DesiredState"),
+            err: s("/Status/Err"),
+            timestamp: s("/Status/Timestamp")
+                .parse()
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+        });
+    }
+    Ok(out)
+}
+
+/// One line of the seed's client log: `<date>: Starting client service` or
+/// `<date>: Connectivity error: <detail>`.
+#[derive(Debug, Clone)]
+pub struct ClientLine {
+    pub host: String,
+    pub time: Timestamp,
+    pub start: bool,
+    pub text: String,
+}
+
+/// The client logs of the `test` stack on every host (the seed's `cat` of
+/// `/var/lib/docker/volumes/test_cliout/_data/client.log` on each node).
+pub fn client_logs() -> Result<Vec<ClientLine>> {
+    let mut out = vec![];
+    for h in HOSTS {
+        let path = format!("{LIB_DIR}/hosts/{h}/data/volumes/test_cliout/_data/client.log");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            // "Fri Aug 24 15:49:38 UTC 2018: rest"
+            let Some((date, rest)) = line.split_once(": ") else {
+                continue;
+            };
+            // `date` pads the day with a space ("Fri Aug  4"): collapse runs of spaces
+            let date = date.split_whitespace().collect::<Vec<_>>().join(" ");
+            let time = jiff::fmt::strtime::parse("%a %b %d %H:%M:%S UTC %Y", &date)
+                .and_then(|t| t.to_datetime())
+                .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+                .with_context(|| format!("{path}: bad date in {line:?}"))?;
+            out.push(ClientLine {
+                host: h.to_string(),
+                time,
+                start: rest.starts_with("Starting client service"),
+                text: rest.to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Connectivity errors counted from the client logs.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Connectivity {
+    /// Client starts seen (the seed's "Starting client service" lines).
+    pub client_starts: usize,
+    /// Errors at or after `since`, outside a client's start-up grace.
+    pub errors: usize,
+    /// Errors at or after `since` within `grace` of a client start on the same host (the
+    /// client's first resolution of `tasks.service` while its container is still coming up).
+    pub startup_errors: usize,
+    /// Errors before `since` (stack warm-up).
+    pub before: usize,
+    /// The counted error lines, for the report.
+    pub samples: Vec<String>,
+}
+
+pub const CLIENT_STARTUP_GRACE: Duration = Duration::from_secs(3);
+
+pub fn count_connectivity(since: Timestamp) -> Result<Connectivity> {
+    let lines = client_logs()?;
+    let mut c = Connectivity::default();
+    let grace = jiff::SignedDuration::try_from(CLIENT_STARTUP_GRACE)?;
+    for l in &lines {
+        if l.start {
+            c.client_starts += 1;
+            continue;
+        }
+        if l.time < since {
+            c.before += 1;
+            continue;
+        }
+        let in_startup = lines
+            .iter()
+            .any(|s| s.start && s.host == l.host && s.time <= l.time && l.time <= s.time + grace);
+        if in_startup {
+            c.startup_errors += 1;
+        } else {
+            c.errors += 1;
+        }
+        if c.samples.len() < 20 {
+            c.samples.push(format!("{} {}: {}", l.host, l.time, l.text));
+        }
+    }
+    Ok(c)
+}
+
+/// Deploy the seed's `test` stack and wait until it has converged (5 web tasks, 2 clients) and
+/// both clients have been probing for a few seconds. Returns the time from which connectivity
+/// errors count.
+pub async fn deploy_test_stack() -> Result<Timestamp> {
+    deploy_stack("test", &crate::lab::stack_file("test")).await?;
+    wait_converged(&["test_service", "test_client"], Duration::from_secs(90)).await?;
+    wait_for(
+        "both clients logging",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async { Ok((client_logs()?.iter().filter(|l| l.start).count() >= 2).then_some(())) },
+    )
+    .await?;
+    tokio::time::sleep(CLIENT_STARTUP_GRACE + Duration::from_secs(1)).await;
+    Ok(Timestamp::now())
+}
+
+/// Rejected and failed tasks of the given services since `since`: (rejected, failed).
+pub async fn bad_tasks(services: &[&str], since: Timestamp) -> Result<(Vec<Task>, Vec<Task>)> {
+    let mut rejected = vec![];
+    let mut failed = vec![];
+    for s in services {
+        for t in tasks(s).await? {
+            if t.timestamp < since {
+                continue;
+            }
+            match t.state.as_str() {
+                "rejected" => rejected.push(t),
+                "failed" => failed.push(t),
+                _ => {}
+            }
+        }
+    }
+    Ok((rejected, failed))
+}

@@ -1,0 +1,514 @@
+//! Running the operator (`target/<profile>/swarm-upgrade run`) against the lab: its spec, its
+//! process, its HTTP endpoints and its events file.
+
+use crate::lab::{artefacts_dir, operator_bin, script, sock};
+use crate::{MANAGERS, TO_VERSION};
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The spec the scenarios run (the brief's, with the lab's scripts).
+pub fn spec_yaml(version: &str, extra_strategy: &str) -> String {
+    let up = script("upgrade-host");
+    let rb = script("rollback-host");
+    format!(
+        r#"apiVersion: swarm-upgrade.io/v1alpha1
+kind: EngineUpgrade
+metadata: {{ name: e2e }}
+spec:
+  version: "{version}"
+  upgrade:
+    command: [{up:?}, "{{hostname}}", "{{version}}"]
+    rollback: [{rb:?}, "{{hostname}}"]
+    timeout: 3m
+  strategy: {{ maxUnavailableWorkers: 1, drainTimeout: 2m, readyTimeout: 2m, settle: 2s{extra_strategy} }}
+"#,
+        up = up.display().to_string(),
+        rb = rb.display().to_string(),
+    )
+}
+
+/// The manager endpoints the operator is given (all three: it fails over).
+pub fn docker_hosts() -> String {
+    MANAGERS
+        .iter()
+        .map(|m| sock(m))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A free localhost port for `--listen`.
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// One operator process. Killed (SIGKILL) on drop if still running.
+pub struct Operator {
+    child: Option<tokio::process::Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub spec: PathBuf,
+    pub events: PathBuf,
+    pub log: PathBuf,
+    pub started: Timestamp,
+    starts: u32,
+    env: Vec<(String, String)>,
+    once: bool,
+}
+
+impl Operator {
+    /// Write the spec and start `swarm-upgrade run --once` (or without `--once`).
+    pub async fn start(
+        scenario: &str,
+        spec: &str,
+        once: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Operator> {
+        let dir = artefacts_dir(scenario)?;
+        let spec_path = dir.join("spec.yaml");
+        std::fs::write(&spec_path, spec)?;
+        let events = dir.join("events.jsonl");
+        let _ = std::fs::remove_file(&events);
+        let log = dir.join("operator.log");
+        let _ = std::fs::remove_file(&log);
+        let mut op = Operator {
+            child: None,
+            port: free_port()?,
+            dir,
+            spec: spec_path,
+            events,
+            log,
+            started: Timestamp::now(),
+            starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            once,
+        };
+        op.spawn().await?;
+        Ok(op)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let bin = operator_bin()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("run")
+            .arg("--spec")
+            .arg(&self.spec)
+            .arg("--docker-host")
+            .arg(docker_hosts())
+            .arg("--events")
+            .arg(&self.events)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--log-format")
+            .arg("json");
+        if self.once {
+            cmd.arg("--once");
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd.spawn().context("starting swarm-upgrade run")?;
+        let pid = child.id();
+        self.child = Some(child);
+        self.starts += 1;
+        eprintln!(
+            "  operator started (pid {:?}, start #{}, listen 127.0.0.1:{}, log {})",
+            pid,
+            self.starts,
+            self.port,
+            self.log.display()
+        );
+        Ok(())
+    }
+
+    /// The operator's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// SIGKILL the operator (as a crash would) and reap it.
+    pub async fn kill9(&mut self) -> Result<()> {
+        let child = self.child.as_mut().context("operator not started")?;
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        let st = child.wait().await?;
+        eprintln!("  operator killed with SIGKILL ({st})");
+        Ok(())
+    }
+
+    /// Start the operator again with the same arguments (after a crash).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.spawn().await
+    }
+
+    /// Exit status if the operator has exited.
+    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(c.try_wait()?),
+            None => bail!("operator not started"),
+        }
+    }
+
+    /// GET a path on the operator's HTTP listener; the body.
+    pub async fn get(&self, path: &str) -> Result<String> {
+        http_get(self.port, path).await
+    }
+
+    pub fn events(&self) -> Result<Vec<Event>> {
+        read_events(&self.events)
+    }
+
+    /// The last lines of the operator's log (for failure messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1:PORT (the harness needs no HTTP client crate).
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .context("HTTP GET timed out")??;
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header")?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200") {
+        bail!("GET {path}: {status}");
+    }
+    Ok(body.to_string())
+}
+
+/// Samples of a Prometheus text exposition: `name{labels}` -> value.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the samples of one metric whose label set contains every `key="value"` in `with`.
+pub fn metric_sum(samples: &BTreeMap<String, f64>, name: &str, with: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| {
+            let base = k.split('{').next().unwrap_or("");
+            base == name && with.iter().all(|w| k.contains(w))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// One line of the operator's events file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    pub time: Timestamp,
+    #[serde(default)]
+    pub node_id: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub role: String,
+    pub step: String,
+    #[serde(default)]
+    pub from_version: String,
+    #[serde(default)]
+    pub to_version: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+pub fn read_events(path: &Path) -> Result<Vec<Event>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("events line {l:?}")))
+        .collect()
+}
+
+/// What the events file must prove about the order (issue 4, scenario 1):
+/// managers first, one at a time; managers reactivated only after all three are upgraded; no
+/// worker touched before the managers are reactivated; workers one at a time
+/// (`maxUnavailableWorkers: 1`); every node drained before its upgrade; `completed` last.
+pub fn check_order(events: &[Event], upgraded: &[&str]) -> Result<Vec<String>> {
+    let mut notes = vec![];
+    let idx = |host: &str, step: &str| {
+        events
+            .iter()
+            .position(|e| e.hostname == host && e.step == step)
+    };
+    let last_idx = |host: &str, step: &str| {
+        events
+            .iter()
+            .rposition(|e| e.hostname == host && e.step == step)
+    };
+    for h in upgraded {
+        for step in ["drain", "upgrade", "upgraded", "ready", "reactivated"] {
+            if idx(h, step).is_none() {
+                bail!("no `{step}` event for {h}");
+            }
+        }
+        if idx(h, "drain") > idx(h, "upgrade") {
+            bail!("{h} upgraded before it was drained");
+        }
+    }
+    let managers: Vec<&str> = upgraded
+        .iter()
+        .copied()
+        .filter(|h| MANAGERS.contains(h))
+        .collect();
+    let workers: Vec<&str> = upgraded
+        .iter()
+        .copied()
+        .filter(|h| !MANAGERS.contains(h))
+        .collect();
+    // the last manager `ready` comes before any manager `reactivate`
+    let last_manager_ready = managers
+        .iter()
+        .filter_map(|m| last_idx(m, "ready"))
+        .max()
+        .unwrap_or(0);
+    for m in &managers {
+        let r = idx(m, "reactivate").or(idx(m, "reactivated")).unwrap_or(0);
+        if r < last_manager_ready {
+            bail!("manager {m} reactivated before every manager was upgraded and ready");
+        }
+    }
+    // managers one at a time: a manager's upgrade starts after the previous one is ready
+    let mut by_upgrade: Vec<(&str, usize)> = managers
+        .iter()
+        .map(|m| (*m, idx(m, "drain").unwrap_or(0)))
+        .collect();
+    by_upgrade.sort_by_key(|(_, i)| *i);
+    for w in by_upgrade.windows(2) {
+        let prev_ready = idx(w[0].0, "ready").unwrap_or(usize::MAX);
+        if w[1].1 < prev_ready {
+            bail!(
+                "manager {} drained before manager {} was ready",
+                w[1].0,
+                w[0].0
+            );
+        }
+    }
+    notes.push(format!(
+        "manager order: {}",
+        by_upgrade
+            .iter()
+            .map(|(m, _)| *m)
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    ));
+    // no worker touched before every manager is reactivated
+    let last_manager_reactivated = managers
+        .iter()
+        .filter_map(|m| last_idx(m, "reactivated"))
+        .max()
+        .unwrap_or(0);
+    for e in events.iter().take(last_manager_reactivated) {
+        if workers.contains(&e.hostname.as_str()) {
+            bail!(
+                "worker {} touched ({}) before the managers were reactivated",
+                e.hostname,
+                e.step
+            );
+        }
+    }
+    // workers one at a time
+    let mut wo: Vec<(&str, usize)> = workers
+        .iter()
+        .map(|w| (*w, idx(w, "drain").unwrap_or(0)))
+        .collect();
+    wo.sort_by_key(|(_, i)| *i);
+    for w in wo.windows(2) {
+        let prev_done = idx(w[0].0, "reactivated").unwrap_or(usize::MAX);
+        if w[1].1 < prev_done {
+            bail!(
+                "worker {} drained before worker {} was reactivated (maxUnavailableWorkers: 1)",
+                w[1].0,
+                w[0].0
+            );
+        }
+    }
+    notes.push(format!(
+        "worker order: {}",
+        wo.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(" -> ")
+    ));
+    match events.last() {
+        Some(e) if e.step == "completed" => {}
+        Some(e) => bail!("last event is `{}`, not `completed`", e.step),
+        None => bail!("no events"),
+    }
+    Ok(notes)
+}
+
+/// One node's step durations.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeSteps {
+    pub host: String,
+    /// (phase, seconds), in order
+    pub phases: Vec<(String, f64)>,
+    /// first to last event of the node
+    pub total: f64,
+}
+
+/// Per-node step durations from the events file.
+pub fn step_times(events: &[Event]) -> Vec<NodeSteps> {
+    let hosts: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| !e.hostname.is_empty())
+        .map(|e| e.hostname.as_str())
+        .collect();
+    let at = |h: &str, step: &str| {
+        events
+            .iter()
+            .rfind(|e| e.hostname == h && e.step == step)
+            .map(|e| e.time)
+    };
+    let first = |h: &str, step: &str| {
+        events
+            .iter()
+            .find(|e| e.hostname == h && e.step == step)
+            .map(|e| e.time)
+    };
+    let secs = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.duration_since(a).as_secs_f64()),
+        _ => None,
+    };
+    let mut out = vec![];
+    for h in hosts {
+        let mut phases = vec![];
+        for (name, a, b) in [
+            ("drain", first(h, "drain"), at(h, "drained")),
+            ("upgrade", first(h, "upgrade"), at(h, "upgraded")),
+            ("ready", at(h, "upgraded"), at(h, "ready")),
+            ("drained-wait", at(h, "ready"), at(h, "reactivate")),
+            ("reactivate", at(h, "reactivate"), at(h, "reactivated")),
+        ] {
+            if let Some(s) = secs(a, b) {
+                phases.push((name.to_string(), s));
+            }
+        }
+        let first_ev = events.iter().find(|e| e.hostname == h).map(|e| e.time);
+        let last_ev = events.iter().rfind(|e| e.hostname == h).map(|e| e.time);
+        out.push((
+            h.to_string(),
+            phases,
+            secs(first_ev, last_ev).unwrap_or(0.0),
+        ));
+    }
+    out
+}
+
+/// What the scenarios observed on `/metrics` and `/status` while the operator ran.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    pub scrapes: usize,
+    /// distinct values of `swarm_upgrade_nodes_at_target` (summed over roles) seen
+    pub at_target_values: BTreeSet<u32>,
+    /// step label values of `swarm_upgrade_nodes` with a non-zero gauge
+    pub steps_seen: BTreeSet<String>,
+    pub last_metrics: String,
+    pub last_status: String,
+}
+
+impl Observed {
+    pub fn record(&mut self, metrics: &str, status: Option<String>) {
+        self.scrapes += 1;
+        let m = parse_metrics(metrics);
+        let at = metric_sum(&m, "swarm_upgrade_nodes_at_target", &[]);
+        self.at_target_values.insert(at as u32);
+        for (k, v) in &m {
+            if k.starts_with("swarm_upgrade_nodes{")
+                && *v > 0.0
+                && let Some(step) = k.split("step=\"").nth(1).and_then(|r| r.split('"').next())
+            {
+                self.steps_seen.insert(step.to_string());
+            }
+        }
+        self.last_metrics = metrics.to_string();
+        if let Some(s) = status {
+            self.last_status = s;
+        }
+    }
+
+    /// `/metrics` showed the rollout progressing: nodes at target took intermediate values.
+    pub fn showed_progress(&self) -> bool {
+        self.at_target_values.iter().any(|v| (1..5).contains(v))
+    }
+}
+
+/// Wait for the operator to exit (scraping `/metrics` and `/status` every second meanwhile),
+/// or for `stop` to say so from the events file. Returns the exit status, or `None` when `stop`
+/// ended the wait first.
+pub async fn watch(
+    op: &mut Operator,
+    within: Duration,
+    observed: &mut Observed,
+    mut stop: impl FnMut(&[Event]) -> bool,
+) -> Result<Option<ExitStatus>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut next_scrape = tokio::time::Instant::now();
+    loop {
+        if let Some(st) = op.try_exit()? {
+            return Ok(Some(st));
+        }
+        if stop(&op.events()?) {
+            return Ok(None);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= next_scrape {
+            next_scrape = now + Duration::from_secs(1);
+            if let Ok(m) = op.get("/metrics").await {
+                let s = op.get("/status").await.ok();
+                observed.record(&m, s);
+            }
+        }
+        if now >= deadline {
+            bail!(
+                "operator still running after {within:?}; last log lines:\n{}",
+                op.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The default spec: upgrade to 26.1.5.
+pub fn default_spec() -> String {
+    spec_yaml(TO_VERSION, "")
+}
