@@ -425,11 +425,11 @@ pub fn step_times(events: &[Event]) -> Vec<NodeSteps> {
         }
         let first_ev = events.iter().find(|e| e.hostname == h).map(|e| e.time);
         let last_ev = events.iter().rfind(|e| e.hostname == h).map(|e| e.time);
-        out.push((
-            h.to_string(),
+        out.push(NodeSteps {
+            host: h.to_string(),
             phases,
-            secs(first_ev, last_ev).unwrap_or(0.0),
-        ));
+            total: secs(first_ev, last_ev).unwrap_or(0.0),
+        });
     }
     out
 }
