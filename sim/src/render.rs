@@ -588,12 +588,31 @@ pub struct TaskKey {
 #[derive(Debug, Default)]
 pub struct RenderCache {
     tasks: HashMap<String, (u64, Arc<TaskEntry>)>,
+    nodes: HashMap<String, (u64, bool, Node)>,
     net_versions: Vec<(String, u64)>,
     service_names: Vec<(String, String)>,
 }
 
 pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
-    let nodes = c.nodes.iter().map(|n| node(c, n)).collect();
+    let mut nodes = Vec::with_capacity(c.nodes.len());
+    for n in &c.nodes {
+        let leader = c.leader.as_deref() == Some(&n.id);
+        match cache.nodes.get(&n.id) {
+            Some((v, l, r)) if *v == n.version && *l == leader => nodes.push(r.clone()),
+            _ => {
+                let r = node(c, n);
+                cache
+                    .nodes
+                    .insert(n.id.clone(), (n.version, leader, r.clone()));
+                nodes.push(r);
+            }
+        }
+    }
+    if cache.nodes.len() != c.nodes.len() {
+        cache
+            .nodes
+            .retain(|id, _| c.nodes.iter().any(|n| &n.id == id));
+    }
     let counts = c.service_counts();
     let mut services = vec![];
     let mut service_status = vec![];
@@ -623,45 +642,47 @@ pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
     }
     let mut net_objs: Option<HashMap<String, Value>> = None;
     let mut tasks = Vec::with_capacity(c.tasks.len());
-    let mut fresh: HashMap<String, (u64, Arc<TaskEntry>)> = HashMap::with_capacity(c.tasks.len());
     for t in c.tasks.values() {
-        let entry = match cache.tasks.remove(&t.id) {
-            Some((v, e)) if v == t.version => e,
-            _ => {
-                let objs = net_objs.get_or_insert_with(|| {
-                    c.networks
-                        .values()
-                        .map(|n| (n.id.clone(), network_object(n)))
-                        .collect()
-                });
-                let out = task(c, t, objs);
-                let json = bytes::Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
-                let sname = c
-                    .services
-                    .get(&t.service_id)
-                    .map(|s| s.name.as_str())
-                    .unwrap_or("");
-                let name = match t.slot {
-                    Some(s) => format!("{sname}.{s}"),
-                    None => format!("{sname}.{}", t.node_id.as_deref().unwrap_or("")),
-                };
-                Arc::new(TaskEntry {
-                    key: TaskKey {
-                        id: t.id.clone(),
-                        service_id: t.service_id.clone(),
-                        node_id: t.node_id.clone(),
-                        desired_running: t.desired == TState::Running,
-                        name,
-                    },
-                    out,
-                    json,
-                })
-            }
+        if let Some((v, e)) = cache.tasks.get(&t.id)
+            && *v == t.version
+        {
+            tasks.push(e.clone());
+            continue;
+        }
+        let objs = net_objs.get_or_insert_with(|| {
+            c.networks
+                .values()
+                .map(|n| (n.id.clone(), network_object(n)))
+                .collect()
+        });
+        let out = task(c, t, objs);
+        let json = bytes::Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
+        let sname = c
+            .services
+            .get(&t.service_id)
+            .map(|s| s.name.as_str())
+            .unwrap_or("");
+        let name = match t.slot {
+            Some(s) => format!("{sname}.{s}"),
+            None => format!("{sname}.{}", t.node_id.as_deref().unwrap_or("")),
         };
-        tasks.push(entry.clone());
-        fresh.insert(t.id.clone(), (t.version, entry));
+        let e = Arc::new(TaskEntry {
+            key: TaskKey {
+                id: t.id.clone(),
+                service_id: t.service_id.clone(),
+                node_id: t.node_id.clone(),
+                desired_running: t.desired == TState::Running,
+                name,
+            },
+            out,
+            json,
+        });
+        cache.tasks.insert(t.id.clone(), (t.version, e.clone()));
+        tasks.push(e);
     }
-    cache.tasks = fresh;
+    if cache.tasks.len() != c.tasks.len() {
+        cache.tasks.retain(|id, _| c.tasks.contains_key(id));
+    }
     Snapshot {
         generation: c.generation,
         nodes,
