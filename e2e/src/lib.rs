@@ -10,11 +10,13 @@ pub mod cluster;
 pub mod lab;
 pub mod operator;
 pub mod report;
+pub mod scenario;
 
 pub use cluster::*;
 pub use lab::*;
 pub use operator::*;
 pub use report::*;
+pub use scenario::*;
 
 /// The engine version every scenario starts from, and the one it upgrades to.
 pub const FROM_VERSION: &str = "20.10.24";

@@ -1,0 +1,70 @@
+//! What the rollout scenarios share: the end state every rollout must reach, and the figures.
+
+use crate::cluster::*;
+use crate::operator::{Event, step_times};
+use crate::report::Figures;
+use crate::{HOSTS, TO_VERSION};
+use anyhow::{Result, ensure};
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// After a rollout: every node Ready at 26.1.5 with `availability[host]` (default `active`),
+/// no operator label left, the `test` stack converged.
+pub async fn assert_rolled_out(availability: &BTreeMap<&str, &str>) -> Result<()> {
+    let nodes = wait_all_ready(Duration::from_secs(60)).await?;
+    eprint!("{}", nodes_table(&nodes));
+    for h in HOSTS {
+        let n = nodes
+            .get(h)
+            .ok_or_else(|| anyhow::anyhow!("node {h} missing"))?;
+        ensure!(n.state == "ready", "{h} is {}", n.state);
+        ensure!(
+            n.short_version() == TO_VERSION,
+            "{h} engine {} not {TO_VERSION}",
+            n.version
+        );
+        let want = availability.get(h).copied().unwrap_or("active");
+        ensure!(
+            n.availability == want,
+            "{h} availability {} not {want}",
+            n.availability
+        );
+        ensure!(
+            n.operator_labels().is_empty(),
+            "{h} still carries operator labels {:?}",
+            n.operator_labels()
+        );
+    }
+    wait_converged(&["test_service", "test_client"], Duration::from_secs(90)).await?;
+    Ok(())
+}
+
+/// Connectivity and task figures of a rollout that began at `since`, into `fig`.
+pub async fn rollout_health(fig: &mut Figures, since: Timestamp) -> Result<Connectivity> {
+    // the clients write their errors as they happen; give the last round time to land
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = count_connectivity(since)?;
+    fig.connectivity(&c);
+    let (rejected, failed) = bad_tasks(&["test_service", "test_client"], since).await?;
+    fig.rejected_tasks = Some(rejected.len());
+    fig.failed_tasks = Some(failed.len());
+    for t in rejected.iter().chain(failed.iter()) {
+        fig.notes.push(format!(
+            "task {} {} on {}: {} ({})",
+            t.service, t.state, t.node, t.err, t.timestamp
+        ));
+    }
+    for s in &c.samples {
+        fig.notes.push(format!("client log: {s}"));
+    }
+    Ok(c)
+}
+
+/// Rollout time (first event to the last) and per-node step times, into `fig`.
+pub fn rollout_times(fig: &mut Figures, events: &[Event]) {
+    if let (Some(a), Some(b)) = (events.first(), events.last()) {
+        fig.rollout_secs = Some(b.time.duration_since(a.time).as_secs_f64());
+    }
+    fig.steps = step_times(events);
+}
