@@ -4,13 +4,16 @@
 
 pub mod capacity;
 pub mod diagnose;
+pub mod gates;
 pub mod metrics;
 pub mod predict;
+pub mod prometheus;
 pub mod rejections;
 pub mod signatures;
 
 pub use capacity::{AllocatorCounts, NetworkUsage, network_usage, network_usage_inspected};
 pub use diagnose::{DiagnoseReport, diagnose};
+pub use gates::{Gate, GateFailure, GateInput, GateMetrics};
 pub use metrics::{HealthMetrics, NetworkLabels, ProbeMetrics, ProblemLabels, TargetLabels};
 pub use predict::{
     DrainBlocker, DrainPrediction, NetworkImpact, Stranded, TaskGone, TaskMove, predict_drain,

@@ -28,6 +28,7 @@ fn spec() -> EngineUpgradeSpec {
         },
         node_selector: NodeSelector::default(),
         window: None,
+        health: Default::default(),
     }
 }
 

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::granit_parser::{Event, Parser};
 
 use super::{
-    API_VERSION, ArgTemplateError, EngineUpgrade, KIND, PLACEHOLDERS, SpecDuration,
+    API_VERSION, ArgTemplateError, EngineUpgrade, HealthSpec, KIND, PLACEHOLDERS, SpecDuration,
     parse_arg_template,
 };
+use crate::health::prometheus::BaseUrl;
+use crate::probe::{ProbeKind, Target};
 
 /// A spec that cannot be used, with where and what to write instead.
 ///
@@ -256,6 +258,108 @@ fn semantic_issue(doc: &EngineUpgrade) -> Option<Issue> {
             format!("window: {}", e.message),
             e.hint,
         ));
+    }
+    health_issue(&spec.health)
+}
+
+fn health_issue(health: &HealthSpec) -> Option<Issue> {
+    let probe_path = |i: usize, field: &str| -> Vec<Seg> {
+        vec![
+            Seg::key("spec"),
+            Seg::key("health"),
+            Seg::key("probes"),
+            Seg::Index(i),
+            Seg::key(field),
+        ]
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, p) in health.probes.iter().enumerate() {
+        let target = match Target::parse(&p.target) {
+            Ok(t) => t,
+            Err(e) => {
+                return Some(Issue {
+                    path: probe_path(i, "target"),
+                    at: At::Value,
+                    message: format!("health.probes[{i}].target: {e}"),
+                    hint: "write HOST:PORT for a TCP connect (like \"tasks.web:80\") or http://HOST[:PORT]/path for an HTTP GET".into(),
+                });
+            }
+        };
+        if let Some(first) = seen.insert(target.as_str().to_string(), i) {
+            return Some(Issue {
+                path: probe_path(i, "target"),
+                at: At::Value,
+                message: format!(
+                    "health.probes[{i}].target {:?} is already probed by health.probes[{first}]",
+                    p.target.trim()
+                ),
+                hint: "list each target once".into(),
+            });
+        }
+        for (d, field) in [(p.interval, "interval"), (p.timeout, "timeout")] {
+            if d.get().is_zero() {
+                return Some(Issue {
+                    path: probe_path(i, field),
+                    at: At::Key,
+                    message: format!("health.probes[{i}].{field} is zero"),
+                    hint: format!("write a positive duration, like {field}: 1s"),
+                });
+            }
+        }
+        if let Some(status) = p.expect_status {
+            if !matches!(target.kind, ProbeKind::Http { .. }) {
+                return Some(Issue {
+                    path: probe_path(i, "expectStatus"),
+                    at: At::Key,
+                    message: format!(
+                        "health.probes[{i}].expectStatus is set but {:?} is a TCP target",
+                        p.target.trim()
+                    ),
+                    hint: format!(
+                        "remove expectStatus, or probe over HTTP: target: \"http://{}/\"",
+                        target.as_str()
+                    ),
+                });
+            }
+            if !(100..=599).contains(&status) {
+                return Some(Issue {
+                    path: probe_path(i, "expectStatus"),
+                    at: At::Value,
+                    message: format!(
+                        "health.probes[{i}].expectStatus {status} is not an HTTP status"
+                    ),
+                    hint: "write a status between 100 and 599, like expectStatus: 200".into(),
+                });
+            }
+        }
+    }
+    if let Some(prom) = &health.prometheus {
+        let path = ["spec", "health", "prometheus"];
+        if let Err(e) = BaseUrl::parse(&prom.url) {
+            let mut p: Vec<Seg> = path.iter().map(|k| Seg::key(k)).collect();
+            p.push(Seg::key("url"));
+            return Some(Issue {
+                path: p,
+                at: At::Value,
+                message: format!("health.prometheus.url {:?}: {e}", prom.url),
+                hint: "write the server's base URL, like url: http://prometheus:9090".into(),
+            });
+        }
+        if prom.query.trim().is_empty() {
+            return Some(issue(
+                &["spec", "health", "prometheus", "query"],
+                At::Key,
+                "health.prometheus.query is empty",
+                "write a PromQL query that returns series only when something is wrong, like query: 'ALERTS{alertstate=\"firing\",severity=\"critical\"}'",
+            ));
+        }
+        if let Some(i) = zero_issue(
+            prom.timeout,
+            &["spec", "health", "prometheus", "timeout"],
+            "health.prometheus.timeout",
+        ) {
+            return Some(i);
+        }
     }
     None
 }

@@ -66,6 +66,10 @@ pub struct EngineUpgradeSpec {
     /// Optional maintenance window: no new node is started outside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// Health gates checked before each node and after each reactivation; a failed gate pauses
+    /// the rollout.
+    #[serde(default, skip_serializing_if = "HealthSpec::is_default")]
+    pub health: HealthSpec,
 }
 
 /// How a node's engine is upgraded (and rolled back): commands run by the operator, as argv.
@@ -127,6 +131,77 @@ pub struct NodeSelector {
     pub hostnames: Vec<String>,
 }
 
+/// The health gates: before each node is started and after each reactivation, every service on
+/// the affected nodes must be converged (running = desired), no task may have been rejected or
+/// failed since the step began, the operator's own probes must stay within
+/// `maxConnectivityErrors`, and the optional Prometheus query must return no series. A failed
+/// gate pauses the rollout; it resumes by itself once every gate passes again if
+/// `resumeWhenHealthy`, otherwise when the spec is changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthSpec {
+    /// Targets the operator probes itself, each on its own interval. Errors count into
+    /// `swarm_upgrade_connectivity_errors_total{target}`.
+    #[serde(default)]
+    pub probes: Vec<ProbeSpec>,
+    /// Probe errors allowed during one step (from the step's start) before the gate fails.
+    #[serde(default)]
+    pub max_connectivity_errors: u64,
+    /// Optional: a Prometheus query that must return no series (like an alert check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+    /// true: a rollout paused by a failed gate resumes by itself once every gate passes again.
+    /// false: it stays paused until the spec is changed.
+    #[serde(default)]
+    pub resume_when_healthy: bool,
+}
+
+impl HealthSpec {
+    /// True when nothing is set (the section is then left out of the serialized spec, so
+    /// [`spec_hash`] of a spec without `health` is what it was before the section existed).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One target the operator probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// `HOST:PORT` (TCP connect) or `http://HOST[:PORT]/path` (HTTP GET). `tasks.<service>:PORT`
+    /// resolves to every task of the service, and every address is probed.
+    #[schemars(length(min = 1), example = "tasks.web:80")]
+    pub target: String,
+    /// Time between two rounds. Must not be zero.
+    #[serde(default = "default_probe_interval")]
+    pub interval: SpecDuration,
+    /// How long one attempt (connect, and for HTTP the response head) may take. Must not be zero.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: SpecDuration,
+    /// HTTP targets only: the status expected (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expect_status: Option<u16>,
+}
+
+/// A Prometheus instant query that must return no series for the gate to pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusGate {
+    /// Base URL of the Prometheus server, `http://HOST[:PORT][/prefix]` (https is not supported).
+    #[schemars(example = "http://prometheus:9090")]
+    pub url: String,
+    /// PromQL instant query; the gate fails while it returns any series, or cannot be run.
+    #[schemars(
+        length(min = 1),
+        example = r#"ALERTS{alertstate="firing",severity="critical"}"#
+    )]
+    pub query: String,
+    /// How long the query may take before it counts as failed. Must not be zero.
+    #[serde(default = "default_prometheus_timeout")]
+    pub timeout: SpecDuration,
+}
+
 impl Default for Strategy {
     fn default() -> Self {
         Self {
@@ -152,6 +227,15 @@ fn default_ready_timeout() -> SpecDuration {
     SpecDuration::from_secs(300)
 }
 fn default_settle() -> SpecDuration {
+    SpecDuration::from_secs(10)
+}
+fn default_probe_interval() -> SpecDuration {
+    SpecDuration::from_secs(1)
+}
+fn default_probe_timeout() -> SpecDuration {
+    SpecDuration::from_secs(1)
+}
+fn default_prometheus_timeout() -> SpecDuration {
     SpecDuration::from_secs(10)
 }
 
