@@ -267,3 +267,70 @@ pub async fn request(
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The controller embeds this CLI as a hidden `swarm-upgrade sim ...` subcommand.
+    #[derive(Debug, Parser)]
+    struct Outer {
+        #[command(subcommand)]
+        cmd: OuterCmd,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum OuterCmd {
+        #[command(hide = true)]
+        Sim(SimCli),
+    }
+
+    #[test]
+    fn embeds_as_a_subcommand() {
+        let o = Outer::try_parse_from([
+            "swarm-upgrade",
+            "sim",
+            "node",
+            "upgrade",
+            "--sim",
+            "127.0.0.1:1",
+            "n1",
+            "26.1.5",
+        ])
+        .unwrap();
+        let OuterCmd::Sim(cli) = o.cmd;
+        match cli.command {
+            SimCommand::Node(NodeCommand::Upgrade {
+                sim,
+                hostname,
+                version,
+            }) => {
+                assert_eq!(sim.addr, "127.0.0.1:1");
+                assert_eq!(hostname, "n1");
+                assert_eq!(version, "26.1.5");
+            }
+            c => panic!("{c:?}"),
+        }
+        let s = SimCli::try_parse_from([
+            "swarm-sim",
+            "serve",
+            "--managers",
+            "5",
+            "--stack",
+            "exhaust-addrs",
+            "--fault",
+            "never-return=n3",
+            "--time-scale",
+            "10",
+        ])
+        .unwrap();
+        let SimCommand::Serve(a) = s.command else {
+            panic!()
+        };
+        let cfg = a.to_config().unwrap();
+        assert_eq!(cfg.managers, 5);
+        assert_eq!(cfg.stack, Stack::ExhaustAddrs);
+        assert_eq!(cfg.faults.never_return, vec!["n3"]);
+        assert_eq!(cfg.time_scale, 10.0);
+    }
+}
