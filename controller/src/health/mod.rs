@@ -7,6 +7,7 @@ pub mod diagnose;
 pub mod gates;
 pub mod metrics;
 pub mod predict;
+pub mod probing;
 pub mod prometheus;
 pub mod rejections;
 pub mod signatures;
@@ -19,5 +20,6 @@ pub use predict::{
     DrainBlocker, DrainPrediction, NetworkImpact, Stranded, TaskGone, TaskMove, predict_drain,
     predict_drain_inspected, predict_drain_nodes,
 };
+pub use probing::ProbeRunner;
 pub use rejections::{RejectionTracker, TaskProblem};
 pub use signatures::{Reason, SIGNATURES, Signature, classify};
