@@ -1,0 +1,181 @@
+//! Scenario 5: the seed's address-exhaustion case on the real swarm. The `exhaust_addrs` stack
+//! (24 replicas, overlay /27) is deployed as `ex` with the operator watching: 19 (or 20) of 24
+//! run, the fifth node's tasks go `Rejected` with "node is missing network attachments, ip
+//! addresses may be exhausted"; the operator counts them in
+//! `swarm_upgrade_task_rejections_total{reason="network_attachments_exhausted"}` and
+//! `swarm-upgrade diagnose` names the network and the cause.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+use swarm_upgrade_e2e::*;
+
+const SEED_ERR: &str = "node is missing network attachments, ip addresses may be exhausted";
+const REASON: &str = "reason=\"network_attachments_exhausted\"";
+
+#[tokio::test]
+async fn exhaust_addrs_counted_and_diagnosed() -> anyhow::Result<()> {
+    if !preflight()? {
+        return Ok(());
+    }
+    let scenario = "s5_exhaust_addrs";
+    let mut lab = Lab::up(scenario).await?;
+    let mut fig = Figures::new(scenario, lab.setup_secs);
+    wait_all_ready(Duration::from_secs(30)).await?;
+
+    // the operator watches the cluster; nothing to upgrade (the spec's version is the lab's)
+    let op = Operator::start(scenario, &spec_yaml(FROM_VERSION, ""), false, &[]).await?;
+    wait_for(
+        "the operator's /metrics",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { Ok(op.get("/metrics").await.ok()) },
+    )
+    .await?;
+
+    // the seed: `docker stack deploy -c docker-compose.yml ex`, then service ls / service ps
+    let t0 = tokio::time::Instant::now();
+    deploy_stack("ex", &stack_file("exhaust_addrs")).await?;
+    // the most tasks running before the first rejection: the seed's 19/24
+    let max_running = std::cell::Cell::new(0u32);
+    let rejected = wait_for(
+        "ex_service tasks Rejected",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let max = &max_running;
+            async move {
+                let (run, want) = replicas("ex_service").await?;
+                if want == 24 {
+                    max.set(max.get().max(run));
+                }
+                let r: Vec<Task> = tasks("ex_service")
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.state == "rejected")
+                    .collect();
+                Ok((!r.is_empty()).then_some(r))
+            }
+        },
+    )
+    .await?;
+    let first_rejection_secs = t0.elapsed().as_secs_f64();
+    let (run, want) = replicas("ex_service").await?;
+    fig.notes.push(format!(
+        "replicas before the rejections at most {}/24; first rejection seen \
+         {first_rejection_secs:.1}s after deploy; replicas then {run}/{want}",
+        max_running.get()
+    ));
+    for t in &rejected {
+        assert_eq!(t.err, SEED_ERR, "rejected task {} error", t.id);
+    }
+    let nodes_rejecting: BTreeSet<&str> = rejected.iter().map(|t| t.node.as_str()).collect();
+    fig.notes.push(format!(
+        "{} tasks rejected on {:?} with the seed's error",
+        rejected.len(),
+        nodes_rejecting
+    ));
+    assert_eq!(nodes_rejecting.len(), 1, "rejections on one node only");
+
+    // the operator's counter: within 5 s of a rejection (issue 5), and eventually one per task
+    let t_seen = tokio::time::Instant::now();
+    let counted = wait_for(
+        "the rejection metric",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            let m = parse_metrics(&op.get("/metrics").await?);
+            let v = metric_sum(&m, "swarm_upgrade_task_rejections_total", &[REASON]);
+            Ok((v >= 1.0).then_some(v))
+        },
+    )
+    .await;
+    let metric_latency = t_seen.elapsed().as_secs_f64();
+    // let the swarm settle a little, then compare the count with the engine's own
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all_rejected: Vec<Task> = tasks("ex_service")
+        .await?
+        .into_iter()
+        .filter(|t| t.state == "rejected")
+        .collect();
+    let metrics_text = op.get("/metrics").await.unwrap_or_default();
+    let m = parse_metrics(&metrics_text);
+    let final_count = metric_sum(&m, "swarm_upgrade_task_rejections_total", &[REASON]);
+    for (k, v) in &m {
+        if k.starts_with("swarm_upgrade_task_rejections_total")
+            || k.starts_with("swarm_upgrade_network_free_addresses")
+            || k.starts_with("swarm_upgrade_network_capacity")
+        {
+            fig.notes.push(format!("metric {k} {v}"));
+        }
+    }
+    fig.notes.push(format!(
+        "engine shows {} rejected tasks; operator counted {final_count} \
+         (first count {metric_latency:.1}s after the harness saw the first rejection)",
+        all_rejected.len()
+    ));
+    fig.rejected_tasks = Some(all_rejected.len());
+
+    // `swarm-upgrade diagnose` (text for the report, --json for the assertion)
+    let diag = |json: bool| {
+        let mut cmd = tokio::process::Command::new(operator_bin().expect("operator binary"));
+        cmd.arg("diagnose").arg("--docker-host").arg(docker_hosts());
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.stdin(Stdio::null()).output()
+    };
+    let text = diag(false).await?;
+    let json = diag(true).await?;
+    let diag_text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let diag_json = String::from_utf8_lossy(&json.stdout).into_owned();
+    let dir = artefacts_dir(scenario)?;
+    std::fs::write(dir.join("diagnose.txt"), &text.stdout)?;
+    std::fs::write(dir.join("diagnose.json"), &json.stdout)?;
+    eprintln!(
+        "--- swarm-upgrade diagnose ---\n{diag_text}{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    fig.report()?;
+    drop(op);
+    lab.down()?;
+
+    // assertions after teardown so the lab never outlives a failure
+    let before = max_running.get();
+    assert!(
+        (19..=20).contains(&before),
+        "the seed's 19/24 (or 20/24) before the rejections: saw {before}/24"
+    );
+    let counted = counted?;
+    assert!(
+        metric_latency <= 5.0,
+        "the rejection reached /metrics {metric_latency:.1}s after the harness saw it (issue 5: 5 s)"
+    );
+    assert!(counted >= 1.0);
+    assert_eq!(
+        final_count as usize,
+        all_rejected.len(),
+        "operator's rejection count vs the engine's rejected tasks"
+    );
+    assert!(
+        json.status.success(),
+        "diagnose --json failed: {}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&diag_json)
+        .map_err(|e| anyhow::anyhow!("diagnose --json is not JSON ({e}): {diag_json}"))?;
+    let flat = v.to_string();
+    assert!(
+        flat.contains("ex_service"),
+        "diagnose names the service: {flat}"
+    );
+    assert!(
+        flat.contains("ex_default"),
+        "diagnose names the network ex_default: {flat}"
+    );
+    assert!(
+        flat.contains("network_attachments_exhausted") || flat.contains("exhausted"),
+        "diagnose names the cause: {flat}"
+    );
+    Ok(())
+}
