@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use bollard::models::{EventMessage, Network, Node, NodeSpec, Service, Task};
 use bollard::query_parameters::{
     EventsOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions, UpdateNodeOptions,
@@ -85,6 +86,11 @@ impl ApiError {
     /// Whether another manager endpoint may succeed where this one failed.
     fn try_elsewhere(&self) -> bool {
         matches!(self, ApiError::NoQuorum(_) | ApiError::Other(_))
+    }
+
+    /// Whether the whole round is worth retrying after a pause.
+    fn try_elsewhere_or_later(&self) -> bool {
+        self.try_elsewhere() || matches!(self, ApiError::Unreachable { .. })
     }
 }
 
@@ -373,58 +379,72 @@ impl Swarm {
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
-        let deadline = tokio::time::Instant::now() + self.patience;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let mut last = None;
-            let n = self.managers.len();
-            let start = self.preferred.load(Ordering::Relaxed);
-            for k in 0..n {
-                let i = (start + k) % n;
-                let manager = &self.managers[i];
-                let result = match manager.client().await {
-                    Ok(docker) => op(docker).await.map_err(|e| {
-                        if is_connectivity(&e) {
-                            ApiError::Unreachable {
-                                endpoints: manager.endpoint.display(),
-                                last: e.to_string(),
-                            }
-                        } else {
-                            ApiError::from_bollard(e)
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(usize::MAX)
+            .with_total_delay(Some(self.patience))
+            .with_jitter();
+        (|| self.round(&op))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(ApiError::try_elsewhere_or_later)
+            .notify(
+                |e, after| tracing::debug!(error = %e, ?after, "no manager could serve; retrying"),
+            )
+            .await
+    }
+
+    /// One try on every endpoint, starting with the one that answered last.
+    async fn round<T, F, Fut>(&self, op: &F) -> Result<T, ApiError>
+    where
+        F: Fn(Docker) -> Fut,
+        Fut: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let mut last = None;
+        let n = self.managers.len();
+        let start = self.preferred.load(Ordering::Relaxed);
+        for k in 0..n {
+            let i = (start + k) % n;
+            let manager = &self.managers[i];
+            let result = match manager.client().await {
+                Ok(docker) => op(docker).await.map_err(|e| {
+                    if is_connectivity(&e) {
+                        ApiError::Unreachable {
+                            endpoints: manager.endpoint.display(),
+                            last: e.to_string(),
                         }
-                    }),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(v) => {
-                        self.preferred.store(i, Ordering::Relaxed);
-                        return Ok(v);
+                    } else {
+                        ApiError::from_bollard(e)
                     }
-                    Err(e) => {
-                        self.report(&e);
-                        if matches!(e, ApiError::Unreachable { .. }) {
-                            manager.forget().await;
-                        } else if !e.try_elsewhere() {
-                            return Err(e);
-                        }
-                        tracing::debug!(endpoint = %manager.endpoint.display(), error = %e, "trying another manager");
-                        last = Some(e);
+                }),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(v) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    self.report(&e);
+                    if matches!(e, ApiError::Unreachable { .. }) {
+                        manager.forget().await;
+                    } else if !e.try_elsewhere() {
+                        return Err(e);
                     }
+                    tracing::debug!(endpoint = %manager.endpoint.display(), error = %e, "trying another manager");
+                    last = Some(e);
                 }
             }
-            let last = last.unwrap_or(ApiError::Other("no endpoints".into()));
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(match last {
-                    ApiError::Unreachable { last, .. } => ApiError::Unreachable {
-                        endpoints: self.endpoints().join(", "),
-                        last,
-                    },
-                    other => other,
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
+        Err(match last {
+            Some(ApiError::Unreachable { last, .. }) => ApiError::Unreachable {
+                endpoints: self.endpoints().join(", "),
+                last,
+            },
+            Some(other) => other,
+            None => ApiError::Other("no endpoints configured".into()),
+        })
     }
 
     fn report(&self, e: &ApiError) {
