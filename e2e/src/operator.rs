@@ -265,8 +265,39 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>> {
 /// managers first, one at a time; managers reactivated only after all three are upgraded; no
 /// worker touched before the managers are reactivated; workers one at a time
 /// (`maxUnavailableWorkers: 1`); every node drained before its upgrade; `completed` last.
-pub fn check_order(events: &[Event], upgraded: &[&str]) -> Result<Vec<String>> {
+/// `kept_drained`: nodes the admin drained beforehand (no `reactivated` needed).
+pub fn check_order(
+    events: &[Event],
+    upgraded: &[&str],
+    kept_drained: &[&str],
+) -> Result<Vec<String>> {
     let mut notes = vec![];
+    // one hostname per node id, and the role that host has in the lab
+    let mut names: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for e in events.iter().filter(|e| !e.node_id.is_empty()) {
+        names.entry(&e.node_id).or_default().insert(&e.hostname);
+        let lab_role = if MANAGERS.contains(&e.hostname.as_str()) {
+            "manager"
+        } else {
+            "worker"
+        };
+        if !e.role.is_empty() && e.role != lab_role {
+            bail!(
+                "event `{}` at {} names {} ({}) with role {}: {} is a {lab_role}",
+                e.step,
+                e.time,
+                e.hostname,
+                e.node_id,
+                e.role,
+                e.hostname
+            );
+        }
+    }
+    for (id, hosts) in &names {
+        if hosts.len() > 1 {
+            bail!("node id {id} appears in the events under several hostnames {hosts:?}");
+        }
+    }
     let idx = |host: &str, step: &str| {
         events
             .iter()
@@ -278,13 +309,20 @@ pub fn check_order(events: &[Event], upgraded: &[&str]) -> Result<Vec<String>> {
             .rposition(|e| e.hostname == host && e.step == step)
     };
     for h in upgraded {
-        for step in ["drain", "upgrade", "upgraded", "ready", "reactivated"] {
+        for step in ["upgrade", "upgraded", "ready"] {
             if idx(h, step).is_none() {
                 bail!("no `{step}` event for {h}");
             }
         }
-        if idx(h, "drain") > idx(h, "upgrade") {
-            bail!("{h} upgraded before it was drained");
+        if !kept_drained.contains(h) {
+            for step in ["drain", "reactivated"] {
+                if idx(h, step).is_none() {
+                    bail!("no `{step}` event for {h}");
+                }
+            }
+            if idx(h, "drain") > idx(h, "upgrade") {
+                bail!("{h} upgraded before it was drained");
+            }
         }
     }
     let managers: Vec<&str> = upgraded
@@ -304,7 +342,11 @@ pub fn check_order(events: &[Event], upgraded: &[&str]) -> Result<Vec<String>> {
         .max()
         .unwrap_or(0);
     for m in &managers {
-        let r = idx(m, "reactivate").or(idx(m, "reactivated")).unwrap_or(0);
+        let r = [idx(m, "reactivate"), idx(m, "reactivated")]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0);
         if r < last_manager_ready {
             bail!("manager {m} reactivated before every manager was upgraded and ready");
         }
@@ -312,7 +354,7 @@ pub fn check_order(events: &[Event], upgraded: &[&str]) -> Result<Vec<String>> {
     // managers one at a time: a manager's upgrade starts after the previous one is ready
     let mut by_upgrade: Vec<(&str, usize)> = managers
         .iter()
-        .map(|m| (*m, idx(m, "drain").unwrap_or(0)))
+        .map(|m| (*m, idx(m, "drain").or(idx(m, "upgrade")).unwrap_or(0)))
         .collect();
     by_upgrade.sort_by_key(|(_, i)| *i);
     for w in by_upgrade.windows(2) {
@@ -351,11 +393,13 @@ pub fn check_order(events: &[Event], upgraded: &[&str]) -> Result<Vec<String>> {
     // workers one at a time
     let mut wo: Vec<(&str, usize)> = workers
         .iter()
-        .map(|w| (*w, idx(w, "drain").unwrap_or(0)))
+        .map(|w| (*w, idx(w, "drain").or(idx(w, "upgrade")).unwrap_or(0)))
         .collect();
     wo.sort_by_key(|(_, i)| *i);
     for w in wo.windows(2) {
-        let prev_done = idx(w[0].0, "reactivated").unwrap_or(usize::MAX);
+        let prev_done = idx(w[0].0, "reactivated")
+            .or(idx(w[0].0, "ready"))
+            .unwrap_or(usize::MAX);
         if w[1].1 < prev_done {
             bail!(
                 "worker {} drained before worker {} was reactivated (maxUnavailableWorkers: 1)",
@@ -393,33 +437,30 @@ pub fn step_times(events: &[Event]) -> Vec<NodeSteps> {
         .filter(|e| !e.hostname.is_empty())
         .map(|e| e.hostname.as_str())
         .collect();
-    let at = |h: &str, step: &str| {
-        events
+    // the first `b` of the node after its first `a` (a restarted operator repeats steps)
+    let pair = |h: &str, a: &str, b: &str| {
+        let i = events.iter().position(|e| e.hostname == h && e.step == a)?;
+        let j = events[i..]
             .iter()
-            .rfind(|e| e.hostname == h && e.step == step)
-            .map(|e| e.time)
-    };
-    let first = |h: &str, step: &str| {
-        events
-            .iter()
-            .find(|e| e.hostname == h && e.step == step)
-            .map(|e| e.time)
-    };
-    let secs = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
-        (Some(a), Some(b)) => Some(b.duration_since(a).as_secs_f64()),
-        _ => None,
+            .position(|e| e.hostname == h && e.step == b)?;
+        Some(
+            events[i + j]
+                .time
+                .duration_since(events[i].time)
+                .as_secs_f64(),
+        )
     };
     let mut out = vec![];
     for h in hosts {
         let mut phases = vec![];
         for (name, a, b) in [
-            ("drain", first(h, "drain"), at(h, "drained")),
-            ("upgrade", first(h, "upgrade"), at(h, "upgraded")),
-            ("ready", at(h, "upgraded"), at(h, "ready")),
-            ("drained-wait", at(h, "ready"), at(h, "reactivate")),
-            ("reactivate", at(h, "reactivate"), at(h, "reactivated")),
+            ("drain", "drain", "drained"),
+            ("upgrade", "upgrade", "upgraded"),
+            ("ready", "upgraded", "ready"),
+            ("kept-drained", "ready", "reactivate"),
+            ("reactivate", "reactivate", "reactivated"),
         ] {
-            if let Some(s) = secs(a, b) {
+            if let Some(s) = pair(h, a, b) {
                 phases.push((name.to_string(), s));
             }
         }
@@ -428,7 +469,10 @@ pub fn step_times(events: &[Event]) -> Vec<NodeSteps> {
         out.push(NodeSteps {
             host: h.to_string(),
             phases,
-            total: secs(first_ev, last_ev).unwrap_or(0.0),
+            total: match (first_ev, last_ev) {
+                (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+                _ => 0.0,
+            },
         });
     }
     out
@@ -511,4 +555,90 @@ pub async fn watch(
 /// The default spec: upgrade to 26.1.5.
 pub fn default_spec() -> String {
     spec_yaml(TO_VERSION, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real events file from the lab (2026-11-25): after the managers were reactivated the
+    /// operator logged n2's node id under hostname n5 with role manager and drained n2 again.
+    #[test]
+    fn check_order_catches_a_node_id_under_the_wrong_hostname() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/operator-events-node-mixup.jsonl");
+        let events = read_events(&path).unwrap();
+        let err = check_order(&events, &crate::HOSTS, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("n5"), "{err}");
+    }
+
+    #[test]
+    fn check_order_accepts_the_seed_order() {
+        let mut events = vec![];
+        let mut t = Timestamp::UNIX_EPOCH;
+        let mut ev = |h: &str, step: &str| {
+            t += jiff::SignedDuration::from_secs(1);
+            let role = if MANAGERS.contains(&h) {
+                "manager"
+            } else {
+                "worker"
+            };
+            events.push(Event {
+                time: t,
+                node_id: if h.is_empty() {
+                    String::new()
+                } else {
+                    format!("id-{h}")
+                },
+                hostname: h.into(),
+                role: if h.is_empty() {
+                    String::new()
+                } else {
+                    role.into()
+                },
+                step: step.into(),
+                from_version: String::new(),
+                to_version: String::new(),
+                message: String::new(),
+            });
+        };
+        for m in ["n2", "n3", "n1"] {
+            for s in ["drain", "drained", "upgrade", "upgraded", "ready"] {
+                ev(m, s);
+            }
+        }
+        for m in ["n1", "n2", "n3"] {
+            ev(m, "reactivate");
+            ev(m, "reactivated");
+        }
+        for w in ["n4", "n5"] {
+            for s in [
+                "drain",
+                "drained",
+                "upgrade",
+                "upgraded",
+                "ready",
+                "reactivate",
+                "reactivated",
+            ] {
+                ev(w, s);
+            }
+        }
+        ev("", "completed");
+        let notes = check_order(&events, &crate::HOSTS, &[]).unwrap();
+        assert_eq!(notes[0], "manager order: n2 -> n3 -> n1");
+        let times = step_times(&events);
+        assert_eq!(times.len(), 5);
+        // a manager reactivated early is caught
+        let mut bad = events.clone();
+        let i = bad
+            .iter()
+            .position(|e| e.hostname == "n2" && e.step == "reactivated")
+            .unwrap();
+        let e = bad.remove(i);
+        bad.insert(6, e);
+        assert!(check_order(&bad, &crate::HOSTS, &[]).is_err());
+    }
 }

@@ -68,3 +68,50 @@ pub fn rollout_times(fig: &mut Figures, events: &[Event]) {
     }
     fig.steps = step_times(events);
 }
+
+/// Checks collected through a scenario and reported together at the end (after teardown), so a
+/// failing scenario says everything that went wrong, not only the first thing.
+#[derive(Debug, Default)]
+pub struct Checks {
+    failed: Vec<String>,
+    passed: usize,
+}
+
+impl Checks {
+    pub fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if ok {
+            self.passed += 1;
+        } else {
+            let what = what.into();
+            eprintln!("  CHECK FAILED: {what}");
+            self.failed.push(what);
+        }
+    }
+
+    /// Record an error from a step as a failed check; `Some` of the value otherwise.
+    pub fn step<T>(&mut self, what: &str, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.passed += 1;
+                Some(v)
+            }
+            Err(e) => {
+                self.check(false, format!("{what}: {e:#}"));
+                None
+            }
+        }
+    }
+
+    pub fn finish(self, scenario: &str) -> Result<()> {
+        if self.failed.is_empty() {
+            eprintln!("[{scenario}] all {} checks passed", self.passed);
+            return Ok(());
+        }
+        anyhow::bail!(
+            "[{scenario}] {} of {} checks failed:\n  - {}",
+            self.failed.len(),
+            self.failed.len() + self.passed,
+            self.failed.join("\n  - ")
+        )
+    }
+}
