@@ -30,6 +30,8 @@ pub struct PlanInput<'a> {
     pub running_commands: &'a BTreeSet<String>,
     /// Nodes that must not be drained now, with the reason (health gates, capacity prediction).
     pub drain_vetoes: &'a BTreeMap<String, String>,
+    /// Health gates failing now (`spec.health`); empty when they pass or none are configured.
+    pub health_failures: &'a [String],
     pub now: Timestamp,
 }
 
@@ -134,6 +136,8 @@ pub enum BlockerKind {
     UnreadableMark,
     /// A health gate or the capacity prediction vetoed draining a node.
     Vetoed,
+    /// A health gate fails: nothing new starts and no reactivated node is released.
+    HealthGate,
 }
 
 impl BlockerKind {
@@ -144,6 +148,7 @@ impl BlockerKind {
                 | BlockerKind::NodeDown
                 | BlockerKind::UnreadableMark
                 | BlockerKind::Vetoed
+                | BlockerKind::HealthGate
         )
     }
 }
@@ -190,7 +195,7 @@ impl Plan {
         self.blockers.iter().any(|b| {
             matches!(
                 b.kind,
-                BlockerKind::PausedBySpec | BlockerKind::PausedByFailure
+                BlockerKind::PausedBySpec | BlockerKind::PausedByFailure | BlockerKind::HealthGate
             )
         })
     }
@@ -494,7 +499,19 @@ impl<'a> Planner<'a> {
                 }
             }
             Step::Settling => {
-                if in_step >= spec.strategy.settle.get() {
+                if !self.input.health_failures.is_empty() {
+                    // After a reactivation the gates must pass before the node is let go.
+                    let why = format!(
+                        "health gate failed after reactivating {}: {}",
+                        node.hostname,
+                        self.input.health_failures.join("; ")
+                    );
+                    if spec.health.resume_when_healthy {
+                        self.block(BlockerKind::HealthGate, Some(node), why);
+                    } else {
+                        self.fail(node, mark, why, false);
+                    }
+                } else if in_step >= spec.strategy.settle.get() {
                     self.update(
                         node,
                         None,
@@ -660,6 +677,23 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     // 2. Whether a new node may be started at all.
     let mut may_start = !unreadable && !failed;
+    let health_failing = !input.health_failures.is_empty();
+    if health_failing {
+        may_start = false;
+        p.block(
+            BlockerKind::HealthGate,
+            None,
+            format!(
+                "health gates fail: {}{}",
+                input.health_failures.join("; "),
+                if spec.health.resume_when_healthy {
+                    " (resumes by itself when they pass: resumeWhenHealthy)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     if spec.strategy.paused {
         may_start = false;
         p.block(

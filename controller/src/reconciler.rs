@@ -24,13 +24,16 @@ use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink, EventStep};
 use crate::executor::{Executor, RunningCommands};
 use crate::health::capacity::network_usage;
+use crate::health::gates::{GateInput, GateMetrics, evaluate};
 use crate::health::metrics::HealthMetrics;
 use crate::health::predict::predict_drain_nodes;
+use crate::health::probing::{self, ProbeRunner};
+use crate::health::prometheus::evaluate_gate;
 use crate::health::rejections::RejectionTracker;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::planner::{Action, NodeRef, Plan, PlanInput, plan, selects};
-use crate::spec::EngineUpgradeSpec;
 use crate::spec::{EngineUpgrade, SpecState, spec_hash};
+use crate::spec::{EngineUpgradeSpec, HealthSpec};
 use crate::status::RolloutStatus;
 
 #[derive(Debug, Clone)]
@@ -99,6 +102,12 @@ pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
 pub struct HealthWatch {
     pub metrics: HealthMetrics,
     tracker: RejectionTracker,
+    gate_metrics: GateMetrics,
+    probes: Option<ProbeRunner>,
+    /// When the current step began (a node started, or the operator started): the gates
+    /// count rejections, failures and probe errors from here.
+    step_since: Timestamp,
+    probe_errors_at_step: u64,
 }
 
 impl HealthWatch {
@@ -106,7 +115,72 @@ impl HealthWatch {
         Self {
             metrics: metrics.with_registry(HealthMetrics::register),
             tracker: RejectionTracker::new(),
+            gate_metrics: metrics.with_registry(GateMetrics::register),
+            probes: None,
+            step_since: Timestamp::now(),
+            probe_errors_at_step: 0,
         }
+    }
+
+    fn probe_errors(&self) -> u64 {
+        self.probes.as_ref().map_or(0, ProbeRunner::errors_total)
+    }
+
+    /// A new step begins: the gates look at what happens from now on.
+    pub fn step_started(&mut self) {
+        self.step_since = Timestamp::now();
+        self.probe_errors_at_step = self.probe_errors();
+    }
+
+    /// Runs the configured probes, and evaluates the health gates when `spec.health` is set.
+    /// Returns the failing gates' messages (empty when they pass or none are configured).
+    pub async fn gates(
+        &mut self,
+        spec: &HealthSpec,
+        snapshot: &Snapshot,
+        raw: &Raw,
+    ) -> Vec<String> {
+        match &mut self.probes {
+            Some(runner) => runner.update(spec.probes.clone()),
+            None if !spec.probes.is_empty() => {
+                self.probes = Some(probing::spawn(
+                    spec.probes.clone(),
+                    self.metrics.probe_metrics().clone(),
+                ));
+            }
+            None => {}
+        }
+        if spec.is_default() {
+            return vec![];
+        }
+        let prometheus = match &spec.prometheus {
+            Some(gate) => Some(evaluate_gate(gate).await),
+            None => None,
+        };
+        // The nodes in their cycle now: services with a task there are the ones to check.
+        let affected: Vec<String> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.mark().is_some())
+            .map(|n| n.id.clone())
+            .collect();
+        let failures = evaluate(&GateInput {
+            services: &raw.services,
+            tasks: &raw.tasks,
+            nodes: &raw.nodes,
+            affected_nodes: &affected,
+            since: self.step_since,
+            probe_errors: self
+                .probe_errors()
+                .saturating_sub(self.probe_errors_at_step),
+            spec,
+            prometheus,
+        });
+        self.gate_metrics.record(&failures);
+        for f in &failures {
+            tracing::warn!(gate = f.gate.name(), "{}", f.message);
+        }
+        failures.iter().map(|f| f.to_string()).collect()
     }
 
     pub fn observe(&mut self, raw: &Raw) {
@@ -148,8 +222,14 @@ pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<(Plan, Raw)
         &snapshot,
         &raw,
         &BTreeSet::new(),
+        &[],
     );
     Ok((p, raw))
+}
+
+/// Whether the action begins a node's cycle (drains a node the operator had not touched).
+fn starts_a_node(action: &Action) -> bool {
+    matches!(action, Action::Update(u) if u.expect.is_none() && u.events.contains(&EventStep::Drain))
 }
 
 /// Plans, then checks each node the plan would start draining against the address-exhaustion
@@ -161,6 +241,7 @@ pub fn plan_with_predictions(
     snapshot: &Snapshot,
     raw: &Raw,
     running: &BTreeSet<String>,
+    health_failures: &[String],
 ) -> Plan {
     let mut vetoes = BTreeMap::new();
     loop {
@@ -170,17 +251,14 @@ pub fn plan_with_predictions(
             snapshot,
             running_commands: running,
             drain_vetoes: &vetoes,
+            health_failures,
             now: Timestamp::now(),
         });
         let starts: Vec<&NodeRef> = p
             .actions
             .iter()
-            .filter_map(|a| match a {
-                Action::Update(u) if u.expect.is_none() && u.events.contains(&EventStep::Drain) => {
-                    Some(&u.node)
-                }
-                _ => None,
-            })
+            .filter(|a| starts_a_node(a))
+            .map(Action::node)
             .collect();
         let mut vetoed = false;
         for node in &starts {
@@ -285,8 +363,19 @@ impl Reconciler {
                 }
             };
             health.observe(&raw);
+            let health_failures = health.gates(&upgrade_spec.health, &snapshot, &raw).await;
             let running = executor.running.snapshot();
-            let p = plan_with_predictions(&upgrade_spec, &hash, &snapshot, &raw, &running);
+            let p = plan_with_predictions(
+                &upgrade_spec,
+                &hash,
+                &snapshot,
+                &raw,
+                &running,
+                &health_failures,
+            );
+            if p.actions.iter().any(starts_a_node) {
+                health.step_started();
+            }
             self.metrics.observe_plan(&p);
             for b in &p.blockers {
                 tracing::debug!(kind = ?b.kind, node = ?b.node, "{}", b.message);

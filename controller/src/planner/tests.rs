@@ -90,6 +90,7 @@ struct Case {
     snapshot: Snapshot,
     running: BTreeSet<String>,
     vetoes: BTreeMap<String, String>,
+    health: Vec<String>,
     now: Timestamp,
 }
 
@@ -103,6 +104,7 @@ impl Case {
             },
             running: BTreeSet::new(),
             vetoes: BTreeMap::new(),
+            health: vec![],
             now: t0(),
         }
     }
@@ -114,6 +116,7 @@ impl Case {
             snapshot: &self.snapshot,
             running_commands: &self.running,
             drain_vetoes: &self.vetoes,
+            health_failures: &self.health,
             now: self.now,
         })
     }
@@ -706,6 +709,7 @@ impl World {
             snapshot: &snapshot,
             running_commands: &running,
             drain_vetoes: &BTreeMap::new(),
+            health_failures: &[],
             now: self.now,
         });
         for action in plan.actions.clone() {
@@ -981,4 +985,46 @@ fn a_failing_upgrade_stops_the_rollout_and_touches_nothing_else() {
     );
     let plan = world.step();
     assert!(plan.actions.is_empty() || plan.actions.iter().all(|a| a.node().hostname == "m2"));
+}
+
+#[test]
+fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
+    let mut case = Case::new(cluster());
+    case.health = vec!["service test_client: 1/2 running".into()];
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(plan.is_paused());
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::HealthGate && b.message.contains("1/2 running"))
+    );
+
+    // A reactivated node is not let go: without resumeWhenHealthy the pause is latched on it
+    // (a failed mark, availability untouched), so it survives a restart.
+    let mut nodes = cluster();
+    nodes[3].engine_version = NEW.into();
+    for n in nodes.iter_mut().take(3) {
+        n.engine_version = NEW.into();
+    }
+    mark(&mut nodes[3], Step::Settling, t0());
+    let mut case = Case::new(nodes);
+    case.health = vec!["3 tasks rejected".into()];
+    case.now = at(60);
+    match only_action(&case.plan()) {
+        Action::Fail(f) => {
+            assert_eq!(f.node.hostname, "w1");
+            assert!(!f.rollback);
+            assert!(f.reason.contains("3 tasks rejected"), "{}", f.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    // With resumeWhenHealthy it only waits, and goes on once the gates pass.
+    case.spec.health.resume_when_healthy = true;
+    assert!(case.plan().actions.is_empty());
+    case.health.clear();
+    let Action::Update(u) = only_action(&case.plan()).clone() else {
+        panic!()
+    };
+    assert_eq!(u.mark, None);
 }
