@@ -63,20 +63,38 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Write the spec and start `swarm-upgrade run --once` (or without `--once`).
+    /// Write the spec and start `swarm-upgrade run --once` (or without `--once`), with a fresh
+    /// events file and log.
     pub async fn start(
         scenario: &str,
         spec: &str,
         once: bool,
         env: &[(&str, &str)],
     ) -> Result<Operator> {
+        Self::start_with(scenario, spec, once, env, true).await
+    }
+
+    /// A second operator process of the same scenario, appending to the same events file and log.
+    pub async fn start_again(scenario: &str, spec: &str, once: bool) -> Result<Operator> {
+        Self::start_with(scenario, spec, once, &[], false).await
+    }
+
+    async fn start_with(
+        scenario: &str,
+        spec: &str,
+        once: bool,
+        env: &[(&str, &str)],
+        fresh: bool,
+    ) -> Result<Operator> {
         let dir = artefacts_dir(scenario)?;
         let spec_path = dir.join("spec.yaml");
         std::fs::write(&spec_path, spec)?;
         let events = dir.join("events.jsonl");
-        let _ = std::fs::remove_file(&events);
         let log = dir.join("operator.log");
-        let _ = std::fs::remove_file(&log);
+        if fresh {
+            let _ = std::fs::remove_file(&events);
+            let _ = std::fs::remove_file(&log);
+        }
         let mut op = Operator {
             child: None,
             port: free_port()?,

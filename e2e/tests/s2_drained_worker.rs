@@ -1,0 +1,69 @@
+//! Scenario 2: the same rollout with worker n5 drained by the admin beforehand. n5 is upgraded and
+//! stays drained (the operator gives every node back its own earlier availability); every other
+//! node ends Active at 26.1.5; no operator label remains.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use swarm_upgrade_e2e::*;
+
+#[tokio::test]
+async fn admin_drained_worker_stays_drained() -> anyhow::Result<()> {
+    if !preflight()? {
+        return Ok(());
+    }
+    let scenario = "s2_drained_worker";
+    let mut lab = Lab::up(scenario).await?;
+    let mut fig = Figures::new(scenario, lab.setup_secs);
+    let mut checks = Checks::default();
+    wait_all_ready(Duration::from_secs(30)).await?;
+    let since = deploy_test_stack().await?;
+    // the admin's drain, before the operator runs
+    manager_docker(&["node", "update", "--availability", "drain", "n5"]).await?;
+    wait_converged(&["test_service", "test_client"], Duration::from_secs(60)).await?;
+
+    let mut op = Operator::start(scenario, &default_spec(), true, &[]).await?;
+    let mut observed = Observed::default();
+    let exit = watch(&mut op, Duration::from_secs(420), &mut observed, |_| false).await;
+    if let Some(st) = checks.step("operator run --once", exit) {
+        checks.check(
+            st.and_then(|s| s.code()) == Some(0),
+            format!(
+                "operator exit {st:?}, expected 0; log:\n{}",
+                op.log_tail(20)
+            ),
+        );
+    }
+    let events = op.events()?;
+    if let Some(notes) = checks.step(
+        "order proven by the events file",
+        check_order(&events, &HOSTS, &["n5"]),
+    ) {
+        fig.notes.extend(notes);
+    }
+    // the operator must never have set n5 active
+    let n5_active = events
+        .iter()
+        .filter(|e| e.hostname == "n5" && e.step.starts_with("reactivate"))
+        .find(|e| e.message.contains("active"));
+    checks.check(
+        n5_active.is_none(),
+        format!("n5 (admin-drained) was reactivated: {n5_active:?}"),
+    );
+    rollout_times(&mut fig, &events);
+    let want = BTreeMap::from([("n5", "drain")]);
+    checks.step("end state (n5 drained)", assert_rolled_out(&want).await);
+    if let Some(c) = checks.step("connectivity", rollout_health(&mut fig, since).await) {
+        checks.check(
+            c.errors == 0,
+            format!("{} connectivity errors: {:?}", c.errors, c.samples),
+        );
+    }
+    checks.check(
+        fig.rejected_tasks == Some(0),
+        format!("{:?} tasks rejected during the rollout", fig.rejected_tasks),
+    );
+    fig.report()?;
+    drop(op);
+    lab.down()?;
+    checks.finish(scenario)
+}
