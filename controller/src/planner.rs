@@ -228,6 +228,9 @@ struct Planner<'a> {
     input: &'a PlanInput<'a>,
     actions: Vec<Action>,
     blockers: Vec<Blocker>,
+    /// A failing health gate to record on the next node instead of starting it, so the pause
+    /// lives in the cluster (without `resumeWhenHealthy`).
+    latch: Option<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -625,6 +628,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         input,
         actions: vec![],
         blockers: vec![],
+        latch: None,
     };
     let order = rollout_order(&input.snapshot.nodes);
 
@@ -679,7 +683,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut may_start = !unreadable && !failed;
     let health_failing = !input.health_failures.is_empty();
     if health_failing {
-        may_start = false;
+        if spec.health.resume_when_healthy {
+            may_start = false;
+        } else {
+            p.latch = Some(format!(
+                "health gate failed before starting the node: {}",
+                input.health_failures.join("; ")
+            ));
+        }
         p.block(
             BlockerKind::HealthGate,
             None,
@@ -778,7 +789,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if may_start {
             let mut started = 0;
             for w in pending {
-                if started >= slots {
+                if started >= slots || p.actions.iter().any(|a| matches!(a, Action::Fail(_))) {
                     break;
                 }
                 if start_if_safe(&mut p, w, false) {
@@ -863,6 +874,12 @@ fn start_if_safe(p: &mut Planner<'_>, node: &NodeView, manager: bool) -> bool {
     if let Some(reason) = p.input.drain_vetoes.get(&node.id) {
         p.block(BlockerKind::Vetoed, Some(node), reason.clone());
         return false;
+    }
+    if let Some(reason) = p.latch.take() {
+        // Recorded on this node without draining it; `slots` ends here for this pass.
+        let mark = p.new_mark(node, Step::Failed);
+        p.fail(node, &mark, reason, false);
+        return true;
     }
     p.start(node);
     true

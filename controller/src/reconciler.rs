@@ -36,6 +36,9 @@ use crate::spec::{EngineUpgrade, SpecState, spec_hash};
 use crate::spec::{EngineUpgradeSpec, HealthSpec};
 use crate::status::RolloutStatus;
 
+/// The shortest time between two passes, however many events arrive.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Between passes while something is under way.
@@ -108,6 +111,8 @@ pub struct HealthWatch {
     /// count rejections, failures and probe errors from here.
     step_since: Timestamp,
     probe_errors_at_step: u64,
+    /// Logged once per change, not every pass.
+    last_failures: Vec<String>,
 }
 
 impl HealthWatch {
@@ -119,6 +124,7 @@ impl HealthWatch {
             probes: None,
             step_since: Timestamp::now(),
             probe_errors_at_step: 0,
+            last_failures: vec![],
         }
     }
 
@@ -153,6 +159,20 @@ impl HealthWatch {
         if spec.is_default() {
             return vec![];
         }
+        if let Some(runner) = &self.probes {
+            // The gates mean nothing before the probes have looked once: wait for a round.
+            let patience = spec
+                .probes
+                .iter()
+                .map(|p| p.interval.get() + p.timeout.get())
+                .max()
+                .unwrap_or_default()
+                * 2;
+            let deadline = tokio::time::Instant::now() + patience;
+            while runner.rounds_total() == 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let prometheus = match &spec.prometheus {
             Some(gate) => Some(evaluate_gate(gate).await),
             None => None,
@@ -177,10 +197,21 @@ impl HealthWatch {
             prometheus,
         });
         self.gate_metrics.record(&failures);
-        for f in &failures {
-            tracing::warn!(gate = f.gate.name(), "{}", f.message);
+        if !failures.is_empty() && spec.resume_when_healthy {
+            // "Passes again" means nothing new goes wrong from here: restart the window.
+            self.step_started();
         }
-        failures.iter().map(|f| f.to_string()).collect()
+        let messages: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+        if messages != self.last_failures {
+            for f in &failures {
+                tracing::warn!(gate = f.gate.name(), "{}", f.message);
+            }
+            if failures.is_empty() && !self.last_failures.is_empty() {
+                tracing::info!("health gates pass again");
+            }
+            self.last_failures = messages.clone();
+        }
+        messages
     }
 
     pub fn observe(&mut self, raw: &Raw) {
@@ -461,11 +492,14 @@ impl Reconciler {
         } else {
             self.options.poll_idle
         };
+        let started = tokio::time::Instant::now();
         tokio::select! {
             _ = wake.notified() => {}
             _ = self.spec.changed() => {}
             _ = tokio::time::sleep(interval) => {}
         }
+        // A burst of cluster events (a leader change rewrites every node) is one pass, not many.
+        tokio::time::sleep_until(started + MIN_PASS_INTERVAL).await;
     }
 }
 

@@ -29,10 +29,44 @@ impl Lab {
             .iter()
             .map(|e| Endpoint::parse(e, None).unwrap())
             .collect();
-        Self {
+        let lab = Self {
             sim,
             dir: tempfile::tempdir().unwrap(),
             swarm: Swarm::new(endpoints).with_patience(Duration::from_secs(20)),
+        };
+        lab.wait_converged().await;
+        lab
+    }
+
+    /// Until every replicated task and one global task per node run (the stack is up).
+    async fn wait_converged(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (services, tasks, nodes) = (
+                self.swarm.services().await.unwrap(),
+                self.swarm.tasks().await.unwrap(),
+                self.swarm.nodes().await.unwrap(),
+            );
+            let all: Vec<String> = nodes.iter().filter_map(|n| n.id.clone()).collect();
+            let failures =
+                swarm_upgrade::health::gates::evaluate(&swarm_upgrade::health::gates::GateInput {
+                    services: &services,
+                    tasks: &tasks,
+                    nodes: &nodes,
+                    affected_nodes: &all,
+                    since: jiff::Timestamp::now(),
+                    probe_errors: 0,
+                    spec: &swarm_upgrade::spec::HealthSpec::default(),
+                    prometheus: None,
+                });
+            if failures.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the simulated stack never converged: {failures:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -656,5 +690,105 @@ async fn exhausted_network_is_counted_diagnosed_and_not_drained_into() {
     );
     kill9(&mut op);
     assert!(lab.events().iter().all(|e| e.step != EventStep::Drain));
+    lab.sim.shutdown().await;
+}
+
+fn health_spec(port: u16, resume: bool) -> String {
+    format!(
+        "  health:\n    probes:\n      - target: \"127.0.0.1:{port}\"\n        interval: 100ms\n        timeout: 200ms\n    maxConnectivityErrors: 0\n    resumeWhenHealthy: {resume}\n"
+    )
+}
+
+/// A probe that fails holds the rollout before the first node; with `resumeWhenHealthy` it
+/// goes on by itself once the target answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_gate_pauses_and_the_rollout_resumes_when_healthy() {
+    let lab = Lab::start(sim_config()).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spec = lab.write_spec(&(lab.spec_text("") + &health_spec(port, true)));
+    let listen = free_listen();
+    let mut op = lab.operator(&spec, true, &listen);
+    let client = reqwest_lite::Client::new(&listen);
+    client.wait_ready().await;
+    let status = client
+        .poll_json(
+            "/status",
+            |s| s["blockers"].to_string().contains("connectivity_errors"),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(
+        status["conditions"].to_string().contains("Paused"),
+        "{status:#}"
+    );
+    let metrics = client.get("/metrics").await;
+    assert!(
+        metrics.contains("swarm_upgrade_health_gate_failing{gate=\"connectivity_errors\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("swarm_upgrade_connectivity_errors_total{target=\"127.0.0.1:"),
+        "{metrics}"
+    );
+    assert!(lab.events().iter().all(|e| e.step != EventStep::Drain));
+    // The target answers again: the gate passes and the rollout completes by itself.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let accept = tokio::spawn(async move {
+        loop {
+            let _ = listener.accept().await;
+        }
+    });
+    expect_exit(&mut op, 0, &lab).await;
+    accept.abort();
+    lab.sim.shutdown().await;
+}
+
+/// Without `resumeWhenHealthy` a failing gate is latched in the cluster (a failed mark), so
+/// it survives a restart and waits for the spec to change or `resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_gate_without_resume_is_latched_until_resume() {
+    let lab = Lab::start(sim_config()).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spec = lab.write_spec(&(lab.spec_text("") + &health_spec(port, false)));
+    let mut op = lab.operator(&spec, true, &free_listen());
+    expect_exit(&mut op, 2, &lab).await;
+    let failed = lab
+        .nodes()
+        .await
+        .into_iter()
+        .filter(|n| {
+            n.mark()
+                .and_then(Result::ok)
+                .is_some_and(|m| m.step == marks::Step::Failed)
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    let reason = failed[0].mark().unwrap().unwrap().reason.unwrap();
+    assert!(reason.contains("connectivity_errors"), "{reason}");
+    assert_eq!(failed[0].availability, Availability::Active, "not drained");
+    // `resume` hands it back; nothing is left marked.
+    let out = Command::new(BIN)
+        .args([
+            "resume",
+            "--docker-host",
+            &lab.sim.manager_endpoints().join(","),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&failed[0].hostname));
+    assert!(lab.nodes().await.iter().all(|n| !marks::has_any(&n.labels)));
     lab.sim.shutdown().await;
 }

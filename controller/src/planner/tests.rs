@@ -991,6 +991,17 @@ fn a_failing_upgrade_stops_the_rollout_and_touches_nothing_else() {
 fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
     let mut case = Case::new(cluster());
     case.health = vec!["service test_client: 1/2 running".into()];
+    // Without resumeWhenHealthy the pause is recorded on the next node, which is not drained.
+    match only_action(&case.plan()) {
+        Action::Fail(f) => {
+            assert_eq!(f.node.hostname, "m2");
+            assert!(!f.rollback);
+            assert_eq!(f.mark.previous, Availability::Active);
+            assert!(f.reason.contains("1/2 running"), "{}", f.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    case.spec.health.resume_when_healthy = true;
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
     assert!(plan.is_paused());
