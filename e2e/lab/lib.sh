@@ -13,6 +13,12 @@ E2E_BRIDGE=${SWARM_UPGRADE_E2E_BRIDGE:-sue-br0}
 E2E_NET=${SWARM_UPGRADE_E2E_NET:-192.168.231}   # the lab's /24: bridge .1, host nK .1K
 E2E_HOSTS=(n1 n2 n3 n4 n5)
 
+# Write a line to stderr and never fail doing so: the operator that runs upgrade-host reads its
+# stderr through a pipe, and when the operator is killed (scenario 3) the pipe has no reader any
+# more. The scripts ignore SIGPIPE and go on: a node upgrade must not die half-way because its
+# caller did.
+say() { printf '%s\n' "$*" >&2 2>/dev/null || true; }
+
 valid_host() {
   case "$1" in n[1-5]) return 0 ;; *) echo "not a lab host: $1" >&2; return 1 ;; esac
 }
@@ -50,7 +56,7 @@ wait_pid_gone() {
     [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
     i=$((i + 1))
     if [ "$i" -ge $((limit * 10)) ]; then
-      echo "pid $pid still there after ${limit}s: SIGKILL" >&2
+      say "pid $pid still there after ${limit}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
     sleep 0.1
@@ -93,7 +99,7 @@ start_host() {
   sock=$(host_sock "$name")
   pf=$(host_pidfile "$name")
   log="$dir/dockerd.log"
-  [ -x "$bin/dockerd" ] || { echo "$name: no engine installed at $bin" >&2; return 1; }
+  [ -x "$bin/dockerd" ] || { say "$name: no engine installed at $bin"; return 1; }
   [ -z "$(host_pid "$name")" ] || return 0
   rm -f "$sock" "$pf"
   mkdir -p "$dir/data" "$E2E_RUN/$name.x"
@@ -111,12 +117,12 @@ start_host() {
   local launched=$! i=0
   until docker -H "unix://$sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; do
     if ! [ -d "/proc/$launched" ]; then
-      echo "$name: dockerd exited; tail of $log:" >&2
-      tail -n 20 "$log" >&2
+      say "$name: dockerd exited; tail of $log:"
+      say "$(tail -n 20 "$log")"
       return 1
     fi
     i=$((i + 1))
-    [ "$i" -lt 600 ] || { echo "$name: engine not answering after 60s" >&2; return 1; }
+    [ "$i" -lt 600 ] || { say "$name: engine not answering after 60s"; return 1; }
     sleep 0.1
   done
 }
