@@ -138,6 +138,8 @@ pub enum BlockerKind {
     Vetoed,
     /// A health gate fails: nothing new starts and no reactivated node is released.
     HealthGate,
+    /// Two nodes report the same hostname; commands address nodes by hostname.
+    AmbiguousHostname,
 }
 
 impl BlockerKind {
@@ -149,6 +151,7 @@ impl BlockerKind {
                 | BlockerKind::UnreadableMark
                 | BlockerKind::Vetoed
                 | BlockerKind::HealthGate
+                | BlockerKind::AmbiguousHostname
         )
     }
 }
@@ -647,6 +650,31 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
 
+    // Commands address nodes by hostname: two nodes reporting one hostname (a node's
+    // description briefly carrying another host's, seen on a real swarm) must not be acted on.
+    let mut by_hostname: BTreeMap<&str, Vec<&NodeView>> = BTreeMap::new();
+    for node in &order {
+        by_hostname
+            .entry(node.hostname.as_str())
+            .or_default()
+            .push(node);
+    }
+    let mut ambiguous = false;
+    for (hostname, nodes) in &by_hostname {
+        if nodes.len() > 1 {
+            ambiguous = true;
+            p.block(
+                BlockerKind::AmbiguousHostname,
+                None,
+                format!(
+                    "{} nodes report hostname {hostname} ({}): nothing new starts until each hostname is unique again",
+                    nodes.len(),
+                    nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+
     let managers: Vec<&NodeView> = order.iter().copied().filter(|n| n.is_manager()).collect();
     let workers: Vec<&NodeView> = order.iter().copied().filter(|n| !n.is_manager()).collect();
     let selected = |n: &NodeView| selects(&spec.node_selector, n);
@@ -680,7 +708,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .any(|m| m.step == Step::Failed && m.spec_hash.as_deref() == Some(input.spec_hash));
 
     // 2. Whether a new node may be started at all.
-    let mut may_start = !unreadable && !failed;
+    let mut may_start = !unreadable && !failed && !ambiguous;
     let health_failing = !input.health_failures.is_empty();
     if health_failing {
         if spec.health.resume_when_healthy {

@@ -1039,3 +1039,21 @@ fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
     };
     assert_eq!(u.mark, None);
 }
+
+#[test]
+fn two_nodes_with_one_hostname_start_nothing() {
+    // Seen on the real lab: for a moment manager n2's node object carried n5's description.
+    let mut nodes = cluster();
+    nodes[1].engine_version = NEW.into();
+    nodes[2].engine_version = NEW.into();
+    nodes[0].engine_version = NEW.into();
+    nodes[1].hostname = "w2".into();
+    nodes[1].engine_version = OLD.into();
+    let plan = Case::new(nodes).plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::AmbiguousHostname && b.message.contains("w2"))
+    );
+}
