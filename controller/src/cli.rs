@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,9 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::docker::{Endpoint, Swarm, TlsFiles};
 use crate::events::EventSink;
-use crate::http::{AppState, serve};
-use crate::metrics::{ErrorLabels, Metrics};
-use crate::reconciler::{Options, Outcome, Reconciler, plan_now};
+use crate::operator::Operator;
+use crate::reconciler::{Options, Outcome, plan_now};
 use crate::spec::load_spec_file;
 use crate::status::RolloutStatus;
 
@@ -288,47 +286,24 @@ fn describe(action: &crate::planner::Action) -> String {
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Fail early and clearly on a bad spec at start; later bad edits keep the last good one.
     load(&args.spec)?;
-    let metrics = Metrics::new();
-    let hook_metrics = metrics.clone();
-    let swarm = args.cluster.swarm()?.with_error_hook(Arc::new(move |e| {
-        hook_metrics
-            .docker_api_errors
-            .get_or_create(&ErrorLabels {
-                error: e.metric_label().to_string(),
-            })
-            .inc();
-    }));
-    let status = Arc::new(RwLock::new(RolloutStatus::default()));
-    let addr = serve(
-        args.listen,
-        AppState {
-            metrics: metrics.clone(),
-            status: status.clone(),
+    let operator = Operator::start(
+        args.cluster.swarm()?,
+        crate::operator::Config {
+            spec: args.spec.clone(),
+            spec_reread: args.spec_reread,
+            events: args.events.clone(),
+            listen: args.listen,
+            options: Options {
+                poll_active: args.poll_interval,
+                once: args.once,
+                ..Options::default()
+            },
         },
     )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot listen on {} (use --listen to pick another address)",
-            args.listen
-        )
-    })?;
-    tracing::info!(listen = %addr, endpoints = ?swarm.endpoints(), "swarm-upgrade running");
-    let (_watcher, spec_rx) = crate::spec::SpecWatcher::spawn(args.spec.clone(), args.spec_reread);
-    let reconciler = Reconciler {
-        swarm,
-        spec: spec_rx,
-        events: EventSink::new(args.events.clone()),
-        metrics,
-        status,
-        options: Options {
-            poll_active: args.poll_interval,
-            once: args.once,
-            ..Options::default()
-        },
-    };
+    .await?;
+    tracing::info!(listen = %operator.listen, endpoints = ?operator.endpoints(), "swarm-upgrade running");
     let outcome = tokio::select! {
-        outcome = reconciler.run() => outcome,
+        outcome = operator.run() => outcome,
         _ = shutdown_signal() => {
             tracing::info!("stopping; node state is kept in node labels");
             return Ok(ExitCode::SUCCESS);

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,11 +17,9 @@ use clap::Args;
 use jiff::Timestamp;
 
 use crate::docker::{Endpoint, Swarm};
-use crate::events::{Event, EventSink, EventStep, read_events};
-use crate::http::{AppState, serve};
-use crate::metrics::{ErrorLabels, Metrics};
-use crate::reconciler::{Options, Outcome, Reconciler};
-use crate::spec::SpecWatcher;
+use crate::events::{Event, EventStep, read_events};
+use crate::operator::Operator;
+use crate::reconciler::{Options, Outcome};
 use crate::status::RolloutStatus;
 
 #[derive(Debug, Args)]
@@ -94,30 +92,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|e| Endpoint::parse(e, None))
         .collect::<Result<_, _>>()?;
-    let metrics = Metrics::new();
-    let hook = metrics.clone();
-    let swarm = Swarm::new(endpoints).with_error_hook(Arc::new(move |e| {
-        hook.docker_api_errors
-            .get_or_create(&ErrorLabels {
-                error: e.metric_label().to_string(),
-            })
-            .inc();
-    }));
-    let status = Arc::new(RwLock::new(RolloutStatus::default()));
-    let addr = serve(
-        args.listen,
-        AppState {
-            metrics: metrics.clone(),
-            status: status.clone(),
+    let operator = Operator::start(
+        Swarm::new(endpoints),
+        crate::operator::Config {
+            spec: spec_path.clone(),
+            spec_reread: Duration::from_secs(10),
+            events: Some(events_path.clone()),
+            listen: args.listen,
+            options: Options {
+                once: true,
+                ..Options::default()
+            },
         },
     )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot listen on {} (another operator running? pick one with --listen)",
-            args.listen
-        )
-    })?;
+    .await?;
+    let (addr, metrics, status) = (
+        operator.listen,
+        operator.metrics.clone(),
+        operator.status.clone(),
+    );
+    let swarm = Swarm::new(
+        sim.manager_endpoints()
+            .iter()
+            .map(|e| Endpoint::parse(e, None))
+            .collect::<Result<_, _>>()?,
+    );
 
     println!(
         "Simulated swarm: {} managers + {} workers on {}, the seed's test stack running.",
@@ -129,19 +128,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         sim.manager_endpoints().len()
     );
 
-    let (_watcher, spec_rx) = SpecWatcher::spawn(spec_path.clone(), Duration::from_secs(10));
-    let reconciler = Reconciler {
-        swarm: swarm.clone(),
-        spec: spec_rx,
-        events: EventSink::new(Some(events_path.clone())),
-        metrics: metrics.clone(),
-        status: status.clone(),
-        options: Options {
-            once: true,
-            ..Options::default()
-        },
-    };
-    let mut rollout = tokio::spawn(reconciler.run());
+    let mut rollout = tokio::spawn(operator.run());
     let mut progress = Progress::new(std::io::stdout().is_terminal(), started);
     let outcome = loop {
         tokio::select! {
