@@ -43,7 +43,8 @@ const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Options {
     /// Between passes while something is under way.
     pub poll_active: Duration,
-    /// Between passes while nothing is (events wake the loop sooner).
+    /// Between passes while nothing is (events wake the loop sooner). Task rejections make no
+    /// event, so this bounds how late one shows in the metrics.
     pub poll_idle: Duration,
     /// Stop when the rollout is complete (exit 0) or paused by a failure (exit 2).
     pub once: bool,
@@ -53,7 +54,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             poll_active: Duration::from_millis(250),
-            poll_idle: Duration::from_secs(5),
+            poll_idle: Duration::from_secs(2),
             once: false,
         }
     }
