@@ -91,16 +91,43 @@ async fn exhaust_addrs_counted_and_diagnosed() -> anyhow::Result<()> {
     )
     .await;
     let metric_latency = t_seen.elapsed().as_secs_f64();
-    // let the swarm settle a little, then compare the count with the engine's own
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let all_rejected: Vec<Task> = tasks("ex_service")
-        .await?
-        .into_iter()
-        .filter(|t| t.state == "rejected")
-        .collect();
+    // Compare with the engine's own rejected tasks until the operator has caught up with every
+    // one (the swarm keeps rejecting retries for a while): each must be counted within 5 s of the
+    // engine's timestamp for it (issue 5).
+    let t_cmp = tokio::time::Instant::now();
+    let mut all_rejected: Vec<Task>;
+    let mut final_count;
+    // the longest a rejection recorded by the engine was seen uncounted (counting in order)
+    let mut max_lag = 0.0f64;
+    loop {
+        all_rejected = tasks("ex_service")
+            .await?
+            .into_iter()
+            .filter(|t| t.state == "rejected")
+            .collect();
+        let m = parse_metrics(&op.get("/metrics").await.unwrap_or_default());
+        final_count = metric_sum(&m, "swarm_upgrade_task_rejections_total", &[REASON]);
+        let mut stamps: Vec<jiff::Timestamp> = all_rejected.iter().map(|t| t.timestamp).collect();
+        stamps.sort();
+        if let Some(first_uncounted) = stamps.get(final_count as usize) {
+            max_lag = max_lag.max(
+                jiff::Timestamp::now()
+                    .duration_since(*first_uncounted)
+                    .as_secs_f64(),
+            );
+        }
+        if final_count as usize == all_rejected.len() {
+            // the count is right now; make sure it stays right once the swarm has settled
+            if t_cmp.elapsed() >= Duration::from_secs(10) {
+                break;
+            }
+        } else if t_cmp.elapsed() >= Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let metrics_text = op.get("/metrics").await.unwrap_or_default();
     let m = parse_metrics(&metrics_text);
-    let final_count = metric_sum(&m, "swarm_upgrade_task_rejections_total", &[REASON]);
     for (k, v) in &m {
         if k.starts_with("swarm_upgrade_task_rejections_total")
             || k.starts_with("swarm_upgrade_network_free_addresses")
@@ -109,9 +136,17 @@ async fn exhaust_addrs_counted_and_diagnosed() -> anyhow::Result<()> {
             fig.notes.push(format!("metric {k} {v}"));
         }
     }
+    let by_time: Vec<String> = {
+        let mut r = all_rejected.clone();
+        r.sort_by_key(|t| t.timestamp);
+        r.iter()
+            .map(|t| format!("{} {}", t.node, t.timestamp))
+            .collect()
+    };
     fig.notes.push(format!(
         "engine shows {} rejected tasks; operator counted {final_count} \
-         (first count {metric_latency:.1}s after the harness saw the first rejection)",
+         (first count {metric_latency:.1}s after the harness saw the first rejection); \
+         rejections at {by_time:?}; longest uncounted {max_lag:.1}s",
         all_rejected.len()
     ));
     fig.rejected_tasks = Some(all_rejected.len());
@@ -155,7 +190,11 @@ async fn exhaust_addrs_counted_and_diagnosed() -> anyhow::Result<()> {
     assert_eq!(
         final_count as usize,
         all_rejected.len(),
-        "operator's rejection count vs the engine's rejected tasks"
+        "operator's rejection count vs the engine's rejected tasks (after waiting 30 s)"
+    );
+    assert!(
+        max_lag <= 5.5,
+        "a rejection stayed uncounted {max_lag:.1}s after the engine recorded it (issue 5: 5 s)"
     );
     assert!(
         json.status.success(),
