@@ -2,6 +2,8 @@
 //! drained and upgraded one by one and kept drained, then reactivated; workers one by one; 1 s
 //! polling) upgrades the lab 20.10.24 -> 26.1.5 with the `test` stack running. Timed, so the
 //! operator's rollout (scenario 1, same run) can be compared: both times and the ratio printed.
+//! Asserts the procedure completes and leaves every node Ready, Active at 26.1.5 with the stack
+//! converged; its connectivity errors are reported for comparison.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -61,8 +63,14 @@ async fn manual_procedure_baseline() -> anyhow::Result<()> {
         fig.notes
             .push("no s1_rollout figures from this run to compare with".into());
     }
+    // The baseline's connectivity errors are a figure, not a failure: the manual procedure is
+    // what the operator is compared with (a drain can race the clients' resolution of
+    // tasks.service; seen once: a 1 s timeout on a task being stopped).
+    fig.notes.push(format!(
+        "manual procedure: {} connectivity errors (reported, not asserted)",
+        c.errors
+    ));
     fig.report()?;
-    assert_eq!(c.errors, 0, "connectivity errors: {:#?}", c.samples);
     lab.down()?;
     Ok(())
 }
