@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bollard::models::NodeSpec;
 use jiff::Timestamp;
-use tokio::io::AsyncReadExt;
 
 use crate::cluster::{Availability, NodeView};
 use crate::docker::{ApiError, Swarm};
@@ -97,11 +96,22 @@ pub async fn run_node_command(
         return CommandOutcome::Failed("empty command".into());
     };
     let mut cmd = tokio::process::Command::new(program);
+    // Output goes to files, not pipes: if the operator is killed mid-upgrade, a pipe would
+    // break and take the command down at its next write; a file lets it finish its work.
+    let (out_file, err_file) = match (
+        OutputFile::create(node, "out"),
+        OutputFile::create(node, "err"),
+    ) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            return CommandOutcome::Failed(format!("cannot create the command's output file: {e}"));
+        }
+    };
     cmd.args(args)
         .envs(vars.env())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out_file.stdio())
+        .stderr(err_file.stdio())
         // Its own process group: a timeout kills the command and its children, and a
         // Ctrl-C aimed at the operator does not cut an engine upgrade in half.
         .process_group(0);
@@ -114,26 +124,13 @@ pub async fn run_node_command(
         }
     };
     let pid = child.id();
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let output = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        (out, err)
-    };
-    let waited = tokio::time::timeout(timeout, async {
-        let (out, err) = output.await;
-        (child.wait().await, out, err)
-    })
-    .await;
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    let (out, err) = (out_file.read(), err_file.read());
+    for line in out.lines().chain(err.lines()) {
+        tracing::debug!(node = %node.hostname, command = %program, "{line}");
+    }
     match waited {
-        Ok((Ok(status), out, err)) => {
-            let out = String::from_utf8_lossy(&out);
-            let err = String::from_utf8_lossy(&err);
-            for line in out.lines().chain(err.lines()) {
-                tracing::debug!(node = %node.hostname, command = %program, "{line}");
-            }
+        Ok(Ok(status)) => {
             if status.success() {
                 CommandOutcome::Succeeded
             } else {
@@ -149,7 +146,7 @@ pub async fn run_node_command(
                 ))
             }
         }
-        Ok((Err(e), _, _)) => CommandOutcome::Failed(format!("waiting for {program}: {e}")),
+        Ok(Err(e)) => CommandOutcome::Failed(format!("waiting for {program}: {e}")),
         Err(_) => {
             if let Some(pid) = pid {
                 // SAFETY: kill(2) on the group we created; no memory is touched.
@@ -162,6 +159,44 @@ pub async fn run_node_command(
                 crate::spec::SpecDuration(timeout)
             ))
         }
+    }
+}
+
+/// A command's stdout or stderr, in a file of its own that is removed once read.
+struct OutputFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl OutputFile {
+    fn create(node: &NodeRef, stream: &str) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "swarm-upgrade-{}-{}-{}.{stream}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            node.id
+        ));
+        let file = std::fs::File::create(&path)?;
+        Ok(Self { path, file })
+    }
+
+    fn stdio(&self) -> Stdio {
+        self.file
+            .try_clone()
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null())
+    }
+
+    fn read(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.path).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
