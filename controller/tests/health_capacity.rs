@@ -177,40 +177,17 @@ fn the_seeds_exhaustion_is_predicted_before_draining_a_manager() {
 
     let ex = p.network("ex_default").unwrap();
     assert_eq!(ex.new_lb_attachments, vec![n1.clone()]);
-    assert_eq!((ex.needed, ex.available, ex.free_before), (1, 0, 0));
+    // n1 needs a load-balancer address and the /27 has none free, but n2's is freed in the
+    // same allocator pass as its tasks' addresses, before the replacements are allocated: the
+    // drain fits exactly. The real lab agrees: draining a node holding 6 of the 24 tasks on
+    // the full network moved them without a single rejection.
+    assert_eq!((ex.needed, ex.available, ex.free_before), (1, 1, 0));
     assert_eq!((ex.new_task_addresses, ex.freed_task_addresses), (6, 6));
     assert_eq!(ex.freed_lb_attachments, vec![n2.clone()]);
     assert_eq!((ex.used_after, ex.free_after), (29, 0));
-    assert!(!p.is_safe());
-    match &p.blockers[..] {
-        [
-            DrainBlocker::WouldExhaust {
-                network,
-                needed,
-                free,
-                remedies,
-            },
-        ] => {
-            assert_eq!((network.as_str(), *needed, *free), ("ex_default", 1, 0));
-            assert!(remedies.iter().any(|r| r.contains("bigger subnet")));
-            assert!(
-                remedies
-                    .iter()
-                    .any(|r| r.contains("fewer replicas of ex_service"))
-            );
-            assert!(
-                remedies
-                    .iter()
-                    .any(|r| r.contains("maxUnavailableWorkers: 1"))
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    assert!(p.is_safe(), "{p}");
     let text = p.to_string();
-    assert!(
-        text.contains("BLOCKED: draining would exhaust network ex_default"),
-        "{text}"
-    );
+    assert!(!text.contains("BLOCKED"), "{text}");
 
     // tnet: n2 loses its only tnet task, so its load-balancer address goes.
     let tnet = p.network("tnet").unwrap();
@@ -691,7 +668,8 @@ fn check(c: &Cluster, drained: &[&str], seed: u64) {
         assert_eq!(n.needed, n.new_lb_attachments.len() as u64, "{ctx}");
         assert_eq!(
             n.available,
-            (n.free_before + n.freed_task_addresses).saturating_sub(n.new_task_addresses),
+            (n.free_before + n.freed_task_addresses + n.freed_lb_attachments.len() as u64)
+                .saturating_sub(n.new_task_addresses),
             "{ctx}"
         );
         assert!(n.new_task_addresses <= n.freed_task_addresses + p.stranded.len() as u64);
@@ -777,7 +755,10 @@ fn predictions_are_internally_consistent_on_random_clusters() {
         );
         stranded += usize::from(!p.stranded.is_empty());
     }
-    // The generator reaches both kinds of blocker.
-    assert!(blocked > 10, "{blocked}");
+    // The generator reaches both kinds of blocker. An exhaustion needs a full network, a
+    // replacement on a node without an address there, and no address the drain frees in
+    // the same pass: rare in random clusters (3 of 1,500 here); predict_vs_sim.rs builds
+    // tight networks on purpose and checks the outcome on the simulator.
+    assert!(blocked >= 3, "{blocked}");
     assert!(stranded > 10, "{stranded}");
 }
