@@ -119,7 +119,15 @@ async fn main() {
         health.observe(&raw);
         health_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = tokio::time::Instant::now();
-        let plan = plan_with_predictions(&spec.spec, &hash, &snapshot, &raw, &BTreeSet::new(), &[]);
+        let plan = plan_with_predictions(
+            &spec.spec,
+            &hash,
+            &snapshot,
+            &raw,
+            &BTreeSet::new(),
+            &[],
+            &Default::default(),
+        );
         plan_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         actions = plan.actions.len();
     }

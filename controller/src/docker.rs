@@ -496,6 +496,50 @@ impl Swarm {
         .await
     }
 
+    /// Runs `op` once on every configured manager (no failover, no retry): for views that
+    /// differ per node, such as the overlay networks' gossiped service endpoints.
+    pub async fn on_every_manager<T, F, Fut>(&self, op: F) -> Vec<Result<T, ApiError>>
+    where
+        F: Fn(Docker) -> Fut,
+        Fut: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let calls = self.managers.iter().map(|manager| {
+            let op = &op;
+            async move {
+                let docker = manager.client().await?;
+                op(docker).await.map_err(|e| {
+                    if is_connectivity(&e) {
+                        ApiError::Unreachable {
+                            endpoints: manager.endpoint.display(),
+                            last: e.to_string(),
+                        }
+                    } else {
+                        ApiError::from_bollard(e)
+                    }
+                })
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// A network with its gossiped service endpoints, as the answering node sees them.
+    pub async fn network_verbose_on_every_manager(
+        &self,
+        id: &str,
+    ) -> Vec<Result<bollard::models::NetworkInspect, ApiError>> {
+        self.on_every_manager(|d| async move {
+            d.inspect_network(
+                id,
+                Some(bollard::query_parameters::InspectNetworkOptions {
+                    verbose: true,
+                    scope: Some("swarm".into()),
+                }),
+            )
+            .await
+        })
+        .await
+    }
+
     /// Node and service events from the preferred manager (a wake-up signal, not a source of truth).
     pub async fn events(
         &self,

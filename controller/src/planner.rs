@@ -32,6 +32,10 @@ pub struct PlanInput<'a> {
     pub drain_vetoes: &'a BTreeMap<String, String>,
     /// Health gates failing now (`spec.health`); empty when they pass or none are configured.
     pub health_failures: &'a [String],
+    /// Per node: service endpoints of its tasks still announced on overlay networks (by the
+    /// network gossip) after its tasks stopped. Clients resolving `tasks.<service>` still get
+    /// those addresses; stopping the engine before they are withdrawn leaves them stale.
+    pub lingering_endpoints: &'a BTreeMap<String, usize>,
     pub now: Timestamp,
 }
 
@@ -334,7 +338,21 @@ impl<'a> Planner<'a> {
                     return;
                 }
                 let busy = self.input.snapshot.tasks_on(&node.id);
-                if busy == 0 {
+                let lingering = self
+                    .input
+                    .lingering_endpoints
+                    .get(&node.id)
+                    .copied()
+                    .unwrap_or(0);
+                if busy == 0 && lingering > 0 && in_step <= spec.strategy.drain_timeout.get() {
+                    self.block(
+                        BlockerKind::Waiting,
+                        Some(node),
+                        format!(
+                            "drained; waiting for {lingering} service endpoint(s) of the node to be withdrawn from the overlay networks"
+                        ),
+                    );
+                } else if busy == 0 {
                     if self.ready_at_target(node) {
                         // Already at the target (upgraded by hand, or the target changed to its version).
                         self.update(

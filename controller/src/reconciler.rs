@@ -255,8 +255,69 @@ pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<(Plan, Raw)
         &raw,
         &BTreeSet::new(),
         &[],
+        &BTreeMap::new(),
     );
     Ok((p, raw))
+}
+
+/// For nodes drained by the operator whose tasks have stopped: how many of their service
+/// endpoints the managers' overlay gossip still announces. Asked of every manager, since a
+/// node only sees the networks it has tasks on; a manager that does not answer is skipped.
+pub async fn lingering_endpoints(
+    swarm: &Swarm,
+    snapshot: &Snapshot,
+    raw: &Raw,
+) -> BTreeMap<String, usize> {
+    let drained: BTreeMap<&str, &str> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.mark()
+                .and_then(Result::ok)
+                .is_some_and(|m| m.step == crate::marks::Step::Draining)
+                && snapshot.tasks_on(&n.id) == 0
+                && !n.addr.is_empty()
+        })
+        .map(|n| (n.addr.as_str(), n.id.as_str()))
+        .collect();
+    let mut lingering = BTreeMap::new();
+    if drained.is_empty() {
+        return lingering;
+    }
+    let overlays = raw
+        .networks
+        .iter()
+        .filter(|n| n.driver.as_deref() == Some("overlay") && n.ingress != Some(true));
+    for network in overlays {
+        let Some(id) = network.id.as_deref() else {
+            continue;
+        };
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for view in swarm
+            .network_verbose_on_every_manager(id)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            let mut here: BTreeMap<&str, usize> = BTreeMap::new();
+            for service in view.services.iter().flat_map(|s| s.values()) {
+                for task in service["Tasks"].as_array().into_iter().flatten() {
+                    let host = task["Info"]["Host IP"].as_str().unwrap_or_default();
+                    if let Some((addr, _)) = drained.get_key_value(host) {
+                        *here.entry(addr).or_default() += 1;
+                    }
+                }
+            }
+            for (addr, n) in here {
+                let e = seen.entry(addr).or_default();
+                *e = (*e).max(n);
+            }
+        }
+        for (addr, n) in seen {
+            *lingering.entry(drained[addr].to_string()).or_default() += n;
+        }
+    }
+    lingering
 }
 
 /// Whether the action begins a node's cycle (drains a node the operator had not touched).
@@ -274,6 +335,7 @@ pub fn plan_with_predictions(
     raw: &Raw,
     running: &BTreeSet<String>,
     health_failures: &[String],
+    lingering_endpoints: &BTreeMap<String, usize>,
 ) -> Plan {
     let mut vetoes = BTreeMap::new();
     loop {
@@ -284,6 +346,7 @@ pub fn plan_with_predictions(
             running_commands: running,
             drain_vetoes: &vetoes,
             health_failures,
+            lingering_endpoints,
             now: Timestamp::now(),
         });
         let starts: Vec<&NodeRef> = p
@@ -397,6 +460,7 @@ impl Reconciler {
             health.observe(&raw);
             let health_failures = health.gates(&upgrade_spec.health, &snapshot, &raw).await;
             let running = executor.running.snapshot();
+            let lingering = lingering_endpoints(&self.swarm, &snapshot, &raw).await;
             let p = plan_with_predictions(
                 &upgrade_spec,
                 &hash,
@@ -404,6 +468,7 @@ impl Reconciler {
                 &raw,
                 &running,
                 &health_failures,
+                &lingering,
             );
             if p.actions.iter().any(starts_a_node) {
                 health.step_started();

@@ -91,6 +91,7 @@ struct Case {
     running: BTreeSet<String>,
     vetoes: BTreeMap<String, String>,
     health: Vec<String>,
+    lingering: BTreeMap<String, usize>,
     now: Timestamp,
 }
 
@@ -105,6 +106,7 @@ impl Case {
             running: BTreeSet::new(),
             vetoes: BTreeMap::new(),
             health: vec![],
+            lingering: BTreeMap::new(),
             now: t0(),
         }
     }
@@ -117,6 +119,7 @@ impl Case {
             running_commands: &self.running,
             drain_vetoes: &self.vetoes,
             health_failures: &self.health,
+            lingering_endpoints: &self.lingering,
             now: self.now,
         })
     }
@@ -710,6 +713,7 @@ impl World {
             running_commands: &running,
             drain_vetoes: &BTreeMap::new(),
             health_failures: &[],
+            lingering_endpoints: &BTreeMap::new(),
             now: self.now,
         });
         for action in plan.actions.clone() {
@@ -1056,4 +1060,32 @@ fn two_nodes_with_one_hostname_start_nothing() {
             .iter()
             .any(|b| b.kind == BlockerKind::AmbiguousHostname && b.message.contains("w2"))
     );
+}
+
+#[test]
+fn a_drained_node_waits_until_its_endpoints_are_withdrawn() {
+    let mut nodes = cluster();
+    mark(&mut nodes[1], Step::Draining, t0());
+    let mut case = Case::new(nodes);
+    case.now = at(5);
+    case.lingering.insert("m2".into(), 1);
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.message.contains("withdrawn"))
+    );
+    case.lingering.clear();
+    assert!(matches!(
+        only_action(&case.plan()),
+        Action::RunUpgrade { .. }
+    ));
+    // Gossip that never converges does not hold the rollout past drainTimeout.
+    case.lingering.insert("m2".into(), 1);
+    case.now = at(301);
+    assert!(matches!(
+        only_action(&case.plan()),
+        Action::RunUpgrade { .. }
+    ));
 }
