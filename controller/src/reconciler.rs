@@ -76,17 +76,24 @@ pub struct Raw {
 
 /// Observes the cluster once.
 pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
-    let (nodes, tasks, services, networks) = tokio::try_join!(
-        swarm.nodes(),
-        swarm.tasks(),
-        swarm.services(),
-        swarm.networks()
-    )?;
-    let views = nodes
+    let (listed, own) = tokio::join!(
+        async {
+            tokio::try_join!(
+                swarm.nodes(),
+                swarm.tasks(),
+                swarm.services(),
+                swarm.networks()
+            )
+        },
+        swarm.on_every_manager(|d| async move { d.info().await })
+    );
+    let (nodes, tasks, services, networks) = listed?;
+    let mut views = nodes
         .iter()
         .map(NodeView::from_engine)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Other(e.to_string()))?;
+    correct_descriptions(&mut views, own.into_iter().flatten());
     let task_views = tasks.iter().filter_map(TaskView::from_engine).collect();
     Ok((
         Snapshot {
@@ -100,6 +107,37 @@ pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
             networks,
         },
     ))
+}
+
+/// A 20.10 swarm can store one node's description (hostname, engine version) under another
+/// node's ID, and keep it until that node's description changes again (seen on the real lab
+/// after a leader change). Where the operator reaches a node's own engine, what that engine
+/// says about itself wins.
+fn correct_descriptions(
+    views: &mut [NodeView],
+    own: impl IntoIterator<Item = bollard::models::SystemInfo>,
+) {
+    for info in own {
+        let (Some(id), Some(name), Some(version)) = (
+            info.swarm.as_ref().and_then(|s| s.node_id.clone()),
+            info.name.clone(),
+            info.server_version.clone(),
+        ) else {
+            continue;
+        };
+        if let Some(view) = views.iter_mut().find(|v| v.id == id)
+            && (view.hostname != name || view.engine_version != version)
+        {
+            tracing::warn!(
+                node_id = %id,
+                swarm_says = %format!("{} {}", view.hostname, view.engine_version),
+                engine_says = %format!("{name} {version}"),
+                "the swarm's description of this node is not the node's own; using the node's"
+            );
+            view.hostname = name;
+            view.engine_version = version;
+        }
+    }
 }
 
 /// Counts task rejections and failures (each once) and network address usage.
@@ -590,5 +628,45 @@ async fn wake_on_cluster_events(swarm: Swarm, wake: Arc<Notify>) {
         }
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_own_engine_corrects_a_swapped_description() {
+        let path = format!(
+            "{}/../../shared/engine-captures/20.10.24/nodes.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let nodes: Vec<Node> =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut views: Vec<NodeView> = nodes
+            .iter()
+            .map(|n| NodeView::from_engine(n).unwrap())
+            .collect();
+        // As seen on the lab: the swarm shows n2's node with n5's hostname and engine.
+        let n2 = views.iter().position(|v| v.hostname == "n2").unwrap();
+        let id = views[n2].id.clone();
+        views[n2].hostname = "n5".into();
+        views[n2].engine_version = "20.10.24+dfsg1".into();
+        let own = bollard::models::SystemInfo {
+            name: Some("n2".into()),
+            server_version: Some("26.1.5+dfsg1".into()),
+            swarm: Some(bollard::models::SwarmInfo {
+                node_id: Some(id.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        correct_descriptions(&mut views, [own]);
+        let fixed = views.iter().find(|v| v.id == id).unwrap();
+        assert_eq!(
+            (fixed.hostname.as_str(), fixed.engine_version.as_str()),
+            ("n2", "26.1.5+dfsg1")
+        );
+        assert_eq!(views.iter().filter(|v| v.hostname == "n5").count(), 1);
     }
 }
