@@ -26,7 +26,7 @@ spec:
     command: [{up:?}, "{{hostname}}", "{{version}}"]
     rollback: [{rb:?}, "{{hostname}}"]
     timeout: 3m
-  strategy: {{ maxUnavailableWorkers: 1, drainTimeout: 2m, readyTimeout: 2m, settle: 2s{extra_strategy} }}
+  strategy: {{ maxUnavailableWorkers: 1, drainTimeout: 2m, readyTimeout: 2m, settle: 500ms{extra_strategy} }}
 "#,
         up = up.display().to_string(),
         rb = rb.display().to_string(),
