@@ -527,67 +527,27 @@ impl Cluster {
 
     /// Finds a node as the engine does: full ID, hostname (or spec name), then unique ID prefix.
     pub fn find_node(&self, key: &str) -> Result<usize, ApiError> {
-        if let Some(i) = self.nodes.iter().position(|n| n.id == key) {
-            return Ok(i);
-        }
-        if let Some(i) = self
-            .nodes
-            .iter()
-            .position(|n| n.hostname == key || n.spec_name.as_deref() == Some(key))
-        {
-            return Ok(i);
-        }
-        let m: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| !key.is_empty() && self.nodes[i].id.starts_with(key))
-            .collect();
-        match m.len() {
-            1 => Ok(m[0]),
-            0 => Err(ApiError::new(404, format!("node {key} not found"))),
-            _ => Err(ApiError::new(
-                400,
-                format!("node {key} is ambiguous ({} matches found)", m.len()),
-            )),
-        }
+        let nodes = self.nodes.iter().enumerate().map(|(i, n)| {
+            let named = n.hostname == key || n.spec_name.as_deref() == Some(key);
+            (i, n.id.as_str(), named)
+        });
+        resolve_key("node", key, nodes, Ambiguous::Rejected)
     }
 
     pub fn find_service(&self, key: &str) -> Result<String, ApiError> {
-        if self.services.contains_key(key) {
-            return Ok(key.to_string());
-        }
-        if let Some(s) = self.services.values().find(|s| s.name == key) {
-            return Ok(s.id.clone());
-        }
-        let m: Vec<&String> = self
+        let services = self
             .services
-            .keys()
-            .filter(|id| !key.is_empty() && id.starts_with(key))
-            .collect();
-        match m.len() {
-            1 => Ok(m[0].clone()),
-            0 => Err(ApiError::new(404, format!("service {key} not found"))),
-            _ => Err(ApiError::new(
-                400,
-                format!("service {key} is ambiguous ({} matches found)", m.len()),
-            )),
-        }
+            .values()
+            .map(|s| (s.id.clone(), s.id.as_str(), s.name == key));
+        resolve_key("service", key, services, Ambiguous::Rejected)
     }
 
     pub fn find_network(&self, key: &str) -> Result<String, ApiError> {
-        if self.networks.contains_key(key) {
-            return Ok(key.to_string());
-        }
-        if let Some(n) = self.networks.values().find(|n| n.name == key) {
-            return Ok(n.id.clone());
-        }
-        let m: Vec<&String> = self
+        let networks = self
             .networks
-            .keys()
-            .filter(|id| !key.is_empty() && id.starts_with(key))
-            .collect();
-        match m.len() {
-            1 => Ok(m[0].clone()),
-            _ => Err(ApiError::new(404, format!("network {key} not found"))),
-        }
+            .values()
+            .map(|n| (n.id.clone(), n.id.as_str(), n.name == key));
+        resolve_key("network", key, networks, Ambiguous::NotFound)
     }
 
     pub fn emit(
@@ -1729,6 +1689,49 @@ impl Cluster {
     }
 }
 
+/// What the engine answers when an ID prefix matches several objects.
+#[derive(Clone, Copy)]
+enum Ambiguous {
+    /// 400 "... is ambiguous (N matches found)" (nodes, services).
+    Rejected,
+    /// 404 "... not found" (networks).
+    NotFound,
+}
+
+/// The engine's lookup of an object by the key a client gives: exact ID, then name, then a
+/// unique ID prefix. `objects` yields (handle, id, whether the name matches the key).
+fn resolve_key<'a, T>(
+    kind: &str,
+    key: &str,
+    objects: impl Iterator<Item = (T, &'a str, bool)>,
+    ambiguous: Ambiguous,
+) -> Result<T, ApiError> {
+    let mut named = None;
+    let mut prefixed = Vec::new();
+    for (handle, id, name_matches) in objects {
+        if id == key {
+            return Ok(handle);
+        }
+        if name_matches {
+            named.get_or_insert(handle);
+        } else if !key.is_empty() && id.starts_with(key) {
+            prefixed.push(handle);
+        }
+    }
+    if let Some(handle) = named {
+        return Ok(handle);
+    }
+    let matches = prefixed.len();
+    match (prefixed.pop(), matches, ambiguous) {
+        (Some(handle), 1, _) => Ok(handle),
+        (_, 2.., Ambiguous::Rejected) => Err(ApiError::new(
+            400,
+            format!("{kind} {key} is ambiguous ({matches} matches found)"),
+        )),
+        _ => Err(ApiError::new(404, format!("{kind} {key} not found"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1760,6 +1763,49 @@ mod tests {
         assert_eq!(api_versions("26.1.5"), ("1.45", "1.24"));
         assert!(version_cmp("20.10.24", "26.1.5").is_lt());
         assert!(version_cmp("26.1.5+dfsg1", "26.1.5").is_eq());
+    }
+
+    #[test]
+    fn lookups_resolve_keys_as_the_engine_does() {
+        let mut c = cluster(3, 2);
+        c.deploy_seed(0).unwrap();
+        let n2 = c.nodes[1].id.clone();
+        assert_eq!(c.find_node(&n2).unwrap(), 1);
+        assert_eq!(c.find_node(&c.nodes[3].hostname.clone()).unwrap(), 3);
+        assert_eq!(c.find_node(&n2[..12]).unwrap(), 1);
+        assert_eq!(c.find_node("no-such-node").unwrap_err().status, 404);
+        assert_eq!(
+            c.find_node("").unwrap_err().status,
+            404,
+            "the empty key is no prefix"
+        );
+        let service = c.find_service("test_client").unwrap();
+        assert_eq!(c.find_service(&service[..10]).unwrap(), service);
+        let network = c.find_network("test_tnet").unwrap();
+        assert_eq!(c.find_network(&network).unwrap(), network);
+
+        // A prefix shared by several IDs: nodes and services are rejected as ambiguous,
+        // networks are not found (as the engine answers each); a name wins over a prefix.
+        let objects = || [(1, "abc1", false), (2, "abc2", false), (3, "xyz", false)].into_iter();
+        let err = resolve_key("node", "abc", objects(), Ambiguous::Rejected).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (400, "node abc is ambiguous (2 matches found)")
+        );
+        let err = resolve_key("network", "abc", objects(), Ambiguous::NotFound).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (404, "network abc not found")
+        );
+        assert_eq!(
+            resolve_key("node", "abc2", objects(), Ambiguous::Rejected).unwrap(),
+            2
+        );
+        let named = [(1, "abc1", false), (2, "zzz", true)].into_iter();
+        assert_eq!(
+            resolve_key("node", "abc", named, Ambiguous::Rejected).unwrap(),
+            2
+        );
     }
 
     #[test]
