@@ -1,14 +1,14 @@
 //! The edge to the Docker Engine API: several manager endpoints, API-version negotiation per
 //! engine, failover when the manager being upgraded is away, and typed errors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use bollard::models::{EventMessage, Network, Node, NodeSpec, Service, Task};
+use bollard::models::{EventMessage, Network, Node, NodeSpec, Service, SystemInfo, Task};
 use bollard::query_parameters::{
     EventsOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions, UpdateNodeOptions,
 };
@@ -308,6 +308,8 @@ struct ManagerClient {
     /// Negotiated client; dropped on a connection error so the next call negotiates again
     /// (the engine behind the address may have been upgraded meanwhile).
     docker: Mutex<Option<Docker>>,
+    /// The swarm node behind the endpoint, as its engine last said (`/info`).
+    node_id: std::sync::Mutex<Option<String>>,
 }
 
 impl ManagerClient {
@@ -325,6 +327,54 @@ impl ManagerClient {
     async fn forget(&self) {
         *self.docker.lock().await = None;
     }
+
+    /// `op` once on this endpoint; a connection failure is `Unreachable`.
+    async fn call<T, F, Fut>(&self, op: &F) -> Result<T, ApiError>
+    where
+        F: Fn(Docker) -> Fut,
+        Fut: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let docker = self.client().await?;
+        op(docker).await.map_err(|e| {
+            if is_connectivity(&e) {
+                ApiError::Unreachable {
+                    endpoints: self.endpoint.display(),
+                    last: e.to_string(),
+                }
+            } else {
+                ApiError::from_bollard(e)
+            }
+        })
+    }
+
+    fn node_id(&self) -> Option<String> {
+        self.node_id.lock().expect("poisoned").clone()
+    }
+}
+
+/// Managers whose engine a command is stopping or restarting, by node ID (a count: an upgrade
+/// and its rollback may overlap).
+type StandbyNodes = Arc<std::sync::Mutex<BTreeMap<String, usize>>>;
+
+/// While held, calls avoid the node's manager endpoint as long as another answers, and
+/// per-manager views skip it: on the real lab a request in flight on a manager whose engine was
+/// stopping held its shutdown for 8 s. Dropped when the command ends.
+#[must_use = "the node is on standby only while the guard is held"]
+pub struct Standby {
+    nodes: StandbyNodes,
+    node_id: String,
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let mut nodes = self.nodes.lock().expect("poisoned");
+        if let Some(count) = nodes.get_mut(&self.node_id) {
+            *count -= 1;
+            if *count == 0 {
+                nodes.remove(&self.node_id);
+            }
+        }
+    }
 }
 
 /// Observer of API errors, so the metrics can count them without this module knowing metrics.
@@ -335,6 +385,7 @@ pub type ErrorHook = Arc<dyn Fn(&ApiError) + Send + Sync>;
 pub struct Swarm {
     managers: Arc<Vec<ManagerClient>>,
     preferred: Arc<AtomicUsize>,
+    standby: StandbyNodes,
     on_error: Option<ErrorHook>,
     /// How long a call keeps trying every endpoint before it gives up.
     patience: Duration,
@@ -349,10 +400,12 @@ impl Swarm {
                     .map(|endpoint| ManagerClient {
                         endpoint,
                         docker: Mutex::new(None),
+                        node_id: std::sync::Mutex::new(None),
                     })
                     .collect(),
             ),
             preferred: Arc::new(AtomicUsize::new(0)),
+            standby: StandbyNodes::default(),
             on_error: None,
             patience: Duration::from_secs(30),
         }
@@ -395,32 +448,48 @@ impl Swarm {
             .await
     }
 
-    /// One try on every endpoint, starting with the one that answered last.
+    /// Puts a node's manager endpoint on standby until the guard is dropped (see [`Standby`]).
+    pub fn standby(&self, node_id: &str) -> Standby {
+        *self
+            .standby
+            .lock()
+            .expect("poisoned")
+            .entry(node_id.to_string())
+            .or_default() += 1;
+        Standby {
+            nodes: self.standby.clone(),
+            node_id: node_id.to_string(),
+        }
+    }
+
+    fn on_standby(&self, manager: &ManagerClient) -> bool {
+        manager
+            .node_id()
+            .is_some_and(|id| self.standby.lock().expect("poisoned").contains_key(&id))
+    }
+
+    /// The order of one round: from the endpoint that answered last, managers on standby last
+    /// (still tried: with a single endpoint the operator waits for that manager to come back).
+    fn round_order(&self) -> Vec<usize> {
+        let n = self.managers.len();
+        let start = self.preferred.load(Ordering::Relaxed);
+        let (mut order, standby): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|k| (start + k) % n)
+            .partition(|&i| !self.on_standby(&self.managers[i]));
+        order.extend(standby);
+        order
+    }
+
+    /// One try on every endpoint, in [`Self::round_order`].
     async fn round<T, F, Fut>(&self, op: &F) -> Result<T, ApiError>
     where
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
         let mut last = None;
-        let n = self.managers.len();
-        let start = self.preferred.load(Ordering::Relaxed);
-        for k in 0..n {
-            let i = (start + k) % n;
+        for i in self.round_order() {
             let manager = &self.managers[i];
-            let result = match manager.client().await {
-                Ok(docker) => op(docker).await.map_err(|e| {
-                    if is_connectivity(&e) {
-                        ApiError::Unreachable {
-                            endpoints: manager.endpoint.display(),
-                            last: e.to_string(),
-                        }
-                    } else {
-                        ApiError::from_bollard(e)
-                    }
-                }),
-                Err(e) => Err(e),
-            };
-            match result {
+            match manager.call(op).await {
                 Ok(v) => {
                     self.preferred.store(i, Ordering::Relaxed);
                     return Ok(v);
@@ -496,28 +565,47 @@ impl Swarm {
         .await
     }
 
-    /// Runs `op` once on every configured manager (no failover, no retry): for views that
-    /// differ per node, such as the overlay networks' gossiped service endpoints.
+    /// Every manager's `/info` (its own view of itself), remembering which node each endpoint
+    /// is, so that [`Self::standby`] can name endpoints by node. Managers on standby are skipped.
+    pub async fn manager_infos(&self) -> Vec<SystemInfo> {
+        let infos = self.each_manager(|d| async move { d.info().await }).await;
+        infos
+            .into_iter()
+            .filter_map(|(manager, info)| {
+                let info = info.ok()?;
+                if let Some(id) = info.swarm.as_ref().and_then(|s| s.node_id.clone())
+                    && !id.is_empty()
+                {
+                    *manager.node_id.lock().expect("poisoned") = Some(id);
+                }
+                Some(info)
+            })
+            .collect()
+    }
+
+    /// Runs `op` once on every configured manager not on standby (no failover, no retry): for
+    /// views that differ per node, such as the overlay networks' gossiped service endpoints.
     pub async fn on_every_manager<T, F, Fut>(&self, op: F) -> Vec<Result<T, ApiError>>
     where
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
-        let calls = self.managers.iter().map(|manager| {
+        self.each_manager(op)
+            .await
+            .into_iter()
+            .map(|(_, result)| result)
+            .collect()
+    }
+
+    async fn each_manager<T, F, Fut>(&self, op: F) -> Vec<(&ManagerClient, Result<T, ApiError>)>
+    where
+        F: Fn(Docker) -> Fut,
+        Fut: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let available = self.managers.iter().filter(|m| !self.on_standby(m));
+        let calls = available.map(|manager| {
             let op = &op;
-            async move {
-                let docker = manager.client().await?;
-                op(docker).await.map_err(|e| {
-                    if is_connectivity(&e) {
-                        ApiError::Unreachable {
-                            endpoints: manager.endpoint.display(),
-                            last: e.to_string(),
-                        }
-                    } else {
-                        ApiError::from_bollard(e)
-                    }
-                })
-            }
+            async move { (manager, manager.call(op).await) }
         });
         futures::future::join_all(calls).await
     }

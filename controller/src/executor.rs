@@ -373,6 +373,7 @@ impl Executor {
         }
         let this = self.clone();
         tokio::spawn(async move {
+            let standby = this.swarm.standby(&node.id);
             let outcome = run_node_command(
                 &spec.upgrade.command,
                 &node,
@@ -380,6 +381,7 @@ impl Executor {
                 spec.upgrade.timeout.get(),
             )
             .await;
+            drop(standby);
             let took = Timestamp::now().duration_since(mark.since);
             let result = match outcome {
                 CommandOutcome::Succeeded => {
@@ -451,9 +453,12 @@ impl Executor {
                         ),
                     )
                     .await?;
-                    match run_node_command(argv, &f.node, &spec.version, spec.upgrade.timeout.get())
-                        .await
-                    {
+                    let standby = self.swarm.standby(&f.node.id);
+                    let outcome =
+                        run_node_command(argv, &f.node, &spec.version, spec.upgrade.timeout.get())
+                            .await;
+                    drop(standby);
+                    match outcome {
                         CommandOutcome::Succeeded => restore = true,
                         CommandOutcome::Failed(why) => {
                             tracing::error!(node = %f.node.hostname, "rollback failed: {why}");

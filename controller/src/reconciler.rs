@@ -85,7 +85,7 @@ pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
                 swarm.networks()
             )
         },
-        swarm.on_every_manager(|d| async move { d.info().await })
+        swarm.manager_infos()
     );
     let (nodes, tasks, services, networks) = listed?;
     let mut views = nodes
@@ -93,7 +93,7 @@ pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
         .map(NodeView::from_engine)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Other(e.to_string()))?;
-    correct_descriptions(&mut views, own.into_iter().flatten());
+    correct_descriptions(&mut views, own);
     let task_views = tasks.iter().filter_map(TaskView::from_engine).collect();
     Ok((
         Snapshot {

@@ -82,3 +82,43 @@ async fn an_unreachable_swarm_says_where_it_looked_and_what_to_check() {
     assert!(text.contains("--docker-host"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// The hostname of the manager that answered a call.
+async fn answered_by(swarm: &Swarm) -> String {
+    let info = swarm.call(|d| async move { d.info().await }).await.unwrap();
+    info.name.unwrap()
+}
+
+fn names(infos: &[bollard::models::SystemInfo]) -> Vec<String> {
+    infos.iter().map(|i| i.name.clone().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_on_standby_is_avoided_while_another_answers() {
+    let sim = sim().await;
+    let swarm = Swarm::new(endpoints(&sim));
+    let infos = swarm.manager_infos().await;
+    assert_eq!(names(&infos), ["n1", "n2", "n3"]);
+    assert_eq!(answered_by(&swarm).await, "n1");
+    let n1 = infos[0].swarm.as_ref().unwrap().node_id.clone().unwrap();
+
+    let standby = swarm.standby(&n1);
+    assert_eq!(answered_by(&swarm).await, "n2", "n1 is on standby");
+    assert_eq!(names(&swarm.manager_infos().await), ["n2", "n3"]);
+    let again = swarm.standby(&n1);
+    drop(standby);
+    assert_eq!(
+        names(&swarm.manager_infos().await),
+        ["n2", "n3"],
+        "a second holder keeps n1 on standby"
+    );
+    drop(again);
+    assert_eq!(names(&swarm.manager_infos().await), ["n1", "n2", "n3"]);
+
+    // With n1 as the only endpoint, standby does not stop the calls: they wait for n1.
+    let only_n1 = Swarm::new(vec![endpoints(&sim).remove(0)]);
+    only_n1.manager_infos().await;
+    let _standby = only_n1.standby(&n1);
+    assert_eq!(answered_by(&only_n1).await, "n1");
+    sim.shutdown().await;
+}

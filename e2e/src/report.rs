@@ -78,7 +78,9 @@ impl Figures {
         for n in &self.notes {
             out.push_str(&format!("  note: {n}\n"));
         }
-        eprint!("{out}");
+        // Written to the process's stderr directly, not with eprint!, which libtest captures and
+        // shows only on failure: the suite prints its figures on every run.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), out.as_bytes());
         let dir = artefacts_dir(s)?;
         std::fs::write(dir.join("figures.json"), serde_json::to_vec_pretty(self)?)?;
         std::fs::write(dir.join("figures.txt"), out)?;
