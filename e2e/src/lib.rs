@@ -9,12 +9,14 @@
 pub mod cluster;
 pub mod lab;
 pub mod operator;
+pub mod probe_clients;
 pub mod report;
 pub mod scenario;
 
 pub use cluster::*;
 pub use lab::*;
 pub use operator::*;
+pub use probe_clients::*;
 pub use report::*;
 pub use scenario::*;
 

@@ -506,6 +506,8 @@ pub struct Observed {
     pub steps_seen: BTreeSet<String>,
     pub last_metrics: String,
     pub last_status: String,
+    /// The in-swarm probe clients' own counters, sampled with each scrape when `Some`.
+    pub clients: Option<crate::probe_clients::ProbeClients>,
 }
 
 impl Observed {
@@ -558,6 +560,9 @@ pub async fn watch(
             if let Ok(m) = op.get("/metrics").await {
                 let s = op.get("/status").await.ok();
                 observed.record(&m, s);
+            }
+            if let Some(clients) = &mut observed.clients {
+                clients.sample().await;
             }
         }
         if now >= deadline {

@@ -2,7 +2,9 @@
 //! running. Every node ends Ready, Active, at 26.1.5 with no operator label; the events file
 //! proves managers first (one at a time), managers reactivated only after all three are upgraded,
 //! no worker touched before, workers one at a time; services converged; zero connectivity errors
-//! in the client logs after the clients started; no task rejected; `/metrics` showed the progress.
+//! in the client logs after the clients started; no task rejected; `/metrics` showed the progress;
+//! the probe clients' own `/metrics`, sampled through the rollout, counted their probes and no
+//! error the logs do not show.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +23,10 @@ async fn full_rollout_without_interruption() -> anyhow::Result<()> {
     let since = deploy_test_stack().await?;
 
     let mut op = Operator::start(scenario, &default_spec(), true, &[]).await?;
-    let mut observed = Observed::default();
+    let mut observed = Observed {
+        clients: Some(ProbeClients::default()),
+        ..Observed::default()
+    };
     let exit = watch(&mut op, Duration::from_secs(420), &mut observed, |_| false).await;
     if let Some(st) = checks.step("operator run --once", exit) {
         checks.check(
@@ -41,10 +46,43 @@ async fn full_rollout_without_interruption() -> anyhow::Result<()> {
     }
     rollout_times(&mut fig, &events);
     checks.step("end state", assert_rolled_out(&BTreeMap::new()).await);
-    if let Some(c) = checks.step("connectivity", rollout_health(&mut fig, since).await) {
+    let connectivity = checks.step("connectivity", rollout_health(&mut fig, since).await);
+    if let Some(c) = &connectivity {
         checks.check(
             c.errors == 0,
             format!("{} connectivity errors: {:?}", c.errors, c.samples),
+        );
+    }
+    let clients = observed.clients.as_mut().expect("sampled");
+    clients.sample().await;
+    let totals = clients.totals();
+    let rollout_secs = fig.rollout_secs.unwrap_or_default();
+    fig.notes.push(format!(
+        "probe clients' /metrics: {} containers sampled, {} probes, {} errors ({} failed scrapes, last: {:?})",
+        clients.latest.len(),
+        totals.probes,
+        totals.errors,
+        clients.failed_scrapes,
+        clients.last_failure
+    ));
+    // Two clients probing every 200 ms: at least one probe a second each through the rollout,
+    // even though a moved client's last probes before it stopped are not sampled.
+    checks.check(
+        clients.latest.len() >= 2 && totals.probes >= 2.0 * rollout_secs,
+        format!(
+            "probe clients exported {} probes from {} containers over a {rollout_secs:.0}s rollout",
+            totals.probes,
+            clients.latest.len()
+        ),
+    );
+    if let Some(c) = &connectivity {
+        let logged = c.before + c.startup_errors + c.errors;
+        checks.check(
+            totals.errors <= logged as f64,
+            format!(
+                "probe clients exported {} connectivity errors, their logs show {logged}",
+                totals.errors
+            ),
         );
     }
     checks.check(
