@@ -32,9 +32,9 @@ bundle_dir() { echo "$E2E_CACHE/bundles/$1"; }
 host_pid() {
   local pf pid
   pf=$(host_pidfile "$1")
-  [ -s "$pf" ] || return 0
-  pid=$(cat "$pf")
-  [ -d "/proc/$pid" ] || return 0
+  # the engine removes its pidfile as it exits: gone between the test and the read is "not running"
+  pid=$(cat "$pf" 2>/dev/null) || return 0
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
   # guard against pid reuse: it must be a dockerd with our pidfile on its command line
   if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--pidfile $pf"; then
     echo "$pid"
