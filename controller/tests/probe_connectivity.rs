@@ -320,7 +320,15 @@ async fn the_probe_command_logs_counts_and_serves_metrics() {
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(check_log_line(lines[0]), "Starting client service");
-    let errors: Vec<&str> = lines[1..].iter().map(|l| check_log_line(l)).collect();
+    assert_eq!(
+        check_log_line(lines[lines.len() - 1]),
+        "Stopping client service",
+        "the shutdown is logged last"
+    );
+    let errors: Vec<&str> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|l| check_log_line(l))
+        .collect();
     assert!(errors.len() >= 3, "{text}");
     for e in errors {
         let detail = e.strip_prefix("Connectivity error: ").unwrap();
@@ -367,5 +375,9 @@ async fn rounds_bounds_the_run_and_the_log_is_appended() {
             .filter(|m| m.starts_with("Connectivity error: "))
             .count(),
         4
+    );
+    assert!(
+        !messages.contains(&"Stopping client service"),
+        "runs that end by --rounds are not stopped by a signal"
     );
 }

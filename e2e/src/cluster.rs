@@ -244,13 +244,14 @@ pub async fn tasks(service: &str) -> Result<Vec<Task>> {
     Ok(out)
 }
 
-/// One line of the seed's client log: `<date>: Starting client service` or
-/// `<date>: Connectivity error: <detail>`.
+/// One line of the seed's client log: `<date>: Starting client service`,
+/// `<date>: Connectivity error: <detail>`, or (ours, on SIGTERM) `<date>: Stopping client service`.
 #[derive(Debug, Clone)]
 pub struct ClientLine {
     pub host: String,
     pub time: Timestamp,
     pub start: bool,
+    pub stop: bool,
     pub text: String,
 }
 
@@ -279,6 +280,7 @@ pub fn client_logs() -> Result<Vec<ClientLine>> {
                 host: h.to_string(),
                 time,
                 start: rest.starts_with("Starting client service"),
+                stop: rest.starts_with("Stopping client service"),
                 text: rest.to_string(),
             });
         }
@@ -291,11 +293,18 @@ pub fn client_logs() -> Result<Vec<ClientLine>> {
 pub struct Connectivity {
     /// Client starts seen (the seed's "Starting client service" lines).
     pub client_starts: usize,
+    /// Client stops seen ("Stopping client service").
+    pub client_stops: usize,
     /// Errors at or after `since`, outside a client's start-up grace.
     pub errors: usize,
     /// Errors at or after `since` within `grace` of a client start on the same host (the
     /// client's first resolution of `tasks.service` while its container is still coming up).
     pub startup_errors: usize,
+    /// Errors at or after `since` within `CLIENT_SHUTDOWN_GRACE` before a client stop on the same
+    /// host: swarm withdraws a stopping task's service binding and waits 2 s before SIGTERM, and
+    /// the client's own DNS lookups can time out meanwhile (seen in s2 on the lab, when both
+    /// clients ran on the worker being drained). The other client still sees the service.
+    pub shutdown_errors: usize,
     /// Errors before `since` (stack warm-up).
     pub before: usize,
     /// The counted error lines, for the report.
@@ -303,14 +312,26 @@ pub struct Connectivity {
 }
 
 pub const CLIENT_STARTUP_GRACE: Duration = Duration::from_secs(3);
+/// Swarm's 2 s gossip-converge delay before a task's SIGTERM, plus the client's 1 s timeout.
+pub const CLIENT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub fn count_connectivity(since: Timestamp) -> Result<Connectivity> {
-    let lines = client_logs()?;
+    classify_client_lines(&client_logs()?, since)
+}
+
+/// Counts the client log lines: starts, stops, and errors before `since`, in a client's
+/// start-up or shutdown grace on the same host, or neither (the ones that count).
+pub fn classify_client_lines(lines: &[ClientLine], since: Timestamp) -> Result<Connectivity> {
     let mut c = Connectivity::default();
     let grace = jiff::SignedDuration::try_from(CLIENT_STARTUP_GRACE)?;
-    for l in &lines {
+    let shutdown_grace = jiff::SignedDuration::try_from(CLIENT_SHUTDOWN_GRACE)?;
+    for l in lines {
         if l.start {
             c.client_starts += 1;
+            continue;
+        }
+        if l.stop {
+            c.client_stops += 1;
             continue;
         }
         if l.time < since {
@@ -320,8 +341,13 @@ pub fn count_connectivity(since: Timestamp) -> Result<Connectivity> {
         let in_startup = lines
             .iter()
             .any(|s| s.start && s.host == l.host && s.time <= l.time && l.time <= s.time + grace);
+        let in_shutdown = lines.iter().any(|s| {
+            s.stop && s.host == l.host && l.time <= s.time && s.time <= l.time + shutdown_grace
+        });
         if in_startup {
             c.startup_errors += 1;
+        } else if in_shutdown {
+            c.shutdown_errors += 1;
         } else {
             c.errors += 1;
         }
@@ -366,4 +392,48 @@ pub async fn bad_tasks(services: &[&str], since: Timestamp) -> Result<(Vec<Task>
         }
     }
     Ok((rejected, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(host: &str, secs: i64, text: &str) -> ClientLine {
+        ClientLine {
+            host: host.into(),
+            time: Timestamp::from_second(1_800_000_000 + secs).unwrap(),
+            start: text.starts_with("Starting client service"),
+            stop: text.starts_with("Stopping client service"),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn errors_are_told_apart_by_the_clients_own_start_and_stop() {
+        let err = "Connectivity error: tasks.service:80: cannot resolve tasks.service: timed out after 1s";
+        let lines = vec![
+            line("n4", 0, "Starting client service"),
+            line("n4", 1, err), // before `since`
+            line("n4", 20, "Starting client service"),
+            line("n4", 22, err), // start-up grace
+            line("n4", 40, err), // 2 s before this host's client stopped: shutdown grace
+            line("n4", 42, "Stopping client service"),
+            line("n5", 41, err), // another host's stop does not excuse it
+            line("n4", 60, err), // long after: counts
+            line("n4", 70, err), // 4 s before a stop: outside the grace, counts
+            line("n4", 74, "Stopping client service"),
+        ];
+        let since = Timestamp::from_second(1_800_000_010).unwrap();
+        let c = classify_client_lines(&lines, since).unwrap();
+        assert_eq!(
+            (c.client_starts, c.client_stops, c.before),
+            (2, 2, 1),
+            "{c:?}"
+        );
+        assert_eq!(
+            (c.startup_errors, c.shutdown_errors, c.errors),
+            (1, 1, 3),
+            "{c:?}"
+        );
+    }
 }

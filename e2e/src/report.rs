@@ -18,7 +18,9 @@ pub struct Figures {
     pub steps: Vec<crate::operator::NodeSteps>,
     pub connectivity_errors: Option<usize>,
     pub startup_errors: Option<usize>,
+    pub shutdown_errors: Option<usize>,
     pub client_starts: Option<usize>,
+    pub client_stops: Option<usize>,
     pub rejected_tasks: Option<usize>,
     pub failed_tasks: Option<usize>,
     pub notes: Vec<String>,
@@ -38,7 +40,9 @@ impl Figures {
     pub fn connectivity(&mut self, c: &Connectivity) {
         self.connectivity_errors = Some(c.errors);
         self.startup_errors = Some(c.startup_errors);
+        self.shutdown_errors = Some(c.shutdown_errors);
         self.client_starts = Some(c.client_starts);
+        self.client_stops = Some(c.client_stops);
     }
 
     /// Print the figures and keep them as JSON.
@@ -64,9 +68,11 @@ impl Figures {
         }
         if let Some(e) = self.connectivity_errors {
             out.push_str(&format!(
-                "  connectivity errors  {e} (client start-up errors {}, client starts {})\n",
+                "  connectivity errors  {e} (in a client's own start-up {} / shutdown {}; client starts {}, stops {})\n",
                 self.startup_errors.unwrap_or(0),
-                self.client_starts.unwrap_or(0)
+                self.shutdown_errors.unwrap_or(0),
+                self.client_starts.unwrap_or(0),
+                self.client_stops.unwrap_or(0)
             ));
         }
         if let Some(r) = self.rejected_tasks {

@@ -76,7 +76,7 @@ async fn full_rollout_without_interruption() -> anyhow::Result<()> {
         ),
     );
     if let Some(c) = &connectivity {
-        let logged = c.before + c.startup_errors + c.errors;
+        let logged = c.before + c.startup_errors + c.shutdown_errors + c.errors;
         checks.check(
             totals.errors <= logged as f64,
             format!(

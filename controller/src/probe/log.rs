@@ -63,6 +63,13 @@ impl ProbeLog {
         self.write("Starting client service")
     }
 
+    /// `<date>: Stopping client service`, on SIGTERM: a reader can tell the errors of a client
+    /// whose own container is being stopped (swarm withdraws its service binding and waits 2 s
+    /// before the signal; its DNS lookups can time out meanwhile) from a service interruption.
+    pub fn stopping(&self) -> std::io::Result<()> {
+        self.write("Stopping client service")
+    }
+
     /// `<date>: Connectivity error: <detail>`
     pub fn connectivity_error(&self, detail: &str) -> std::io::Result<()> {
         self.write(&format!("Connectivity error: {detail}"))

@@ -160,9 +160,17 @@ pub async fn run_until(args: ProbeArgs, shutdown: impl Future<Output = ()>) -> a
             done += 1;
         }
     };
-    tokio::select! {
-        () = rounds => {},
-        () = shutdown => {},
+    let signalled = tokio::select! {
+        () = rounds => false,
+        () = shutdown => true,
+    };
+    if signalled {
+        tracing::info!("Stopping client service");
+        if let Some(log) = &log
+            && let Err(e) = log.stopping()
+        {
+            tracing::error!(error = %e, "cannot write the log");
+        }
     }
     if let Some(s) = server {
         s.abort();
