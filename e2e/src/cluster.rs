@@ -375,6 +375,32 @@ pub async fn deploy_test_stack() -> Result<Timestamp> {
     Ok(Timestamp::now())
 }
 
+/// Waits until no client has logged a connectivity error for `quiet` (a change made outside
+/// the operator, such as the admin's plain drain in s2, has settled). Returns the errors logged
+/// at or after `since` meanwhile.
+pub async fn wait_clients_quiet(
+    since: Timestamp,
+    quiet: Duration,
+    within: Duration,
+) -> Result<usize> {
+    let quiet = jiff::SignedDuration::try_from(quiet)?;
+    wait_for(
+        "the clients to log no error for a while",
+        within,
+        Duration::from_millis(500),
+        || async {
+            let errors: Vec<Timestamp> = client_logs()?
+                .iter()
+                .filter(|l| !l.start && !l.stop && l.time >= since)
+                .map(|l| l.time)
+                .collect();
+            let calm_since = errors.iter().max().copied().unwrap_or(since);
+            Ok((Timestamp::now() >= calm_since + quiet).then_some(errors.len()))
+        },
+    )
+    .await
+}
+
 /// Rejected and failed tasks of the given services since `since`: (rejected, failed).
 pub async fn bad_tasks(services: &[&str], since: Timestamp) -> Result<(Vec<Task>, Vec<Task>)> {
     let mut rejected = vec![];

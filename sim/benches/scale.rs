@@ -1,6 +1,7 @@
 //! Scale benchmark: 1,000 nodes and 30,000 tasks in memory; full `/tasks` over HTTP.
 //!
-//! `cargo bench -p swarm-sim --bench scale` (env `SIM_NODES`, `SIM_TASKS`, `SIM_ROUNDS`).
+//! `cargo bench -p swarm-sim --bench scale` (env `SIM_NODES`, `SIM_TASKS`, `SIM_ROUNDS`,
+//! `SIM_TIME_SCALE`).
 
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ async fn main() {
     let h = SimHandle::start(SimConfig {
         managers: 3,
         workers: nodes - 3,
-        time_scale: 50.0,
+        time_scale: env("SIM_TIME_SCALE", 50) as f64,
         stack: Stack::None,
         ..SimConfig::default()
     })
