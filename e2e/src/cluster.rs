@@ -295,7 +295,8 @@ pub struct Connectivity {
     pub client_starts: usize,
     /// Client stops seen ("Stopping client service").
     pub client_stops: usize,
-    /// Errors at or after `since`, outside a client's start-up grace.
+    /// Errors at or after `since`, outside a client's start-up and shutdown graces (the ones that
+    /// count as interruptions).
     pub errors: usize,
     /// Errors at or after `since` within `grace` of a client start on the same host (the
     /// client's first resolution of `tasks.service` while its container is still coming up).
