@@ -265,11 +265,7 @@ mod tests {
     use super::*;
 
     fn capture(rel: &str) -> String {
-        let path = format!(
-            "{}/../../shared/engine-captures/{rel}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        swarm_sim::captures::read(rel)
     }
 
     #[test]

@@ -687,12 +687,8 @@ mod tests {
     #[test]
     fn reads_the_max_version_from_the_real_too_new_errors() {
         for (file, want) in [("20.10.24", (1, 41)), ("26.1.5", (1, 45))] {
-            let path = format!(
-                "{}/../../shared/engine-captures/{file}/api-version-too-new.body",
-                env!("CARGO_MANIFEST_DIR")
-            );
             let body: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+                swarm_sim::captures::json(&format!("{file}/api-version-too-new.body"));
             let v = max_version_from_error(body["message"].as_str().unwrap()).unwrap();
             assert_eq!((v.major_version, v.minor_version), want);
         }
@@ -701,12 +697,8 @@ mod tests {
 
     #[test]
     fn classifies_the_real_stale_version_error() {
-        let path = format!(
-            "{}/../../shared/engine-captures/20.10.24/node-update-stale-version.body",
-            env!("CARGO_MANIFEST_DIR")
-        );
         let body: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            swarm_sim::captures::json("20.10.24/node-update-stale-version.body");
         let e = ApiError::from_bollard(bollard::errors::Error::DockerResponseServerError {
             status_code: 500,
             message: body["message"].as_str().unwrap().to_string(),

@@ -637,12 +637,7 @@ mod tests {
 
     #[test]
     fn a_nodes_own_engine_corrects_a_swapped_description() {
-        let path = format!(
-            "{}/../../shared/engine-captures/20.10.24/nodes.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let nodes: Vec<Node> =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let nodes: Vec<Node> = swarm_sim::captures::json("20.10.24/nodes.json");
         let mut views: Vec<NodeView> = nodes
             .iter()
             .map(|n| NodeView::from_engine(n).unwrap())

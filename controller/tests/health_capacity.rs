@@ -10,12 +10,7 @@ use swarm_upgrade::health::{
 };
 
 fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
-    let path = format!(
-        "{}/../../shared/engine-captures/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    swarm_sim::captures::json(rel)
 }
 
 struct Cluster {

@@ -8,12 +8,7 @@ use prometheus_client::registry::Registry;
 use swarm_upgrade::health::{HealthMetrics, Reason, RejectionTracker, network_usage};
 
 fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
-    let path = format!(
-        "{}/../../shared/engine-captures/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    swarm_sim::captures::json(rel)
 }
 
 fn names(version: &str, nodes_file: &str) -> (HashMap<String, String>, HashMap<String, String>) {

@@ -4,12 +4,7 @@ use bollard::models::{Task, TaskState};
 use swarm_upgrade::health::{Reason, SIGNATURES, classify};
 
 fn captured_tasks(version: &str) -> Vec<Task> {
-    let path = format!(
-        "{}/../../shared/engine-captures/{version}/tasks.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    swarm_sim::captures::json(&format!("{version}/tasks.json"))
 }
 
 #[test]

@@ -80,10 +80,9 @@ async fn http_from_client(ip: &str) -> anyhow::Result<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs root: builds a real 5-node swarm (cargo test -p swarm-upgrade-e2e -- --ignored)"]
 async fn failed_upgrade_rolls_back_and_pauses() -> anyhow::Result<()> {
-    if !preflight()? {
-        return Ok(());
-    }
+    preflight()?;
     let scenario = "s4_failed_upgrade";
     let mut lab = Lab::up(scenario).await?;
     let mut fig = Figures::new(scenario, lab.setup_secs);

@@ -6,6 +6,7 @@
 //! address serves `/_sim/...` and the current leader's Docker API.
 
 pub mod api;
+pub mod captures;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,5 +1,5 @@
 //! The JSON the simulator serves has the shapes of the real engines' answers in
-//! `/work/shared/engine-captures` (20.10.24 and 26.1.5): the same set of JSON paths.
+//! `testdata/engine-captures` (20.10.24 and 26.1.5): the same set of JSON paths.
 
 mod common;
 
@@ -48,9 +48,10 @@ fn shape(v: &Value) -> BTreeSet<String> {
     s
 }
 
-fn captures() -> Option<PathBuf> {
-    let p = Path::new("/work/shared/engine-captures");
-    p.exists().then(|| p.to_path_buf())
+fn captures() -> PathBuf {
+    let dir = swarm_sim::captures::dir();
+    assert!(dir.is_dir(), "engine captures missing at {}", dir.display());
+    dir
 }
 
 fn load(dir: &Path, f: &str) -> Value {
@@ -70,10 +71,7 @@ fn same_shape(what: &str, captured: &Value, simulated: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_have_the_captured_shapes() {
-    let Some(dir) = captures() else {
-        eprintln!("no engine captures here; skipping");
-        return;
-    };
+    let dir = captures();
     let old = dir.join("20.10.24");
     let new = dir.join("26.1.5");
     let mut cfg = config(50.0);
