@@ -275,11 +275,16 @@ async fn plan(args: PlanArgs, as_status: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn describe(action: &crate::planner::Action) -> String {
-    use crate::planner::Action;
-    match action {
-        Action::Update(u) => u.message.clone(),
-        Action::RunUpgrade { message, .. } => message.clone(),
-        Action::Fail(f) => format!("fails: {}", f.reason),
+    use crate::marks::Step;
+    let u = action.update();
+    let fails = u
+        .mark
+        .as_ref()
+        .is_some_and(|m| matches!(m.step, Step::Failed | Step::RollingBack));
+    if fails && u.expect != Some(Step::RollingBack) {
+        format!("fails: {}", u.message)
+    } else {
+        u.message.clone()
     }
 }
 

@@ -68,7 +68,7 @@ spec:
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let started = Timestamp::now();
+    let started = crate::clock::label_time();
     let sim = swarm_sim::SimHandle::start(swarm_sim::SimConfig {
         managers: args.managers,
         workers: args.workers,

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::cluster::Role;
+use crate::vocab::{NodeRef, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,14 +64,15 @@ pub struct Event {
 
 impl Event {
     pub fn node(
+        time: Timestamp,
         step: EventStep,
-        node: &crate::planner::NodeRef,
+        node: &NodeRef,
         from_version: &str,
         to_version: &str,
         message: impl Into<String>,
     ) -> Self {
         Self {
-            time: Timestamp::now(),
+            time,
             node_id: node.id.clone(),
             hostname: node.hostname.clone(),
             role: node.role.as_str().to_string(),
@@ -82,9 +83,14 @@ impl Event {
         }
     }
 
-    pub fn rollout(step: EventStep, to_version: &str, message: impl Into<String>) -> Self {
+    pub fn rollout(
+        time: Timestamp,
+        step: EventStep,
+        to_version: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
-            time: Timestamp::now(),
+            time,
             node_id: String::new(),
             hostname: String::new(),
             role: String::new(),

@@ -1,5 +1,7 @@
 //! Carries out the planner's actions: node updates (read, modify, write with the version index,
-//! retried when the managers changed the node meanwhile) and the node-side commands.
+//! retried when the managers changed the node meanwhile), their events, and the node-side
+//! commands. It decides nothing: a command's outcome goes into [`Commands`], which the loop
+//! hands to the planner as an observation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -9,13 +11,15 @@ use std::time::Duration;
 use bollard::models::NodeSpec;
 use jiff::Timestamp;
 
+use crate::clock::Clock;
 use crate::cluster::{Availability, NodeView};
 use crate::docker::{ApiError, Swarm};
-use crate::events::{Event, EventSink, EventStep};
+use crate::events::{Event, EventSink};
 use crate::marks::{self, Mark, Step};
 use crate::metrics::Metrics;
-use crate::planner::{Action, Failure, NodeRef, NodeUpdate};
+use crate::planner::{Action, CommandEnded, CommandKind, NodeRef, NodeUpdate, node_vars};
 use crate::spec::EngineUpgradeSpec;
+pub use crate::vocab::CommandOutcome;
 
 /// How often a node update is retried after "update out of sequence".
 const MAX_UPDATE_ATTEMPTS: usize = 8;
@@ -63,24 +67,6 @@ fn modified_spec(
         spec.availability = Some(a.to_engine());
     }
     spec
-}
-
-/// How a node-side command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandOutcome {
-    Succeeded,
-    Failed(String),
-}
-
-fn node_vars(node: &NodeRef, target: &str) -> crate::spec::NodeVars {
-    crate::spec::NodeVars {
-        id: node.id.clone(),
-        hostname: node.hostname.clone(),
-        addr: node.addr.clone(),
-        role: node.role.as_str().to_string(),
-        version: target.to_string(),
-        current_version: node.engine_version.clone(),
-    }
 }
 
 /// Runs `argv` with the node's placeholders and environment, within `timeout`.
@@ -207,19 +193,56 @@ fn last_line(text: &str) -> Option<String> {
         .map(|l| l.chars().take(200).collect())
 }
 
-/// Node ids whose upgrade command runs in this process now.
+/// The node-side commands of this process: which run now, and how the last one on each node
+/// ended (until the planner has acted on it). Lost with the process, by design: the node's
+/// labels say what to do without it.
 #[derive(Clone, Default)]
-pub struct RunningCommands(Arc<Mutex<BTreeSet<String>>>);
+pub struct Commands(Arc<Mutex<CommandTable>>);
 
-impl RunningCommands {
-    pub fn snapshot(&self) -> BTreeSet<String> {
-        self.0.lock().expect("poisoned").clone()
+#[derive(Default)]
+struct CommandTable {
+    running: BTreeSet<String>,
+    ended: BTreeMap<String, CommandEnded>,
+}
+
+impl Commands {
+    fn table(&self) -> std::sync::MutexGuard<'_, CommandTable> {
+        self.0.lock().expect("poisoned")
     }
-    fn insert(&self, id: &str) -> bool {
-        self.0.lock().expect("poisoned").insert(id.to_string())
+
+    /// Node ids whose command runs now.
+    pub fn running(&self) -> BTreeSet<String> {
+        self.table().running.clone()
     }
-    fn remove(&self, id: &str) {
-        self.0.lock().expect("poisoned").remove(id);
+
+    /// Per node id: the command that ended there and how.
+    pub fn ended(&self) -> BTreeMap<String, CommandEnded> {
+        self.table().ended.clone()
+    }
+
+    /// Marks a command as running on `id`; false when one already is.
+    fn begin(&self, id: &str) -> bool {
+        let mut table = self.table();
+        table.ended.remove(id);
+        table.running.insert(id.to_string())
+    }
+
+    fn end(&self, id: &str, ended: CommandEnded) {
+        let mut table = self.table();
+        table.running.remove(id);
+        table.ended.insert(id.to_string(), ended);
+    }
+
+    /// The node moved off the step its ended command ran at: the outcome is used up.
+    fn consumed(&self, id: &str, left_step: Option<Step>) {
+        let mut table = self.table();
+        if table
+            .ended
+            .get(id)
+            .is_some_and(|e| Some(e.command.step()) == left_step)
+        {
+            table.ended.remove(id);
+        }
     }
 }
 
@@ -229,67 +252,42 @@ pub struct Executor {
     pub swarm: Swarm,
     pub events: EventSink,
     pub metrics: Metrics,
-    pub running: RunningCommands,
+    pub commands: Commands,
+    pub clock: Clock,
     /// Woken when a command finishes, so the next pass comes at once.
     pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Executor {
-    pub async fn apply(
-        &self,
-        action: Action,
-        spec: &Arc<EngineUpgradeSpec>,
-    ) -> Result<(), ExecError> {
+    pub async fn apply(&self, action: &Action, spec: &Arc<EngineUpgradeSpec>) -> Result<(), ExecError> {
         match action {
-            Action::Update(update) => self.update(&update).await,
-            Action::RunUpgrade {
-                node,
-                expect,
-                mark,
-                events,
-                finished,
-                message,
-            } => {
-                if self.running.snapshot().contains(&node.id) {
+            Action::Start(update) | Action::Update(update) => self.update(update).await?,
+            Action::Run { command, update } => {
+                if self.commands.running().contains(&update.node.id) {
                     return Ok(());
                 }
-                self.write(&node, expect, None, Some(&mark)).await?;
-                self.finished(finished);
-                for step in events {
-                    let msg = if step == EventStep::Upgrade {
-                        format!(
-                            "running {}",
-                            node_vars(&node, &spec.version)
-                                .expand_argv(&spec.upgrade.command)
-                                .join(" ")
-                        )
-                    } else {
-                        message.clone()
-                    };
-                    self.emit(step, &node, &mark, msg).await?;
-                }
-                self.spawn_upgrade(node, mark, spec.clone());
-                Ok(())
+                self.update(update).await?;
+                let started = update.mark.as_ref().map_or(self.clock.now(), |m| m.since);
+                self.spawn_command(*command, update.node.clone(), started, spec.clone());
             }
-            Action::Fail(failure) => self.fail(failure, spec).await,
         }
+        let update = action.update();
+        self.commands.consumed(&update.node.id, update.expect);
+        Ok(())
     }
 
+    /// Writes the update, then emits the events it stands for.
     async fn update(&self, u: &NodeUpdate) -> Result<(), ExecError> {
-        self.write(&u.node, u.expect, u.availability, u.mark.as_ref())
-            .await?;
-        self.finished(u.finished);
+        write_node(&self.swarm, &u.node, u.expect, u.availability, u.mark.as_ref()).await?;
+        if let Some((step, took)) = u.finished {
+            self.metrics.observe_step(step, took.as_secs_f64());
+        }
         let (from, to) = match &u.mark {
-            Some(m) => (m.from_version.clone(), m.target.clone()),
-            None => (u.node.engine_version.clone(), u.node.engine_version.clone()),
+            Some(m) => (m.from_version.as_str(), m.target.as_str()),
+            None => (u.node.engine_version.as_str(), u.node.engine_version.as_str()),
         };
-        for step in &u.events {
-            let message = match (step, u.availability) {
-                (EventStep::Ready, _) => format!("Ready at {to}"),
-                (EventStep::Reactivate, Some(a)) => format!("setting availability back to {a}"),
-                _ => u.message.clone(),
-            };
-            let event = Event::node(*step, &u.node, &from, &to, message);
+        for e in &u.events {
+            let event = Event::node(self.clock.now(), e.step, &u.node, from, to, e.message.clone());
             self.events.emit(&event).await?;
         }
         if u.events.is_empty() {
@@ -298,208 +296,96 @@ impl Executor {
         Ok(())
     }
 
-    fn finished(&self, finished: Option<(Step, Duration)>) {
-        if let Some((step, took)) = finished {
-            self.metrics.observe_step(step, took.as_secs_f64());
-        }
-    }
-
-    async fn emit(
+    /// Runs the command in a task of its own; its outcome is recorded for the next pass.
+    fn spawn_command(
         &self,
-        step: EventStep,
-        node: &NodeRef,
-        mark: &Mark,
-        message: String,
-    ) -> Result<(), ExecError> {
-        let event = Event::node(step, node, &mark.from_version, &mark.target, message);
-        Ok(self.events.emit(&event).await?)
-    }
-
-    /// Read the node, check it is where the planner saw it, change availability and marks,
-    /// write with its version index; on "out of sequence" read again. Never overwrites what
-    /// the admin or the managers changed meanwhile: every attempt starts from a fresh read.
-    async fn write(
-        &self,
-        node: &NodeRef,
-        expect: Option<Step>,
-        availability: Option<Availability>,
-        mark: Option<&Mark>,
-    ) -> Result<(), ExecError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let raw = self.swarm.node(&node.id).await?;
-            let current =
-                NodeView::from_engine(&raw).map_err(|e| ApiError::Other(e.to_string()))?;
-            let found = current.mark().and_then(Result::ok).map(|m| m.step);
-            if found != expect {
-                return Err(ExecError::Moved {
-                    node: node.hostname.clone(),
-                    expected: expect,
-                    found,
-                });
-            }
-            let mut mark = mark.cloned();
-            if let Some(m) = mark.as_mut()
-                && expect.is_none()
-            {
-                // Record the availability as it is now, not as it was when planned.
-                m.previous = current.availability;
-            }
-            let spec = modified_spec(
-                &current,
-                raw.spec.as_ref().expect("from_engine checked Spec"),
-                availability,
-                mark.as_ref(),
-            );
-            match self
-                .swarm
-                .update_node(&node.id, spec, current.version_index)
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(ApiError::OutOfSequence) if attempt < MAX_UPDATE_ATTEMPTS => {
-                    tracing::debug!(node = %node.hostname, attempt, "update out of sequence; reading the node again");
-                    tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn spawn_upgrade(&self, node: NodeRef, mark: Mark, spec: Arc<EngineUpgradeSpec>) {
-        if !self.running.insert(&node.id) {
+        command: CommandKind,
+        node: NodeRef,
+        started: Timestamp,
+        spec: Arc<EngineUpgradeSpec>,
+    ) {
+        if !self.commands.begin(&node.id) {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let standby = this.swarm.standby(&node.id);
-            let outcome = run_node_command(
-                &spec.upgrade.command,
-                &node,
-                &spec.version,
-                spec.upgrade.timeout.get(),
-            )
-            .await;
-            drop(standby);
-            let took = Timestamp::now().duration_since(mark.since);
-            let result = match outcome {
-                CommandOutcome::Succeeded => {
-                    this.metrics
-                        .observe_step(Step::Upgrading, took.as_secs_f64().max(0.0));
-                    let upgraded = mark.at(Step::Upgraded, Timestamp::now());
-                    match this
-                        .write(&node, Some(Step::Upgrading), None, Some(&upgraded))
-                        .await
-                    {
-                        Ok(()) => {
-                            this.emit(
-                                EventStep::Upgraded,
-                                &node,
-                                &mark,
-                                "upgrade command succeeded".into(),
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                CommandOutcome::Failed(reason) => {
-                    let mut failed = mark.at(Step::Failed, Timestamp::now());
-                    failed.reason = Some(reason.clone());
-                    failed.spec_hash = Some(crate::spec::spec_hash(&spec));
-                    this.fail(
-                        Failure {
-                            node: node.clone(),
-                            expect: Some(Step::Upgrading),
-                            reason,
-                            rollback: true,
-                            mark: failed,
-                        },
-                        &spec,
-                    )
-                    .await
-                }
+            let argv = match command {
+                CommandKind::Upgrade => Some(&spec.upgrade.command),
+                CommandKind::Rollback => spec.upgrade.rollback.as_ref(),
             };
-            if let Err(e) = result {
-                // The mark still says `upgrading`: the next pass sees no command running and
-                // decides again from the node's observed state.
-                tracing::warn!(node = %node.hostname, error = %e, "recording the upgrade's outcome failed");
+            let outcome = match argv {
+                Some(argv) => {
+                    let _standby = this.swarm.standby(&node.id);
+                    run_node_command(argv, &node, &spec.version, spec.upgrade.timeout.get()).await
+                }
+                // The spec changed while the node waited for its rollback.
+                None => CommandOutcome::Failed("the spec no longer has an upgrade.rollback".into()),
+            };
+            if let CommandOutcome::Failed(why) = &outcome {
+                tracing::warn!(node = %node.hostname, command = ?command, "{why}");
             }
-            this.running.remove(&node.id);
+            let ended = CommandEnded {
+                command,
+                started,
+                outcome,
+            };
+            this.commands.end(&node.id, ended);
             this.wake.notify_one();
         });
     }
+}
 
-    /// Roll back (if asked and configured), give the node back when that is safe, mark it
-    /// failed and pause: the rollout never moves on to another node by itself.
-    async fn fail(&self, f: Failure, spec: &Arc<EngineUpgradeSpec>) -> Result<(), ExecError> {
-        self.emit(EventStep::Failed, &f.node, &f.mark, f.reason.clone())
-            .await?;
-        // Without a rollback the node's engine is in an unknown state unless it never stopped.
-        let mut restore = !f.rollback;
-        if f.rollback {
-            match &spec.upgrade.rollback {
-                Some(argv) => {
-                    self.emit(
-                        EventStep::Rollback,
-                        &f.node,
-                        &f.mark,
-                        format!(
-                            "running {}",
-                            node_vars(&f.node, &spec.version)
-                                .expand_argv(argv)
-                                .join(" ")
-                        ),
-                    )
-                    .await?;
-                    let standby = self.swarm.standby(&f.node.id);
-                    let outcome =
-                        run_node_command(argv, &f.node, &spec.version, spec.upgrade.timeout.get())
-                            .await;
-                    drop(standby);
-                    match outcome {
-                        CommandOutcome::Succeeded => restore = true,
-                        CommandOutcome::Failed(why) => {
-                            tracing::error!(node = %f.node.hostname, "rollback failed: {why}");
-                        }
-                    }
-                }
-                None => tracing::warn!(
-                    node = %f.node.hostname,
-                    "no upgrade.rollback in the spec: the node is left drained for a person to look at"
-                ),
-            }
+/// Read the node, check it is where the planner saw it, change availability and marks,
+/// write with its version index; on "out of sequence" read again. Never overwrites what
+/// the admin or the managers changed meanwhile: every attempt starts from a fresh read.
+async fn write_node(
+    swarm: &Swarm,
+    node: &NodeRef,
+    expect: Option<Step>,
+    availability: Option<Availability>,
+    mark: Option<&Mark>,
+) -> Result<(), ExecError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let raw = swarm.node(&node.id).await?;
+        let current = NodeView::from_engine(&raw).map_err(|e| ApiError::Other(e.to_string()))?;
+        let found = current.mark().and_then(Result::ok).map(|m| m.step);
+        if found != expect {
+            return Err(ExecError::Moved {
+                node: node.hostname.clone(),
+                expected: expect,
+                found,
+            });
         }
-        let availability = restore.then_some(f.mark.previous);
-        let mut mark = f.mark.clone();
-        if !restore {
-            let note = " (left drained: no successful rollback)";
-            mark.reason = mark.reason.map(|r| format!("{r}{note}"));
+        let mut mark = mark.cloned();
+        if let Some(m) = mark.as_mut()
+            && expect.is_none()
+        {
+            // Record the availability as it is now, not as it was when planned.
+            m.previous = current.availability;
         }
-        self.write(&f.node, f.expect, availability, Some(&mark))
-            .await?;
-        let message = format!(
-            "rollout paused: {} failed: {}",
-            f.node.hostname,
-            mark.reason.as_deref().unwrap_or("")
+        let spec = modified_spec(
+            &current,
+            raw.spec.as_ref().expect("from_engine checked Spec"),
+            availability,
+            mark.as_ref(),
         );
-        self.emit(EventStep::Paused, &f.node, &f.mark, message)
-            .await
+        match swarm.update_node(&node.id, spec, current.version_index).await {
+            Ok(()) => return Ok(()),
+            Err(ApiError::OutOfSequence) if attempt < MAX_UPDATE_ATTEMPTS => {
+                tracing::debug!(node = %node.hostname, attempt, "update out of sequence; reading the node again");
+                tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
 /// `swarm-upgrade resume`: hands failed nodes back so the rollout retries them in order.
-pub async fn clear_failures(swarm: &Swarm, events: &EventSink) -> Result<Vec<String>, ExecError> {
+pub async fn clear_failures(swarm: &Swarm, _events: &EventSink) -> Result<Vec<String>, ExecError> {
     let nodes = swarm.nodes().await?;
     let mut cleared = vec![];
-    let executor = Executor {
-        swarm: swarm.clone(),
-        events: events.clone(),
-        metrics: Metrics::new(),
-        running: RunningCommands::default(),
-        wake: Arc::default(),
-    };
     for raw in &nodes {
         let Ok(node) = NodeView::from_engine(raw) else {
             continue;
@@ -514,9 +400,7 @@ pub async fn clear_failures(swarm: &Swarm, events: &EventSink) -> Result<Vec<Str
                 addr: node.addr.clone(),
                 engine_version: node.engine_version.clone(),
             };
-            executor
-                .write(&r, Some(Step::Failed), Some(mark.previous), None)
-                .await?;
+            write_node(swarm, &r, Some(Step::Failed), Some(mark.previous), None).await?;
             cleared.push(node.hostname.clone());
         }
     }

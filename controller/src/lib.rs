@@ -1,6 +1,7 @@
 //! swarm-upgrade: keeps every Docker Swarm node's engine at a declared version.
 
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod demo;
 pub mod docker;
@@ -16,3 +17,4 @@ pub mod probe;
 pub mod reconciler;
 pub mod spec;
 pub mod status;
+pub mod vocab;

@@ -9,7 +9,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::cluster::Availability;
+use crate::vocab::Availability;
 
 pub const PREFIX: &str = "swarm-upgrade.";
 pub const STEP: &str = "swarm-upgrade.step";
@@ -34,17 +34,22 @@ pub enum Step {
     Ready,
     /// Back to its earlier availability; waiting `settle` before the next node.
     Settling,
+    /// The upgrade failed and `upgrade.rollback` is running (or must be run again after a
+    /// restart); the node stays drained and the rollout is paused. Ends at `failed`.
+    #[serde(rename = "rolling-back")]
+    RollingBack,
     /// The upgrade failed; the rollout is paused until the spec changes or `resume`.
     Failed,
 }
 
 impl Step {
-    pub const ALL: [Step; 6] = [
+    pub const ALL: [Step; 7] = [
         Step::Draining,
         Step::Upgrading,
         Step::Upgraded,
         Step::Ready,
         Step::Settling,
+        Step::RollingBack,
         Step::Failed,
     ];
 
@@ -55,6 +60,7 @@ impl Step {
             Step::Upgraded => "upgraded",
             Step::Ready => "ready",
             Step::Settling => "settling",
+            Step::RollingBack => "rolling-back",
             Step::Failed => "failed",
         }
     }
@@ -67,7 +73,7 @@ impl Step {
     pub fn holds_node(self) -> bool {
         matches!(
             self,
-            Step::Draining | Step::Upgrading | Step::Upgraded | Step::Ready
+            Step::Draining | Step::Upgrading | Step::Upgraded | Step::Ready | Step::RollingBack
         )
     }
 }

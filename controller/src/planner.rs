@@ -1,7 +1,10 @@
 //! The pure planner: from the observed cluster and the spec, the next steps to take.
 //!
-//! It reads nothing and writes nothing; the reconciler feeds it a snapshot and carries out what
-//! it returns, then observes again. Every rule of the rollout's order lives here:
+//! It reads nothing and writes nothing; the reconciler feeds it a snapshot, the outcomes of the
+//! commands that ended, and a drain predictor, carries out what it returns, then observes again.
+//! The planner alone decides every transition of a node's labels and availability (the executor
+//! only carries them out). Every rule of the rollout's order lives here (`steps` moves a node
+//! already under way one step on; this module decides which node starts):
 //! - managers one at a time, non-leaders first, the leader last, each only when every other
 //!   manager is Ready and Reachable (quorum guard);
 //! - an upgraded manager stays drained until every manager is at the target, then all are
@@ -15,10 +18,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::cluster::{Availability, NodeView, Role, Snapshot};
+use crate::cluster::{NodeView, Snapshot};
 use crate::events::EventStep;
 use crate::marks::{Mark, Step};
-use crate::spec::{EngineUpgradeSpec, NodeSelector};
+use crate::spec::{EngineUpgradeSpec, NodeSelector, NodeVars};
+pub use crate::vocab::NodeRef;
+use crate::vocab::{Availability, CommandOutcome, Role};
+
+mod steps;
 
 /// What the planner is given.
 pub struct PlanInput<'a> {
@@ -26,10 +33,12 @@ pub struct PlanInput<'a> {
     /// Identifies the spec's content; a failed node is retried when it changes.
     pub spec_hash: &'a str,
     pub snapshot: &'a Snapshot,
-    /// Nodes whose upgrade command is running in this process right now.
+    /// Nodes whose upgrade or rollback command is running in this process right now.
     pub running_commands: &'a BTreeSet<String>,
-    /// Nodes that must not be drained now, with the reason (health gates, capacity prediction).
-    pub drain_vetoes: &'a BTreeMap<String, String>,
+    /// Per node: the last command of this process that ended there, and how.
+    pub ended_commands: &'a BTreeMap<String, CommandEnded>,
+    /// Whether draining a set of nodes now would leave the swarm unable to run its tasks.
+    pub drain_check: &'a dyn DrainCheck,
     /// Health gates failing now (`spec.health`); empty when they pass or none are configured.
     pub health_failures: &'a [String],
     /// Per node: service endpoints of its tasks still announced on overlay networks (by the
@@ -39,26 +48,84 @@ pub struct PlanInput<'a> {
     pub now: Timestamp,
 }
 
-/// The node an action is about, with what commands and events need of it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeRef {
-    pub id: String,
-    pub hostname: String,
-    pub role: Role,
-    pub addr: String,
-    pub engine_version: String,
+fn node_ref(node: &NodeView) -> NodeRef {
+    NodeRef {
+        id: node.id.clone(),
+        hostname: node.hostname.clone(),
+        role: node.role,
+        addr: node.addr.clone(),
+        engine_version: node.engine_version.clone(),
+    }
 }
 
-impl NodeRef {
-    fn of(node: &NodeView) -> Self {
-        Self {
-            id: node.id.clone(),
-            hostname: node.hostname.clone(),
-            role: node.role,
-            addr: node.addr.clone(),
-            engine_version: node.engine_version.clone(),
+/// The values a node-side command's placeholders and environment are filled from.
+pub fn node_vars(node: &NodeRef, target: &str) -> NodeVars {
+    NodeVars {
+        id: node.id.clone(),
+        hostname: node.hostname.clone(),
+        addr: node.addr.clone(),
+        role: node.role.as_str().to_string(),
+        version: target.to_string(),
+        current_version: node.engine_version.clone(),
+    }
+}
+
+/// Answers "would draining these nodes (by id) now be safe?"; `Some(why)` when it would not be.
+/// Backed by the capacity prediction in the loop; the planner asks it for each node it would
+/// start (for the first manager: every selected manager, since they all stay drained together).
+pub trait DrainCheck {
+    fn veto(&self, draining: &[&str]) -> Option<String>;
+}
+
+impl<F: Fn(&[&str]) -> Option<String>> DrainCheck for F {
+    fn veto(&self, draining: &[&str]) -> Option<String> {
+        self(draining)
+    }
+}
+
+/// No prediction: every drain is allowed.
+pub struct AllowEveryDrain;
+
+impl DrainCheck for AllowEveryDrain {
+    fn veto(&self, _: &[&str]) -> Option<String> {
+        None
+    }
+}
+
+/// Which of the spec's node-side commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// `upgrade.command`, run at step `upgrading`.
+    Upgrade,
+    /// `upgrade.rollback`, run at step `rolling-back`.
+    Rollback,
+}
+
+impl CommandKind {
+    /// The step a node is at while this command runs.
+    pub fn step(self) -> Step {
+        match self {
+            CommandKind::Upgrade => Step::Upgrading,
+            CommandKind::Rollback => Step::RollingBack,
         }
     }
+}
+
+/// A command that ended, as the executor reports it: an observation the planner reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandEnded {
+    pub command: CommandKind,
+    /// The `since` of the mark it was started under: an outcome counts only for that mark.
+    pub started: Timestamp,
+    pub outcome: CommandOutcome,
+}
+
+/// One event an update stands for, with its message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeEvent {
+    pub step: EventStep,
+    pub message: String,
 }
 
 /// A change to one node's spec: availability and/or the operator's mark, in one update.
@@ -71,49 +138,47 @@ pub struct NodeUpdate {
     pub availability: Option<Availability>,
     /// `None` removes every operator label.
     pub mark: Option<Mark>,
-    /// Event steps this update stands for, in order.
-    pub events: Vec<EventStep>,
+    /// Events this update stands for, in order; emitted once it is written.
+    pub events: Vec<NodeEvent>,
     /// The step this update ends, and how long it took (for the step-duration histogram).
     pub finished: Option<(Step, Duration)>,
     pub message: String,
 }
 
-/// Why a node is given up on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Failure {
-    pub node: NodeRef,
-    pub expect: Option<Step>,
-    pub reason: String,
-    /// Run `upgrade.rollback` first (when the spec has one).
-    pub rollback: bool,
-    /// The mark to leave on the node (step `failed`).
-    pub mark: Mark,
+impl NodeUpdate {
+    pub fn event_steps(&self) -> Vec<EventStep> {
+        self.events.iter().map(|e| e.step).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
+    /// Begins a node's cycle: drains a node the operator had not touched and records what it was.
+    Start(NodeUpdate),
+    /// Moves a node the operator holds to its next step (or hands it back).
     Update(NodeUpdate),
-    /// Mark the node `upgrading`, then run the upgrade command.
-    RunUpgrade {
-        node: NodeRef,
-        expect: Option<Step>,
-        mark: Mark,
-        events: Vec<EventStep>,
-        finished: Option<(Step, Duration)>,
-        message: String,
+    /// Writes the update (the step the command runs at), then runs the command; its outcome
+    /// comes back to the planner in [`PlanInput::ended_commands`].
+    Run {
+        command: CommandKind,
+        update: NodeUpdate,
     },
-    /// Roll back if asked, restore availability when that is safe, mark failed, pause.
-    Fail(Failure),
 }
 
 impl Action {
-    pub fn node(&self) -> &NodeRef {
+    pub fn update(&self) -> &NodeUpdate {
         match self {
-            Action::Update(u) => &u.node,
-            Action::RunUpgrade { node, .. } => node,
-            Action::Fail(f) => &f.node,
+            Action::Start(u) | Action::Update(u) | Action::Run { update: u, .. } => u,
         }
+    }
+
+    pub fn node(&self) -> &NodeRef {
+        &self.update().node
+    }
+
+    pub fn message(&self) -> &str {
+        &self.update().message
     }
 }
 
@@ -238,11 +303,17 @@ struct Planner<'a> {
     /// A failing health gate to record on the next node instead of starting it, so the pause
     /// lives in the cluster (without `resumeWhenHealthy`).
     latch: Option<String>,
+    /// A node failed in this pass: no further worker starts in it.
+    failing: bool,
 }
 
 impl<'a> Planner<'a> {
     fn spec(&self) -> &'a EngineUpgradeSpec {
         self.input.spec
+    }
+
+    fn now(&self) -> Timestamp {
+        self.input.now
     }
 
     fn at_target(&self, node: &NodeView) -> bool {
@@ -262,24 +333,35 @@ impl<'a> Planner<'a> {
         });
     }
 
-    fn update(
-        &mut self,
+    fn wait(&mut self, node: &NodeView, message: String) {
+        self.block(BlockerKind::Waiting, Some(node), message);
+    }
+
+    /// A node update with the node's current step as the expected one.
+    fn change(
+        &self,
         node: &NodeView,
         availability: Option<Availability>,
         mark: Option<Mark>,
-        events: Vec<EventStep>,
-        finished: Option<(Step, Duration)>,
         message: String,
-    ) {
-        self.actions.push(Action::Update(NodeUpdate {
-            node: NodeRef::of(node),
+    ) -> NodeUpdate {
+        NodeUpdate {
+            node: node_ref(node),
             expect: seen_step(node),
             availability,
             mark,
-            events,
-            finished,
+            events: vec![],
+            finished: None,
             message,
-        }));
+        }
+    }
+
+    fn push(&mut self, update: NodeUpdate) {
+        self.actions.push(Action::Update(update));
+    }
+
+    fn run(&mut self, command: CommandKind, update: NodeUpdate) {
+        self.actions.push(Action::Run { command, update });
     }
 
     fn new_mark(&self, node: &NodeView, step: Step) -> Mark {
@@ -288,7 +370,7 @@ impl<'a> Planner<'a> {
             previous: node.availability,
             target: self.spec().version.clone(),
             from_version: node.engine_version.clone(),
-            since: self.input.now,
+            since: self.now(),
             reason: None,
             spec_hash: None,
         }
@@ -316,315 +398,30 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Moves a node that already carries a mark one step on, if its observed state allows.
-    fn advance(&mut self, node: &NodeView, mark: &Mark, managers_all_at_target: bool) {
-        let now = self.input.now;
-        let spec = self.spec();
-        let retarget = mark.target != spec.version;
-        let in_step = elapsed(mark.since, now);
-        match mark.step {
-            Step::Draining => {
-                let mut next = mark.clone();
-                if retarget {
-                    next.target = spec.version.clone();
-                    self.update(
-                        node,
-                        None,
-                        Some(next),
-                        vec![],
-                        None,
-                        format!("target changed to {}", spec.version),
-                    );
-                    return;
-                }
-                let busy = self.input.snapshot.tasks_on(&node.id);
-                let lingering = self
-                    .input
-                    .lingering_endpoints
-                    .get(&node.id)
-                    .copied()
-                    .unwrap_or(0);
-                if busy == 0 && lingering > 0 && in_step <= spec.strategy.drain_timeout.get() {
-                    self.block(
-                        BlockerKind::Waiting,
-                        Some(node),
-                        format!(
-                            "drained; waiting for {lingering} service endpoint(s) of the node to be withdrawn from the overlay networks"
-                        ),
-                    );
-                } else if busy == 0 {
-                    if self.ready_at_target(node) {
-                        // Already at the target (upgraded by hand, or the target changed to its version).
-                        self.update(
-                            node,
-                            None,
-                            Some(mark.at(Step::Ready, now)),
-                            vec![EventStep::Drained, EventStep::Ready],
-                            Some((Step::Draining, in_step)),
-                            format!("already at {}", node.engine_version),
-                        );
-                        return;
-                    }
-                    if node.is_manager() {
-                        let problems = self.quorum_problems(node);
-                        if !problems.is_empty() {
-                            self.block(
-                                BlockerKind::QuorumGuard,
-                                Some(node),
-                                format!(
-                                    "not stopping manager {}: {} (every other manager must be Ready and Reachable)",
-                                    node.hostname,
-                                    problems.join(", ")
-                                ),
-                            );
-                            return;
-                        }
-                    }
-                    self.actions.push(Action::RunUpgrade {
-                        node: NodeRef::of(node),
-                        expect: seen_step(node),
-                        mark: mark.at(Step::Upgrading, now),
-                        events: vec![EventStep::Drained, EventStep::Upgrade],
-                        finished: Some((Step::Draining, in_step)),
-                        message: format!("drained; upgrading to {}", spec.version),
-                    });
-                } else if in_step > spec.strategy.drain_timeout.get() {
-                    self.fail(
-                        node,
-                        mark,
-                        format!(
-                            "{busy} task(s) still on the node after drainTimeout {}",
-                            spec.strategy.drain_timeout
-                        ),
-                        false,
-                    );
-                } else {
-                    self.block(
-                        BlockerKind::Waiting,
-                        Some(node),
-                        format!("draining: {busy} task(s) still on the node"),
-                    );
-                }
-            }
-            Step::Upgrading => {
-                if self.input.running_commands.contains(&node.id) {
-                    self.block(
-                        BlockerKind::Waiting,
-                        Some(node),
-                        "upgrade command running".into(),
-                    );
-                } else if self.ready_at_target(node) {
-                    // The command finished but the operator stopped before recording it.
-                    self.update(
-                        node,
-                        None,
-                        Some(mark.at(Step::Ready, now)),
-                        vec![EventStep::Upgraded, EventStep::Ready],
-                        Some((Step::Upgrading, in_step)),
-                        format!("at {} and Ready", node.engine_version),
-                    );
-                } else if !node.is_healthy() && in_step < spec.upgrade.timeout.get() {
-                    // The operator restarted mid-upgrade and the engine is away: the earlier
-                    // run of the command is most likely still at work. Give it its time.
-                    self.block(
-                        BlockerKind::Waiting,
-                        Some(node),
-                        format!(
-                            "engine {} after an operator restart mid-upgrade; waiting up to upgrade.timeout {} before running the command again",
-                            node.state, spec.upgrade.timeout
-                        ),
-                    );
-                } else {
-                    // Nothing in this process runs it: the operator restarted mid-upgrade.
-                    // The command is idempotent by contract, so it is run again.
-                    let mut next = mark.at(Step::Upgrading, now);
-                    next.target = spec.version.clone();
-                    self.actions.push(Action::RunUpgrade {
-                        node: NodeRef::of(node),
-                        expect: seen_step(node),
-                        mark: next,
-                        events: vec![EventStep::Upgrade],
-                        finished: None,
-                        message: "running the upgrade command again (no run of it is under way in this process)".into(),
-                    });
-                }
-            }
-            Step::Upgraded | Step::Ready if retarget && !self.at_target(node) => {
-                let mut next = mark.at(Step::Draining, now);
-                next.target = spec.version.clone();
-                self.update(
-                    node,
-                    None,
-                    Some(next),
-                    vec![],
-                    None,
-                    format!("target changed to {}; upgrading again", spec.version),
-                );
-            }
-            Step::Upgraded => {
-                if self.ready_at_target(node) {
-                    if node.is_manager() {
-                        self.update(
-                            node,
-                            None,
-                            Some(mark.at(Step::Ready, now)),
-                            vec![EventStep::Ready],
-                            Some((Step::Upgraded, in_step)),
-                            format!(
-                                "Ready at {}; stays drained until every manager is upgraded",
-                                node.engine_version
-                            ),
-                        );
-                    } else {
-                        self.reactivate(
-                            node,
-                            mark,
-                            vec![EventStep::Ready],
-                            Some((Step::Upgraded, in_step)),
-                        );
-                    }
-                } else if in_step > spec.strategy.ready_timeout.get() {
-                    self.fail(
-                        node,
-                        mark,
-                        format!(
-                            "not Ready at {} within readyTimeout {} (state {}, engine {})",
-                            spec.version,
-                            spec.strategy.ready_timeout,
-                            node.state,
-                            if node.engine_version.is_empty() {
-                                "unknown"
-                            } else {
-                                &node.engine_version
-                            }
-                        ),
-                        true,
-                    );
-                } else {
-                    self.block(
-                        BlockerKind::Waiting,
-                        Some(node),
-                        format!(
-                            "waiting for Ready at {} (state {}, engine {})",
-                            spec.version, node.state, node.engine_version
-                        ),
-                    );
-                }
-            }
-            Step::Ready => {
-                if node.is_manager() && !managers_all_at_target {
-                    self.block(
-                        BlockerKind::Waiting,
-                        Some(node),
-                        "upgraded; stays drained until every manager is at the target".into(),
-                    );
-                } else {
-                    self.reactivate(node, mark, vec![], Some((Step::Ready, in_step)));
-                }
-            }
-            Step::Settling => {
-                if !self.input.health_failures.is_empty() {
-                    // After a reactivation the gates must pass before the node is let go.
-                    let why = format!(
-                        "health gate failed after reactivating {}: {}",
-                        node.hostname,
-                        self.input.health_failures.join("; ")
-                    );
-                    if spec.health.resume_when_healthy {
-                        self.block(BlockerKind::HealthGate, Some(node), why);
-                    } else {
-                        self.fail(node, mark, why, false);
-                    }
-                } else if in_step >= spec.strategy.settle.get() {
-                    self.update(
-                        node,
-                        None,
-                        None,
-                        vec![],
-                        Some((Step::Settling, in_step)),
-                        "settled; operator labels removed".into(),
-                    );
-                } else {
-                    self.block(
-                        BlockerKind::Waiting,
-                        Some(node),
-                        format!(
-                            "settling ({} of {})",
-                            fmt_secs(in_step),
-                            spec.strategy.settle
-                        ),
-                    );
-                }
-            }
-            Step::Failed => {
-                if mark.spec_hash.as_deref() != Some(self.input.spec_hash) {
-                    // The spec was touched since the failure: hand the node back and plan afresh.
-                    self.update(
-                        node,
-                        Some(mark.previous),
-                        None,
-                        vec![],
-                        None,
-                        format!(
-                            "spec changed since the failure; {} returned to {} and retried in order",
-                            node.hostname, mark.previous
-                        ),
-                    );
-                } else {
-                    self.block(
-                        BlockerKind::PausedByFailure,
-                        Some(node),
-                        format!(
-                            "{} failed: {}. Fix the cause, then change the spec or run `swarm-upgrade resume`",
-                            node.hostname,
-                            mark.reason.as_deref().unwrap_or("unknown reason")
-                        ),
-                    );
-                }
-            }
+    /// Blocks and returns false when stopping or draining manager `node` would risk quorum.
+    fn quorum_allows(&mut self, node: &NodeView, doing: &str) -> bool {
+        let problems = self.quorum_problems(node);
+        if problems.is_empty() {
+            return true;
         }
-    }
-
-    fn reactivate(
-        &mut self,
-        node: &NodeView,
-        mark: &Mark,
-        mut events: Vec<EventStep>,
-        finished: Option<(Step, Duration)>,
-    ) {
-        events.extend([EventStep::Reactivate, EventStep::Reactivated]);
-        self.update(
-            node,
-            Some(mark.previous),
-            Some(mark.at(Step::Settling, self.input.now)),
-            events,
-            finished,
-            format!("back to {}", mark.previous),
+        self.block(
+            BlockerKind::QuorumGuard,
+            Some(node),
+            format!(
+                "not {doing} manager {}: {} (every other manager must be Ready and Reachable)",
+                node.hostname,
+                problems.join(", ")
+            ),
         );
-    }
-
-    fn fail(&mut self, node: &NodeView, mark: &Mark, reason: String, rollback: bool) {
-        let mut failed = mark.at(Step::Failed, self.input.now);
-        failed.reason = Some(reason.clone());
-        failed.spec_hash = Some(self.input.spec_hash.to_string());
-        self.actions.push(Action::Fail(Failure {
-            node: NodeRef::of(node),
-            expect: seen_step(node),
-            reason,
-            rollback,
-            mark: failed,
-        }));
+        false
     }
 
     /// Starts a node's cycle: drain (or keep drained) and record what it was.
     fn start(&mut self, node: &NodeView) {
-        let mark = self.new_mark(node, Step::Draining);
-        self.update(
+        let mut update = self.change(
             node,
             Some(Availability::Drain),
-            Some(mark),
-            vec![EventStep::Drain],
-            None,
+            Some(self.new_mark(node, Step::Draining)),
             format!(
                 "draining (was {}), {} -> {}",
                 node.availability,
@@ -632,6 +429,66 @@ impl<'a> Planner<'a> {
                 self.spec().version
             ),
         );
+        update.events = vec![NodeEvent {
+            step: EventStep::Drain,
+            message: update.message.clone(),
+        }];
+        self.actions.push(Action::Start(update));
+    }
+
+    /// The nodes whose drain the predictor must judge before `node` starts: upgraded managers
+    /// stay drained until the last one is done, so the first manager stands for all of them.
+    fn drain_set(&self, node: &'a NodeView) -> Vec<&'a str> {
+        let nodes = &self.input.snapshot.nodes;
+        let first_manager =
+            node.is_manager() && !nodes.iter().any(|n| n.is_manager() && n.mark().is_some());
+        if !first_manager {
+            return vec![node.id.as_str()];
+        }
+        nodes
+            .iter()
+            .filter(|n| n.is_manager() && selects(&self.spec().node_selector, n))
+            .map(|n| n.id.as_str())
+            .collect()
+    }
+
+    /// Drains `node` unless a check forbids it now; says why not. Returns whether it started.
+    fn start_if_safe(&mut self, node: &'a NodeView) -> bool {
+        let manager = node.is_manager();
+        if !node.is_healthy() {
+            self.block(
+                BlockerKind::NodeDown,
+                Some(node),
+                format!(
+                    "{} {} is {}: it is not started until it is Ready{}",
+                    node.role,
+                    node.hostname,
+                    node.state,
+                    if manager {
+                        " (managers are upgraded in order; the rollout waits)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            return false;
+        }
+        if manager && !self.quorum_allows(node, "draining") {
+            return false;
+        }
+        if let Some(why) = self.input.drain_check.veto(&self.drain_set(node)) {
+            let message = format!("not draining {}: {why}", node.hostname);
+            self.block(BlockerKind::Vetoed, Some(node), message);
+            return false;
+        }
+        if let Some(reason) = self.latch.take() {
+            // Recorded on this node without draining it; `slots` ends here for this pass.
+            let mark = self.new_mark(node, Step::Failed);
+            self.fail(node, &mark, reason, false);
+            return true;
+        }
+        self.start(node);
+        true
     }
 }
 
@@ -643,22 +500,63 @@ fn fmt_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-pub fn plan(input: &PlanInput<'_>) -> Plan {
-    let spec = input.spec;
-    let mut p = Planner {
-        input,
-        actions: vec![],
-        blockers: vec![],
-        latch: None,
-    };
-    let order = rollout_order(&input.snapshot.nodes);
+/// The rollout as one pass sees it: nodes in order, their readable marks, and what is selected.
+struct Rollout<'a> {
+    order: Vec<&'a NodeView>,
+    marks: BTreeMap<&'a str, Mark>,
+    spec: &'a EngineUpgradeSpec,
+}
 
-    let mut marks: BTreeMap<&str, Mark> = BTreeMap::new();
+impl<'a> Rollout<'a> {
+    fn mark(&self, node: &NodeView) -> Option<&Mark> {
+        self.marks.get(node.id.as_str())
+    }
+
+    fn selected(&self, node: &NodeView) -> bool {
+        selects(&self.spec.node_selector, node)
+    }
+
+    fn managers(&self) -> impl Iterator<Item = &'a NodeView> + '_ {
+        self.order.iter().copied().filter(|n| n.is_manager())
+    }
+
+    fn workers(&self) -> impl Iterator<Item = &'a NodeView> + '_ {
+        self.order.iter().copied().filter(|n| !n.is_manager())
+    }
+
+    /// Not yet started, selected and not at the target.
+    fn unstarted(&self, node: &NodeView) -> bool {
+        self.mark(node).is_none() && self.selected(node) && !self.spec.is_target(&node.engine_version)
+    }
+
+    /// Every selected manager upgraded and Ready: the held managers may be reactivated together.
+    fn managers_all_at_target(&self) -> bool {
+        self.managers().all(|m| match self.mark(m) {
+            None => !self.selected(m) || self.spec.is_target(&m.engine_version),
+            Some(mk) => {
+                matches!(mk.step, Step::Ready | Step::Settling)
+                    && self.spec.is_target(&m.engine_version)
+            }
+        })
+    }
+
+    /// A node failed under this spec (or is rolling back): nothing new starts.
+    fn held_by_failure(&self, spec_hash: &str) -> bool {
+        self.marks.values().any(|m| {
+            m.step == Step::RollingBack
+                || m.step == Step::Failed && m.spec_hash.as_deref() == Some(spec_hash)
+        })
+    }
+}
+
+/// Reads every node's mark; an unreadable one is reported and stops new starts.
+fn read_marks<'a>(p: &mut Planner<'_>, order: &[&'a NodeView]) -> (BTreeMap<&'a str, Mark>, bool) {
+    let mut marks = BTreeMap::new();
     let mut unreadable = false;
-    for node in &order {
+    for node in order {
         match node.mark() {
             Some(Ok(mark)) => {
-                marks.insert(&node.id, mark);
+                marks.insert(node.id.as_str(), mark);
             }
             Some(Err(e)) => {
                 unreadable = true;
@@ -667,92 +565,68 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             None => {}
         }
     }
+    (marks, unreadable)
+}
 
-    // Commands address nodes by hostname: two nodes reporting one hostname (a node's
-    // description briefly carrying another host's, seen on a real swarm) must not be acted on.
+/// Commands address nodes by hostname: two nodes reporting one hostname (a node's description
+/// briefly carrying another host's, seen on a real swarm) must not be acted on.
+fn hostnames_unique(p: &mut Planner<'_>, order: &[&NodeView]) -> bool {
     let mut by_hostname: BTreeMap<&str, Vec<&NodeView>> = BTreeMap::new();
-    for node in &order {
-        by_hostname
-            .entry(node.hostname.as_str())
-            .or_default()
-            .push(node);
+    for node in order {
+        by_hostname.entry(node.hostname.as_str()).or_default().push(node);
     }
-    let mut ambiguous = false;
-    for (hostname, nodes) in &by_hostname {
-        if nodes.len() > 1 {
-            ambiguous = true;
-            p.block(
-                BlockerKind::AmbiguousHostname,
-                None,
-                format!(
-                    "{} nodes report hostname {hostname} ({}): nothing new starts until each hostname is unique again",
-                    nodes.len(),
-                    nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            );
-        }
-    }
-
-    let managers: Vec<&NodeView> = order.iter().copied().filter(|n| n.is_manager()).collect();
-    let workers: Vec<&NodeView> = order.iter().copied().filter(|n| !n.is_manager()).collect();
-    let selected = |n: &NodeView| selects(&spec.node_selector, n);
-
-    // A manager is done when it is at the target and no longer held by the operator.
-    let manager_pending = |n: &&NodeView| {
-        let marked = marks.get(n.id.as_str());
-        match marked {
-            Some(m) => m.step != Step::Settling,
-            None => selected(n) && !spec.is_target(&n.engine_version),
-        }
-    };
-    // Every selected manager upgraded and Ready: the held managers may be reactivated together.
-    let managers_all_at_target = managers.iter().all(|m| {
-        let held = marks
-            .get(m.id.as_str())
-            .is_some_and(|mk| !matches!(mk.step, Step::Ready | Step::Settling));
-        !selected(m) && !marks.contains_key(m.id.as_str())
-            || (!held && spec.is_target(&m.engine_version))
-    });
-
-    // 1. Nodes already under way move on, whatever else holds the rollout: nothing is left half-done.
-    for node in &order {
-        if let Some(mark) = marks.get(node.id.as_str()) {
-            p.advance(node, mark, managers_all_at_target);
-        }
-    }
-
-    let failed = marks
-        .values()
-        .any(|m| m.step == Step::Failed && m.spec_hash.as_deref() == Some(input.spec_hash));
-
-    // 2. Whether a new node may be started at all.
-    let mut may_start = !unreadable && !failed && !ambiguous;
-    let health_failing = !input.health_failures.is_empty();
-    if health_failing {
-        if spec.health.resume_when_healthy {
-            may_start = false;
-        } else {
-            p.latch = Some(format!(
-                "health gate failed before starting the node: {}",
-                input.health_failures.join("; ")
-            ));
-        }
+    let mut unique = true;
+    for (hostname, nodes) in by_hostname.iter().filter(|(_, nodes)| nodes.len() > 1) {
+        unique = false;
         p.block(
-            BlockerKind::HealthGate,
+            BlockerKind::AmbiguousHostname,
             None,
             format!(
-                "health gates fail: {}{}",
-                input.health_failures.join("; "),
-                if spec.health.resume_when_healthy {
-                    " (resumes by itself when they pass: resumeWhenHealthy)"
-                } else {
-                    ""
-                }
+                "{} nodes report hostname {hostname} ({}): nothing new starts until each hostname is unique again",
+                nodes.len(),
+                nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
             ),
         );
     }
+    unique
+}
+
+/// Failing health gates: with `resumeWhenHealthy` nothing starts; without it the failure is
+/// latched on the next node. Returns whether a new node may start.
+fn health_allows_start(p: &mut Planner<'_>) -> bool {
+    let failures = p.input.health_failures;
+    if failures.is_empty() {
+        return true;
+    }
+    let resume = p.spec().health.resume_when_healthy;
+    if !resume {
+        p.latch = Some(format!(
+            "health gate failed before starting the node: {}",
+            failures.join("; ")
+        ));
+    }
+    p.block(
+        BlockerKind::HealthGate,
+        None,
+        format!(
+            "health gates fail: {}{}",
+            failures.join("; "),
+            if resume {
+                " (resumes by itself when they pass: resumeWhenHealthy)"
+            } else {
+                ""
+            }
+        ),
+    );
+    !resume
+}
+
+/// `spec.strategy.paused` and the maintenance window. Returns whether a new node may start.
+fn schedule_allows_start(p: &mut Planner<'_>) -> bool {
+    let spec = p.spec();
+    let mut allowed = true;
     if spec.strategy.paused {
-        may_start = false;
+        allowed = false;
         p.block(
             BlockerKind::PausedBySpec,
             None,
@@ -760,9 +634,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         );
     }
     if let Some(window) = &spec.window
-        && !window.is_open(input.now)
+        && !window.is_open(p.now())
     {
-        may_start = false;
+        allowed = false;
         p.block(
             BlockerKind::OutsideWindow,
             None,
@@ -780,79 +654,65 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             ),
         );
     }
+    allowed
+}
 
-    let managers_pending: Vec<&NodeView> =
-        managers.iter().copied().filter(manager_pending).collect();
-    let phase;
-    if !managers_pending.is_empty() {
-        phase = Phase::Managers;
-        let busy = managers.iter().any(|m| {
-            marks.get(m.id.as_str()).is_some_and(|mk| {
-                matches!(mk.step, Step::Draining | Step::Upgrading | Step::Upgraded)
-            })
-        });
-        let unstarted: Vec<&NodeView> = managers_pending
-            .iter()
-            .copied()
-            .filter(|m| !marks.contains_key(m.id.as_str()))
-            .collect();
-        if may_start
-            && !busy
-            && let Some(next) = unstarted.first()
-        {
-            start_if_safe(&mut p, next, true);
-        }
-    } else {
-        // Managers are done (or there are none selected): workers, up to maxUnavailableWorkers.
-        let busy = workers
-            .iter()
-            .filter(|w| {
-                marks
-                    .get(w.id.as_str())
-                    .is_some_and(|mk| mk.step.holds_node() || mk.step == Step::Settling)
-            })
-            .count();
-        let slots = (spec.strategy.max_unavailable_workers as usize).saturating_sub(busy);
-        let managers_settling = managers.iter().any(|m| marks.contains_key(m.id.as_str()));
-        if managers_settling {
-            may_start = false;
-        }
-        let pending: Vec<&NodeView> = workers
-            .iter()
-            .copied()
-            .filter(|w| {
-                selected(w)
-                    && !marks.contains_key(w.id.as_str())
-                    && !spec.is_target(&w.engine_version)
-            })
-            .collect();
-        let all_done = pending.is_empty() && marks.is_empty();
-        phase = if all_done && !unreadable {
-            Phase::Complete
-        } else {
-            Phase::Workers
-        };
-        if may_start {
-            let mut started = 0;
-            for w in pending {
-                if started >= slots || p.actions.iter().any(|a| matches!(a, Action::Fail(_))) {
-                    break;
-                }
-                if start_if_safe(&mut p, w, false) {
-                    started += 1;
-                }
+/// Managers one at a time, in order: the next starts once none is draining or being upgraded.
+fn managers_phase<'a>(p: &mut Planner<'a>, rollout: &Rollout<'a>, may_start: bool) {
+    let busy = rollout.managers().any(|m| {
+        rollout.mark(m).is_some_and(|mk| {
+            matches!(
+                mk.step,
+                Step::Draining | Step::Upgrading | Step::Upgraded | Step::RollingBack
+            )
+        })
+    });
+    if may_start
+        && !busy
+        && let Some(next) = rollout.managers().find(|m| rollout.unstarted(m))
+    {
+        p.start_if_safe(next);
+    }
+}
+
+/// Managers are done (or none is selected): workers, up to `maxUnavailableWorkers` at once.
+fn workers_phase<'a>(p: &mut Planner<'a>, rollout: &Rollout<'a>, may_start: bool) -> Phase {
+    let busy = rollout
+        .workers()
+        .filter(|w| {
+            rollout
+                .mark(w)
+                .is_some_and(|mk| mk.step.holds_node() || mk.step == Step::Settling)
+        })
+        .count();
+    let slots = (p.spec().strategy.max_unavailable_workers as usize).saturating_sub(busy);
+    let managers_settling = rollout.managers().any(|m| rollout.mark(m).is_some());
+    let pending: Vec<&NodeView> = rollout.workers().filter(|w| rollout.unstarted(w)).collect();
+    if may_start && !managers_settling {
+        let mut started = 0;
+        for w in &pending {
+            if started >= slots || p.failing {
+                break;
+            }
+            if p.start_if_safe(w) {
+                started += 1;
             }
         }
     }
+    Phase::Workers
+}
 
+/// One line per node, in rollout order.
+fn planned_nodes(rollout: &Rollout<'_>) -> Vec<PlannedNode> {
     let mut position = 0;
-    let nodes = order
+    rollout
+        .order
         .iter()
         .map(|n| {
-            let at_target = spec.is_target(&n.engine_version);
-            let step = marks.get(n.id.as_str()).map(|m| m.step);
-            let in_plan = selected(n) && (!at_target || step.is_some());
-            let order = in_plan.then(|| {
+            let at_target = rollout.spec.is_target(&n.engine_version);
+            let step = rollout.mark(n).map(|m| m.step);
+            let selected = rollout.selected(n);
+            let order = (selected && (!at_target || step.is_some())).then(|| {
                 position += 1;
                 position
             });
@@ -866,69 +726,69 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 state: n.state.to_string(),
                 engine_version: n.engine_version.clone(),
                 at_target,
-                selected: selected(n),
+                selected,
                 step,
             }
         })
-        .collect();
+        .collect()
+}
+
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let mut p = Planner {
+        input,
+        actions: vec![],
+        blockers: vec![],
+        latch: None,
+        failing: false,
+    };
+    let order = rollout_order(&input.snapshot.nodes);
+    let (marks, unreadable) = read_marks(&mut p, &order);
+    let unique = hostnames_unique(&mut p, &order);
+    let rollout = Rollout {
+        order,
+        marks,
+        spec: input.spec,
+    };
+
+    // 1. Nodes already under way move on, whatever else holds the rollout: nothing is left half-done.
+    let managers_all_at_target = rollout.managers_all_at_target();
+    for node in &rollout.order {
+        if let Some(mark) = rollout.mark(node) {
+            p.advance(node, mark, managers_all_at_target);
+        }
+    }
+
+    // 2. Whether a new node may be started at all.
+    let failed = rollout.held_by_failure(input.spec_hash);
+    let healthy = health_allows_start(&mut p);
+    let scheduled = schedule_allows_start(&mut p);
+    let may_start = !unreadable && !failed && unique && healthy && scheduled;
+
+    // 3. The phase, and its next node(s).
+    let managers_pending = rollout.managers().any(|m| match rollout.mark(m) {
+        Some(mk) => mk.step != Step::Settling,
+        None => rollout.unstarted(m),
+    });
+    let phase = if managers_pending {
+        managers_phase(&mut p, &rollout, may_start);
+        Phase::Managers
+    } else if rollout.marks.is_empty() && !unreadable && !rollout.workers().any(|w| rollout.unstarted(w)) {
+        Phase::Complete
+    } else {
+        workers_phase(&mut p, &rollout, may_start)
+    };
 
     Plan {
         complete: phase == Phase::Complete,
+        nodes: planned_nodes(&rollout),
         actions: p.actions,
         blockers: p.blockers,
-        nodes,
         phase,
-        failed,
+        failed: rollout
+            .marks
+            .values()
+            .any(|m| m.step == Step::Failed && m.spec_hash.as_deref() == Some(input.spec_hash)),
     }
-}
-
-/// Drains `node` unless a check forbids it now; says why not. Returns whether it started.
-fn start_if_safe(p: &mut Planner<'_>, node: &NodeView, manager: bool) -> bool {
-    if !node.is_healthy() {
-        p.block(
-            BlockerKind::NodeDown,
-            Some(node),
-            format!(
-                "{} {} is {}: it is not started until it is Ready{}",
-                node.role,
-                node.hostname,
-                node.state,
-                if manager {
-                    " (managers are upgraded in order; the rollout waits)"
-                } else {
-                    ""
-                }
-            ),
-        );
-        return false;
-    }
-    if manager {
-        let problems = p.quorum_problems(node);
-        if !problems.is_empty() {
-            p.block(
-                BlockerKind::QuorumGuard,
-                Some(node),
-                format!(
-                    "not draining manager {}: {} (every other manager must be Ready and Reachable)",
-                    node.hostname,
-                    problems.join(", ")
-                ),
-            );
-            return false;
-        }
-    }
-    if let Some(reason) = p.input.drain_vetoes.get(&node.id) {
-        p.block(BlockerKind::Vetoed, Some(node), reason.clone());
-        return false;
-    }
-    if let Some(reason) = p.latch.take() {
-        // Recorded on this node without draining it; `slots` ends here for this pass.
-        let mark = p.new_mark(node, Step::Failed);
-        p.fail(node, &mark, reason, false);
-        return true;
-    }
-    p.start(node);
-    true
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@ use std::collections::BTreeSet;
 
 use bollard::models::{Network, Node, Service, Task};
 
-use crate::cluster::Role;
+use crate::clock::Clock;
 use crate::cluster::{NodeView, Snapshot, TaskView};
 use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink, EventStep};
-use crate::executor::{Executor, RunningCommands};
+use crate::executor::{Commands, Executor};
 use crate::health::capacity::network_usage;
 use crate::health::gates::{GateInput, GateMetrics, evaluate};
 use crate::health::metrics::HealthMetrics;
@@ -31,7 +31,7 @@ use crate::health::probing::{self, ProbeRunner};
 use crate::health::prometheus::evaluate_gate;
 use crate::health::rejections::RejectionTracker;
 use crate::metrics::{ErrorLabels, Metrics};
-use crate::planner::{Action, NodeRef, Plan, PlanInput, plan, selects};
+use crate::planner::{Action, CommandEnded, Plan, PlanInput, plan};
 use crate::spec::{EngineUpgrade, SpecState, spec_hash};
 use crate::spec::{EngineUpgradeSpec, HealthSpec};
 use crate::status::RolloutStatus;
@@ -48,6 +48,8 @@ pub struct Options {
     pub poll_idle: Duration,
     /// Stop when the rollout is complete (exit 0) or paused by a failure (exit 2).
     pub once: bool,
+    /// The loop's one clock, handed to the executor and the health watch.
+    pub clock: Clock,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             poll_active: Duration::from_millis(250),
             poll_idle: Duration::from_secs(2),
             once: false,
+            clock: Clock::system(),
         }
     }
 }
@@ -146,6 +149,7 @@ pub struct HealthWatch {
     tracker: RejectionTracker,
     gate_metrics: GateMetrics,
     probes: Option<ProbeRunner>,
+    clock: Clock,
     /// When the current step began (a node started, or the operator started): the gates
     /// count rejections, failures and probe errors from here.
     step_since: Timestamp,
@@ -155,13 +159,19 @@ pub struct HealthWatch {
 }
 
 impl HealthWatch {
+    /// A health watch on the system clock (benchmarks, metric exposition).
     pub fn new(metrics: &Metrics) -> Self {
+        Self::with_clock(metrics, Clock::system())
+    }
+
+    pub fn with_clock(metrics: &Metrics, clock: Clock) -> Self {
         Self {
             metrics: metrics.with_registry(HealthMetrics::register),
             tracker: RejectionTracker::new(),
             gate_metrics: metrics.with_registry(GateMetrics::register),
             probes: None,
-            step_since: Timestamp::now(),
+            clock,
+            step_since: clock.now(),
             probe_errors_at_step: 0,
             last_failures: vec![],
         }
@@ -173,7 +183,7 @@ impl HealthWatch {
 
     /// A new step begins: the gates look at what happens from now on.
     pub fn step_started(&mut self) {
-        self.step_since = Timestamp::now();
+        self.step_since = self.clock.now();
         self.probe_errors_at_step = self.probe_errors();
     }
 
@@ -358,14 +368,8 @@ pub async fn lingering_endpoints(
     lingering
 }
 
-/// Whether the action begins a node's cycle (drains a node the operator had not touched).
-fn starts_a_node(action: &Action) -> bool {
-    matches!(action, Action::Update(u) if u.expect.is_none() && u.events.contains(&EventStep::Drain))
-}
-
-/// Plans, then checks each node the plan would start draining against the address-exhaustion
-/// and nowhere-to-run prediction; a node that fails it is vetoed and the plan made again
-/// (another worker may go instead; a manager blocks the rollout with the reason).
+/// Plans one observation, outside the loop (`plan`, `status`, benchmarks): no command of this
+/// process has ended, and the time is the system's now.
 pub fn plan_with_predictions(
     spec: &EngineUpgradeSpec,
     hash: &str,
@@ -375,63 +379,54 @@ pub fn plan_with_predictions(
     health_failures: &[String],
     lingering_endpoints: &BTreeMap<String, usize>,
 ) -> Plan {
-    let mut vetoes = BTreeMap::new();
-    loop {
-        let p = plan(&PlanInput {
-            spec,
-            spec_hash: hash,
-            snapshot,
-            running_commands: running,
-            drain_vetoes: &vetoes,
-            health_failures,
-            lingering_endpoints,
-            now: Timestamp::now(),
-        });
-        let starts: Vec<&NodeRef> = p
-            .actions
-            .iter()
-            .filter(|a| starts_a_node(a))
-            .map(Action::node)
-            .collect();
-        let mut vetoed = false;
-        for node in &starts {
-            let mut draining: Vec<&str> = vec![node.id.as_str()];
-            let first_manager = node.role == Role::Manager
-                && !snapshot
-                    .nodes
-                    .iter()
-                    .any(|n| n.is_manager() && n.mark().is_some());
-            if first_manager {
-                // Upgraded managers stay drained until the last one is done: check that the
-                // swarm can run its tasks with every manager drained, before starting.
-                draining = snapshot
-                    .nodes
-                    .iter()
-                    .filter(|n| n.is_manager() && selects(&spec.node_selector, n))
-                    .map(|n| n.id.as_str())
-                    .collect();
-            }
-            let prediction = predict_drain_nodes(
-                &draining,
-                &raw.networks,
-                &raw.services,
-                &raw.tasks,
-                &raw.nodes,
-            );
-            if !prediction.is_safe() {
-                let reasons: Vec<String> =
-                    prediction.blockers.iter().map(|b| b.to_string()).collect();
-                vetoes.insert(
-                    node.id.clone(),
-                    format!("not draining {}: {}", node.hostname, reasons.join("; ")),
-                );
-                vetoed = true;
-            }
-        }
-        if !vetoed {
-            return p;
-        }
-    }
+    plan_pass(&Pass {
+        spec,
+        hash,
+        snapshot,
+        raw,
+        running,
+        ended: &BTreeMap::new(),
+        health_failures,
+        lingering_endpoints,
+        now: Clock::system().now(),
+    })
+}
+
+/// What one pass of the loop plans from.
+struct Pass<'a> {
+    spec: &'a EngineUpgradeSpec,
+    hash: &'a str,
+    snapshot: &'a Snapshot,
+    raw: &'a Raw,
+    running: &'a BTreeSet<String>,
+    ended: &'a BTreeMap<String, CommandEnded>,
+    health_failures: &'a [String],
+    lingering_endpoints: &'a BTreeMap<String, usize>,
+    now: jiff::Timestamp,
+}
+
+/// Plans with the address-exhaustion and nowhere-to-run prediction as the planner's drain check.
+fn plan_pass(pass: &Pass<'_>) -> Plan {
+    let raw = pass.raw;
+    let predict = |draining: &[&str]| {
+        let prediction =
+            predict_drain_nodes(draining, &raw.networks, &raw.services, &raw.tasks, &raw.nodes);
+        (!prediction.is_safe()).then(|| {
+            let reasons: Vec<String> = prediction.blockers.iter().map(|b| b.to_string()).collect();
+            reasons.join("; ")
+        })
+    };
+    plan(&PlanInput {
+        spec: pass.spec,
+        spec_hash: pass.hash,
+        snapshot: pass.snapshot,
+        running_commands: pass.running,
+        ended_commands: pass.ended,
+        drain_check: &predict,
+        health_failures: pass.health_failures,
+        lingering_endpoints: pass.lingering_endpoints,
+        now: pass.now,
+    })
 }
 
 pub struct Reconciler {
@@ -446,15 +441,17 @@ pub struct Reconciler {
 impl Reconciler {
     pub async fn run(mut self) -> Outcome {
         let wake = Arc::new(Notify::new());
+        let clock = self.options.clock;
         let executor = Executor {
             swarm: self.swarm.clone(),
             events: self.events.clone(),
             metrics: self.metrics.clone(),
-            running: RunningCommands::default(),
+            commands: Commands::default(),
+            clock,
             wake: wake.clone(),
         };
         let watcher = tokio::spawn(wake_on_cluster_events(self.swarm.clone(), wake.clone()));
-        let mut health = HealthWatch::new(&self.metrics);
+        let mut health = HealthWatch::with_clock(&self.metrics, clock);
         let mut announced_complete: Option<String> = None;
         let mut announced_paused = false;
         let mut last_error: Option<String> = None;
@@ -470,7 +467,7 @@ impl Reconciler {
                 tracing::error!("no valid spec to act on: {error}");
                 *self.status.write().expect("poisoned") = RolloutStatus {
                     spec_error: Some(error),
-                    updated_at: Some(Timestamp::now()),
+                    updated_at: Some(clock.now()),
                     ..Default::default()
                 };
                 let _ = self.spec.changed().await;
@@ -489,7 +486,7 @@ impl Reconciler {
                     last_error = Some(e.to_string());
                     if let Ok(mut st) = self.status.write() {
                         st.last_error = last_error.clone();
-                        st.updated_at = Some(Timestamp::now());
+                        st.updated_at = Some(clock.now());
                     }
                     self.wait(&wake, false).await;
                     continue;
@@ -497,18 +494,21 @@ impl Reconciler {
             };
             health.observe(&raw);
             let health_failures = health.gates(&upgrade_spec.health, &snapshot, &raw).await;
-            let running = executor.running.snapshot();
+            let running = executor.commands.running();
+            let ended = executor.commands.ended();
             let lingering = lingering_endpoints(&self.swarm, &snapshot, &raw).await;
-            let p = plan_with_predictions(
-                &upgrade_spec,
-                &hash,
-                &snapshot,
-                &raw,
-                &running,
-                &health_failures,
-                &lingering,
-            );
-            if p.actions.iter().any(starts_a_node) {
+            let p = plan_pass(&Pass {
+                spec: &upgrade_spec,
+                hash: &hash,
+                snapshot: &snapshot,
+                raw: &raw,
+                running: &running,
+                ended: &ended,
+                health_failures: &health_failures,
+                lingering_endpoints: &lingering,
+                now: clock.now(),
+            });
+            if p.actions.iter().any(|a| matches!(a, Action::Start(_))) {
                 health.step_started();
             }
             self.metrics.observe_plan(&p);
@@ -519,6 +519,7 @@ impl Reconciler {
             if p.complete && p.actions.is_empty() {
                 if announced_complete.as_deref() != Some(upgrade_spec.version.as_str()) {
                     let event = Event::rollout(
+                        clock.now(),
                         EventStep::Completed,
                         &upgrade_spec.version,
                         format!("every selected node is at {}", upgrade_spec.version),
@@ -534,6 +535,7 @@ impl Reconciler {
             let paused_by_spec = upgrade_spec.strategy.paused;
             if paused_by_spec && !announced_paused {
                 let event = Event::rollout(
+                    clock.now(),
                     EventStep::Paused,
                     &upgrade_spec.version,
                     "spec.strategy.paused is true",
@@ -546,7 +548,7 @@ impl Reconciler {
 
             let busy = !p.actions.is_empty() || p.nodes.iter().any(|n| n.step.is_some());
             let mut pass_error = None;
-            for action in p.actions.clone() {
+            for action in &p.actions {
                 if let Err(e) = executor.apply(action, &upgrade_spec).await {
                     self.count_error(e.metric_label());
                     tracing::warn!("{e}");

@@ -60,7 +60,7 @@ impl RolloutStatus {
             nodes: plan.nodes.clone(),
             blockers: plan.blockers.clone(),
             last_error,
-            updated_at: Some(Timestamp::now()),
+            updated_at: Some(crate::clock::label_time()),
         }
     }
 

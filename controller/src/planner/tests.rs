@@ -8,6 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::cluster::{Availability, NodeView, Role, Snapshot, State, TaskView};
+use crate::vocab::CommandOutcome;
 use crate::marks::{self, Mark, Step};
 use crate::spec::{EngineUpgradeSpec, NodeSelector, SpecDuration, Strategy, UpgradeSpec};
 
@@ -89,6 +90,7 @@ struct Case {
     spec: EngineUpgradeSpec,
     snapshot: Snapshot,
     running: BTreeSet<String>,
+    ended: BTreeMap<String, CommandEnded>,
     vetoes: BTreeMap<String, String>,
     health: Vec<String>,
     lingering: BTreeMap<String, usize>,
@@ -104,6 +106,7 @@ impl Case {
                 tasks: vec![],
             },
             running: BTreeSet::new(),
+            ended: BTreeMap::new(),
             vetoes: BTreeMap::new(),
             health: vec![],
             lingering: BTreeMap::new(),
@@ -112,12 +115,16 @@ impl Case {
     }
 
     fn plan(&self) -> Plan {
+        // A node in the set to drain with a veto makes the set unsafe.
+        let vetoes = &self.vetoes;
+        let check = |draining: &[&str]| draining.iter().find_map(|id| vetoes.get(*id).cloned());
         plan(&PlanInput {
             spec: &self.spec,
             spec_hash: "h1",
             snapshot: &self.snapshot,
             running_commands: &self.running,
-            drain_vetoes: &self.vetoes,
+            ended_commands: &self.ended,
+            drain_check: &check,
             health_failures: &self.health,
             lingering_endpoints: &self.lingering,
             now: self.now,
@@ -132,7 +139,7 @@ fn only_action(plan: &Plan) -> &Action {
 
 fn drained_node(action: &Action) -> Option<&str> {
     match action {
-        Action::Update(u) if u.availability == Some(Availability::Drain) => Some(&u.node.hostname),
+        Action::Start(u) if u.availability == Some(Availability::Drain) => Some(&u.node.hostname),
         _ => None,
     }
 }
@@ -142,14 +149,14 @@ fn starts_with_a_non_leader_manager() {
     let plan = Case::new(cluster()).plan();
     let action = only_action(&plan);
     assert_eq!(drained_node(action), Some("m2"));
-    let Action::Update(u) = action else {
+    let Action::Start(u) = action else {
         unreachable!()
     };
     let m = u.mark.as_ref().unwrap();
     assert_eq!(m.step, Step::Draining);
     assert_eq!(m.previous, Availability::Active);
     assert_eq!(m.target, NEW);
-    assert_eq!(u.events, vec![EventStep::Drain]);
+    assert_eq!(u.event_steps(), vec![EventStep::Drain]);
     assert_eq!(plan.phase, Phase::Managers);
 }
 
@@ -182,17 +189,17 @@ fn waits_for_tasks_to_leave_a_draining_node() {
     case.snapshot.tasks[0].state = TaskState::SHUTDOWN;
     let plan = case.plan();
     match only_action(&plan) {
-        Action::RunUpgrade {
-            node,
-            mark,
-            events,
-            finished,
-            ..
+        Action::Run {
+            command: CommandKind::Upgrade,
+            update,
         } => {
-            assert_eq!(node.hostname, "m2");
-            assert_eq!(mark.step, Step::Upgrading);
-            assert_eq!(events, &vec![EventStep::Drained, EventStep::Upgrade]);
-            assert_eq!(finished.unwrap().0, Step::Draining);
+            assert_eq!(update.node.hostname, "m2");
+            assert_eq!(update.mark.as_ref().unwrap().step, Step::Upgrading);
+            assert_eq!(
+                update.event_steps(),
+                vec![EventStep::Drained, EventStep::Upgrade]
+            );
+            assert_eq!(update.finished.unwrap().0, Step::Draining);
         }
         other => panic!("{other:?}"),
     }
@@ -212,11 +219,15 @@ fn drain_timeout_fails_without_rollback_and_restores() {
     });
     case.now = at(301);
     match only_action(&case.plan()) {
-        Action::Fail(f) => {
-            assert!(!f.rollback);
-            assert!(f.reason.contains("drainTimeout"), "{}", f.reason);
-            assert_eq!(f.mark.step, Step::Failed);
-            assert_eq!(f.mark.previous, Availability::Active);
+        // No rollback: the engine never stopped, so the node gets its availability back.
+        Action::Update(u) => {
+            let m = u.mark.as_ref().unwrap();
+            let reason = m.reason.as_deref().unwrap();
+            assert!(reason.contains("drainTimeout"), "{reason}");
+            assert_eq!(m.step, Step::Failed);
+            assert_eq!(m.previous, Availability::Active);
+            assert_eq!(u.availability, Some(Availability::Active));
+            assert_eq!(u.event_steps(), vec![EventStep::Failed, EventStep::Paused]);
         }
         other => panic!("{other:?}"),
     }
@@ -261,7 +272,7 @@ fn an_upgraded_manager_stays_drained_until_all_managers_are_at_target() {
     assert_eq!(u.node.hostname, "m2");
     assert_eq!(u.availability, None, "stays drained");
     assert_eq!(u.mark.as_ref().unwrap().step, Step::Ready);
-    assert_eq!(u.events, vec![EventStep::Ready]);
+    assert_eq!(u.event_steps(), vec![EventStep::Ready]);
 
     // Once at Ready, the next manager is drained; m2 is not reactivated.
     mark(&mut case.snapshot.nodes[1], Step::Ready, at(3));
@@ -285,7 +296,7 @@ fn all_managers_are_reactivated_together_then_workers_start() {
         assert_eq!(u.availability, Some(Availability::Active));
         assert_eq!(u.mark.as_ref().unwrap().step, Step::Settling);
         assert_eq!(
-            u.events,
+            u.event_steps(),
             vec![EventStep::Reactivate, EventStep::Reactivated]
         );
     }
@@ -361,7 +372,7 @@ fn an_admin_paused_worker_is_drained_and_returned_to_pause() {
     }
     nodes[3].availability = Availability::Pause;
     let mut case = Case::new(nodes);
-    let Action::Update(u) = only_action(&case.plan()).clone() else {
+    let Action::Start(u) = only_action(&case.plan()).clone() else {
         panic!()
     };
     assert_eq!(u.node.hostname, "w1");
@@ -380,7 +391,7 @@ fn an_admin_paused_worker_is_drained_and_returned_to_pause() {
     };
     assert_eq!(u.availability, Some(Availability::Pause));
     assert_eq!(
-        u.events,
+        u.event_steps(),
         vec![
             EventStep::Ready,
             EventStep::Reactivate,
@@ -414,11 +425,18 @@ fn ready_timeout_fails_with_rollback_and_says_what_was_seen() {
     assert!(case.plan().actions.is_empty());
     case.now = at(301);
     match only_action(&case.plan()) {
-        Action::Fail(f) => {
-            assert!(f.rollback);
-            assert!(f.reason.contains("readyTimeout"), "{}", f.reason);
-            assert!(f.reason.contains("engine 20.10.24"), "{}", f.reason);
-            assert_eq!(f.mark.spec_hash.as_deref(), Some("h1"));
+        // The engine may be half-upgraded: the spec's rollback runs first.
+        Action::Run {
+            command: CommandKind::Rollback,
+            update,
+        } => {
+            let m = update.mark.as_ref().unwrap();
+            let reason = m.reason.as_deref().unwrap();
+            assert_eq!(m.step, Step::RollingBack);
+            assert!(reason.contains("readyTimeout"), "{reason}");
+            assert!(reason.contains("engine 20.10.24"), "{reason}");
+            assert_eq!(m.spec_hash.as_deref(), Some("h1"));
+            assert_eq!(update.availability, None, "stays drained while rolling back");
         }
         other => panic!("{other:?}"),
     }
@@ -503,9 +521,12 @@ fn restart_mid_upgrade_reruns_the_command_or_records_success() {
     // Past upgrade.timeout (60s) it is run again.
     case.now = at(61);
     match only_action(&case.plan()) {
-        Action::RunUpgrade { node, mark, .. } => {
-            assert_eq!(node.hostname, "m2");
-            assert_eq!(mark.since, at(61));
+        Action::Run {
+            command: CommandKind::Upgrade,
+            update,
+        } => {
+            assert_eq!(update.node.hostname, "m2");
+            assert_eq!(update.mark.as_ref().unwrap().since, at(61));
         }
         other => panic!("{other:?}"),
     }
@@ -515,7 +536,10 @@ fn restart_mid_upgrade_reruns_the_command_or_records_success() {
     case.snapshot.nodes[1].reachable = true;
     assert!(matches!(
         only_action(&case.plan()),
-        Action::RunUpgrade { .. }
+        Action::Run {
+            command: CommandKind::Upgrade,
+            ..
+        }
     ));
     case.snapshot.nodes[1].state = State::Down;
     // The same node, with its command running in this process: wait.
@@ -528,8 +552,8 @@ fn restart_mid_upgrade_reruns_the_command_or_records_success() {
     let Action::Update(u) = only_action(&case.plan()).clone() else {
         panic!()
     };
-    assert_eq!(u.mark.unwrap().step, Step::Ready);
-    assert_eq!(u.events, vec![EventStep::Upgraded, EventStep::Ready]);
+    assert_eq!(u.mark.as_ref().unwrap().step, Step::Ready);
+    assert_eq!(u.event_steps(), vec![EventStep::Upgraded, EventStep::Ready]);
 }
 
 #[test]
@@ -644,8 +668,11 @@ struct World {
     original: BTreeMap<String, Availability>,
     /// Running tasks per node; draining takes one tick to empty a node.
     tasks: BTreeMap<String, usize>,
-    /// Nodes whose upgrade is under way: ticks left until the engine is back.
-    upgrading: BTreeMap<String, u32>,
+    /// Nodes whose upgrade or rollback command is under way: which, under the mark of when,
+    /// and ticks left until the engine is back.
+    upgrading: BTreeMap<String, (CommandKind, Timestamp, u32)>,
+    /// Commands that ended, until the planner has acted on them (as the executor keeps them).
+    ended: BTreeMap<String, CommandEnded>,
     fail_upgrade: BTreeSet<String>,
     now: Timestamp,
     spec: EngineUpgradeSpec,
@@ -665,6 +692,7 @@ impl World {
             original,
             tasks,
             upgrading: BTreeMap::new(),
+            ended: BTreeMap::new(),
             fail_upgrade: BTreeSet::new(),
             now: t0(),
             spec,
@@ -711,41 +739,40 @@ impl World {
             spec_hash: "h1",
             snapshot: &snapshot,
             running_commands: &running,
-            drain_vetoes: &BTreeMap::new(),
+            ended_commands: &self.ended,
+            drain_check: &AllowEveryDrain,
             health_failures: &[],
             lingering_endpoints: &BTreeMap::new(),
             now: self.now,
         });
         for action in plan.actions.clone() {
             self.check_before(&action);
-            match action {
-                Action::Update(u) => {
-                    let node = self.node_mut(&u.node.id);
-                    if let Some(a) = u.availability {
-                        node.availability = a;
-                    }
-                    match &u.mark {
-                        Some(m) => m.write_to(&mut node.labels),
-                        None => marks::clear(&mut node.labels),
-                    }
-                    node.version_index += 1;
-                    for e in &u.events {
-                        self.history.push(format!("{} {}", u.node.hostname, e));
-                    }
-                }
-                Action::RunUpgrade { node, mark, .. } => {
-                    let n = self.node_mut(&node.id);
-                    mark.write_to(&mut n.labels);
-                    let ticks = 1 + self.roll(3) as u32;
-                    self.upgrading.insert(node.id.clone(), ticks);
-                    self.history.push(format!("{} upgrade", node.hostname));
-                }
-                Action::Fail(f) => {
-                    let n = self.node_mut(&f.node.id);
-                    n.availability = f.mark.previous;
-                    f.mark.write_to(&mut n.labels);
-                    self.history.push(format!("{} failed", f.node.hostname));
-                }
+            let u = action.update();
+            let node = self.node_mut(&u.node.id);
+            if let Some(a) = u.availability {
+                node.availability = a;
+            }
+            match &u.mark {
+                Some(m) => m.write_to(&mut node.labels),
+                None => marks::clear(&mut node.labels),
+            }
+            node.version_index += 1;
+            for e in &u.events {
+                self.history.push(format!("{} {}", u.node.hostname, e.step));
+            }
+            if self
+                .ended
+                .get(&u.node.id)
+                .is_some_and(|e| Some(e.command.step()) == u.expect)
+            {
+                self.ended.remove(&u.node.id);
+            }
+            if let Action::Run { command, update } = &action {
+                let ticks = 1 + self.roll(3) as u32;
+                let since = update.mark.as_ref().unwrap().since;
+                self.ended.remove(&update.node.id);
+                self.upgrading
+                    .insert(update.node.id.clone(), (*command, since, ticks));
             }
         }
         self.tick();
@@ -766,35 +793,33 @@ impl World {
             } else if availability == Availability::Active {
                 *count = 2;
             }
-            if let Some(left) = self.upgrading.get_mut(&id) {
+            if let Some((command, started, left)) = self.upgrading.get_mut(&id) {
                 *left = left.saturating_sub(1);
-                let done = *left == 0;
-                let failing = self.fail_upgrade.contains(&id);
+                let (command, started, done) = (*command, *started, *left == 0);
+                let failing = command == CommandKind::Upgrade && self.fail_upgrade.contains(&id);
                 let target = self.spec.version.clone();
                 let n = self.node_mut(&id);
                 n.state = State::Down;
                 n.reachable = false;
                 if done {
                     self.upgrading.remove(&id);
-                    let now = self.now;
                     let n = self.node_mut(&id);
-                    let mut m = n.mark().unwrap().unwrap();
-                    let outcome;
-                    if failing {
-                        m = m.at(Step::Failed, now);
-                        m.reason = Some("exit 1".into());
-                        m.spec_hash = Some("h1".into());
-                        n.availability = m.previous;
-                        outcome = "failed";
+                    let outcome = if failing {
+                        CommandOutcome::Failed("exit 1".into())
                     } else {
-                        n.engine_version = format!("{target}+dfsg1");
-                        m = m.at(Step::Upgraded, now);
-                        outcome = "upgraded";
-                    }
+                        if command == CommandKind::Upgrade {
+                            n.engine_version = format!("{target}+dfsg1");
+                        }
+                        CommandOutcome::Succeeded
+                    };
                     n.state = State::Ready;
                     n.reachable = n.role == Role::Manager;
-                    m.write_to(&mut n.labels);
-                    self.history.push(format!("{id} {outcome}"));
+                    let ended = CommandEnded {
+                        command,
+                        started,
+                        outcome,
+                    };
+                    self.ended.insert(id.clone(), ended);
                 }
             }
         }
@@ -832,7 +857,7 @@ impl World {
         }
         if let Action::Update(u) = action
             && node.is_manager()
-            && u.events.contains(&EventStep::Reactivate)
+            && u.event_steps().contains(&EventStep::Reactivate)
         {
             assert!(
                 managers_done,
@@ -840,7 +865,10 @@ impl World {
                 node.hostname, self.history
             );
         }
-        if let Action::RunUpgrade { .. } = action
+        if let Action::Run {
+            command: CommandKind::Upgrade,
+            ..
+        } = action
             && node.is_manager()
         {
             let others_ok = self
@@ -855,7 +883,10 @@ impl World {
     fn check_invariants(&self) {
         let held = |n: &&NodeView| {
             n.mark().and_then(Result::ok).is_some_and(|m| {
-                matches!(m.step, Step::Draining | Step::Upgrading | Step::Upgraded)
+                matches!(
+                    m.step,
+                    Step::Draining | Step::Upgrading | Step::Upgraded | Step::RollingBack
+                )
             })
         };
         let managers_busy = self
@@ -997,11 +1028,15 @@ fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
     case.health = vec!["service test_client: 1/2 running".into()];
     // Without resumeWhenHealthy the pause is recorded on the next node, which is not drained.
     match only_action(&case.plan()) {
-        Action::Fail(f) => {
-            assert_eq!(f.node.hostname, "m2");
-            assert!(!f.rollback);
-            assert_eq!(f.mark.previous, Availability::Active);
-            assert!(f.reason.contains("1/2 running"), "{}", f.reason);
+        Action::Update(u) => {
+            assert_eq!(u.node.hostname, "m2");
+            assert_eq!(u.expect, None);
+            assert_eq!(u.availability, None, "not drained");
+            let m = u.mark.as_ref().unwrap();
+            assert_eq!(m.step, Step::Failed);
+            assert_eq!(m.previous, Availability::Active);
+            let reason = m.reason.as_deref().unwrap();
+            assert!(reason.contains("1/2 running"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
@@ -1027,10 +1062,12 @@ fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
     case.health = vec!["3 tasks rejected".into()];
     case.now = at(60);
     match only_action(&case.plan()) {
-        Action::Fail(f) => {
-            assert_eq!(f.node.hostname, "w1");
-            assert!(!f.rollback);
-            assert!(f.reason.contains("3 tasks rejected"), "{}", f.reason);
+        Action::Update(u) => {
+            assert_eq!(u.node.hostname, "w1");
+            let m = u.mark.as_ref().unwrap();
+            assert_eq!(m.step, Step::Failed);
+            let reason = m.reason.as_deref().unwrap();
+            assert!(reason.contains("3 tasks rejected"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
@@ -1079,13 +1116,19 @@ fn a_drained_node_waits_until_its_endpoints_are_withdrawn() {
     case.lingering.clear();
     assert!(matches!(
         only_action(&case.plan()),
-        Action::RunUpgrade { .. }
+        Action::Run {
+            command: CommandKind::Upgrade,
+            ..
+        }
     ));
     // Gossip that never converges does not hold the rollout past drainTimeout.
     case.lingering.insert("m2".into(), 1);
     case.now = at(301);
     assert!(matches!(
         only_action(&case.plan()),
-        Action::RunUpgrade { .. }
+        Action::Run {
+            command: CommandKind::Upgrade,
+            ..
+        }
     ));
 }

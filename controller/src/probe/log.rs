@@ -52,7 +52,7 @@ impl ProbeLog {
 
     /// Appends `<date>: <message>` with the current time.
     pub fn write(&self, message: &str) -> std::io::Result<()> {
-        let line = format!("{}\n", log_line(Timestamp::now(), message));
+        let line = format!("{}\n", log_line(crate::clock::label_time(), message));
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         f.write_all(line.as_bytes())?;
         f.flush()

@@ -240,14 +240,14 @@ impl Loader {
             generation: 0,
             content_hash: 0,
             error: None,
-            loaded_at: jiff::Timestamp::now(),
+            loaded_at: crate::clock::label_time(),
         };
         self.reload(&empty).unwrap_or(empty)
     }
 
     /// The next state, or `None` if nothing changed.
     fn reload(&mut self, prev: &SpecState) -> Option<SpecState> {
-        let now = jiff::Timestamp::now();
+        let now = crate::clock::label_time();
         match self.read() {
             Ok(spec) => {
                 let hash = content_hash(&spec);
