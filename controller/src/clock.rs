@@ -33,7 +33,8 @@ impl Clock {
     }
 
     pub fn now(&self) -> Timestamp {
-        let elapsed = SignedDuration::try_from(self.started.elapsed()).unwrap_or(SignedDuration::MAX);
+        let elapsed =
+            SignedDuration::try_from(self.started.elapsed()).unwrap_or(SignedDuration::MAX);
         self.wall_at_start
             .checked_add(elapsed)
             .unwrap_or(Timestamp::MAX)
@@ -63,7 +64,10 @@ mod tests {
         let clock = Clock::starting_at(start);
         assert_eq!(clock.now(), start);
         tokio::time::sleep(Duration::from_secs(90)).await;
-        assert_eq!(clock.now(), "2026-12-01T10:01:30Z".parse::<Timestamp>().unwrap());
+        assert_eq!(
+            clock.now(),
+            "2026-12-01T10:01:30Z".parse::<Timestamp>().unwrap()
+        );
         assert_eq!(clock.since(start), Duration::from_secs(90));
         let later: Timestamp = "2026-12-01T11:00:00Z".parse().unwrap();
         assert_eq!(clock.since(later), Duration::ZERO);

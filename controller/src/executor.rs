@@ -259,7 +259,11 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub async fn apply(&self, action: &Action, spec: &Arc<EngineUpgradeSpec>) -> Result<(), ExecError> {
+    pub async fn apply(
+        &self,
+        action: &Action,
+        spec: &Arc<EngineUpgradeSpec>,
+    ) -> Result<(), ExecError> {
         match action {
             Action::Start(update) | Action::Update(update) => self.update(update).await?,
             Action::Run { command, update } => {
@@ -278,16 +282,33 @@ impl Executor {
 
     /// Writes the update, then emits the events it stands for.
     async fn update(&self, u: &NodeUpdate) -> Result<(), ExecError> {
-        write_node(&self.swarm, &u.node, u.expect, u.availability, u.mark.as_ref()).await?;
+        write_node(
+            &self.swarm,
+            &u.node,
+            u.expect,
+            u.availability,
+            u.mark.as_ref(),
+        )
+        .await?;
         if let Some((step, took)) = u.finished {
             self.metrics.observe_step(step, took.as_secs_f64());
         }
         let (from, to) = match &u.mark {
             Some(m) => (m.from_version.as_str(), m.target.as_str()),
-            None => (u.node.engine_version.as_str(), u.node.engine_version.as_str()),
+            None => (
+                u.node.engine_version.as_str(),
+                u.node.engine_version.as_str(),
+            ),
         };
         for e in &u.events {
-            let event = Event::node(self.clock.now(), e.step, &u.node, from, to, e.message.clone());
+            let event = Event::node(
+                self.clock.now(),
+                e.step,
+                &u.node,
+                from,
+                to,
+                e.message.clone(),
+            );
             self.events.emit(&event).await?;
         }
         if u.events.is_empty() {
@@ -371,7 +392,10 @@ async fn write_node(
             availability,
             mark.as_ref(),
         );
-        match swarm.update_node(&node.id, spec, current.version_index).await {
+        match swarm
+            .update_node(&node.id, spec, current.version_index)
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(ApiError::OutOfSequence) if attempt < MAX_UPDATE_ATTEMPTS => {
                 tracing::debug!(node = %node.hostname, attempt, "update out of sequence; reading the node again");

@@ -526,7 +526,9 @@ impl<'a> Rollout<'a> {
 
     /// Not yet started, selected and not at the target.
     fn unstarted(&self, node: &NodeView) -> bool {
-        self.mark(node).is_none() && self.selected(node) && !self.spec.is_target(&node.engine_version)
+        self.mark(node).is_none()
+            && self.selected(node)
+            && !self.spec.is_target(&node.engine_version)
     }
 
     /// Every selected manager upgraded and Ready: the held managers may be reactivated together.
@@ -573,7 +575,10 @@ fn read_marks<'a>(p: &mut Planner<'_>, order: &[&'a NodeView]) -> (BTreeMap<&'a 
 fn hostnames_unique(p: &mut Planner<'_>, order: &[&NodeView]) -> bool {
     let mut by_hostname: BTreeMap<&str, Vec<&NodeView>> = BTreeMap::new();
     for node in order {
-        by_hostname.entry(node.hostname.as_str()).or_default().push(node);
+        by_hostname
+            .entry(node.hostname.as_str())
+            .or_default()
+            .push(node);
     }
     let mut unique = true;
     for (hostname, nodes) in by_hostname.iter().filter(|(_, nodes)| nodes.len() > 1) {
@@ -772,7 +777,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let phase = if managers_pending {
         managers_phase(&mut p, &rollout, may_start);
         Phase::Managers
-    } else if rollout.marks.is_empty() && !unreadable && !rollout.workers().any(|w| rollout.unstarted(w)) {
+    } else if rollout.marks.is_empty()
+        && !unreadable
+        && !rollout.workers().any(|w| rollout.unstarted(w))
+    {
         Phase::Complete
     } else {
         workers_phase(&mut p, &rollout, may_start)

@@ -409,8 +409,13 @@ struct Pass<'a> {
 fn plan_pass(pass: &Pass<'_>) -> Plan {
     let raw = pass.raw;
     let predict = |draining: &[&str]| {
-        let prediction =
-            predict_drain_nodes(draining, &raw.networks, &raw.services, &raw.tasks, &raw.nodes);
+        let prediction = predict_drain_nodes(
+            draining,
+            &raw.networks,
+            &raw.services,
+            &raw.tasks,
+            &raw.nodes,
+        );
         (!prediction.is_safe()).then(|| {
             let reasons: Vec<String> = prediction.blockers.iter().map(|b| b.to_string()).collect();
             reasons.join("; ")

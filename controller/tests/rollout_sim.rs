@@ -54,7 +54,7 @@ impl Lab {
                     tasks: &tasks,
                     nodes: &nodes,
                     affected_nodes: &all,
-                    since: jiff::Timestamp::now(),
+                    since: swarm_upgrade::clock::Clock::system().now(),
                     probe_errors: 0,
                     spec: &swarm_upgrade::spec::HealthSpec::default(),
                     prometheus: None,
@@ -733,7 +733,11 @@ async fn a_failing_gate_pauses_and_the_rollout_resumes_when_healthy() {
         metrics.contains("swarm_upgrade_connectivity_errors_total{target=\"127.0.0.1:"),
         "{metrics}"
     );
-    assert!(lab.events().iter().all(|e| e.step != EventStep::Drain));
+    assert!(
+        lab.events().iter().all(|e| e.step != EventStep::Drain),
+        "{:#?}",
+        lab.events()
+    );
     // The target answers again: the gate passes and the rollout completes by itself.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

@@ -45,7 +45,12 @@ impl<'a> Planner<'a> {
     }
 
     /// The outcome of `command` for this node, if it ran under this very mark.
-    fn outcome(&self, node: &NodeView, mark: &Mark, command: CommandKind) -> Option<&CommandOutcome> {
+    fn outcome(
+        &self,
+        node: &NodeView,
+        mark: &Mark,
+        command: CommandKind,
+    ) -> Option<&CommandOutcome> {
         self.input
             .ended_commands
             .get(&node.id)
@@ -64,7 +69,12 @@ impl<'a> Planner<'a> {
         }
         let in_step = self.in_step(mark);
         let busy = self.input.snapshot.tasks_on(&node.id);
-        let lingering = self.input.lingering_endpoints.get(&node.id).copied().unwrap_or(0);
+        let lingering = self
+            .input
+            .lingering_endpoints
+            .get(&node.id)
+            .copied()
+            .unwrap_or(0);
         let within_timeout = in_step <= spec.strategy.drain_timeout.get();
         if busy == 0 && lingering > 0 && within_timeout {
             self.wait(
@@ -125,7 +135,10 @@ impl<'a> Planner<'a> {
             CommandKind::Upgrade => (EventStep::Upgrade, &spec.upgrade.command),
             CommandKind::Rollback => (
                 EventStep::Rollback,
-                spec.upgrade.rollback.as_ref().unwrap_or(&spec.upgrade.command),
+                spec.upgrade
+                    .rollback
+                    .as_ref()
+                    .unwrap_or(&spec.upgrade.command),
             ),
         };
         let expanded = node_vars(&node_ref(node), &spec.version).expand_argv(argv);
@@ -146,7 +159,12 @@ impl<'a> Planner<'a> {
 
     fn upgrade_succeeded(&mut self, node: &NodeView, mark: &Mark) {
         let message = "upgrade command succeeded".to_string();
-        let mut update = self.change(node, None, Some(mark.at(Step::Upgraded, self.now())), message);
+        let mut update = self.change(
+            node,
+            None,
+            Some(mark.at(Step::Upgraded, self.now())),
+            message,
+        );
         update.events = vec![event(EventStep::Upgraded, &update.message)];
         update.finished = Some((Step::Upgrading, self.in_step(mark)));
         self.push(update);
@@ -181,7 +199,8 @@ impl<'a> Planner<'a> {
             // The command is idempotent by contract, so it is run again.
             let mut next = mark.at(Step::Upgrading, now);
             next.target = spec.version.clone();
-            let message = "running the upgrade command again (no run of it is under way in this process)";
+            let message =
+                "running the upgrade command again (no run of it is under way in this process)";
             let mut update = self.change(node, None, Some(next), message.into());
             update.events = vec![self.command_event(node, CommandKind::Upgrade)];
             self.run(CommandKind::Upgrade, update);
@@ -271,7 +290,11 @@ impl<'a> Planner<'a> {
         } else {
             self.wait(
                 node,
-                format!("settling ({} of {})", fmt_secs(in_step), spec.strategy.settle),
+                format!(
+                    "settling ({} of {})",
+                    fmt_secs(in_step),
+                    spec.strategy.settle
+                ),
             );
         }
     }
@@ -324,21 +347,31 @@ impl<'a> Planner<'a> {
         let mut next = mark.at(step, self.now());
         next.reason = Some(reason);
         // A rollback keeps the spec the upgrade failed under.
-        next.spec_hash = (mark.spec_hash.clone()).or_else(|| Some(self.input.spec_hash.to_string()));
+        next.spec_hash =
+            (mark.spec_hash.clone()).or_else(|| Some(self.input.spec_hash.to_string()));
         next
     }
 
     /// Gives up on a node and pauses the rollout. `engine_touched`: the upgrade command ran, so
     /// the engine may be half-upgraded; it is rolled back first when the spec has a rollback,
     /// else left drained for a person to look at. An untouched engine gets its availability back.
-    pub(super) fn fail(&mut self, node: &NodeView, mark: &Mark, reason: String, engine_touched: bool) {
+    pub(super) fn fail(
+        &mut self,
+        node: &NodeView,
+        mark: &Mark,
+        reason: String,
+        engine_touched: bool,
+    ) {
         self.failing = true;
         let failed_event = event(EventStep::Failed, &reason);
         if engine_touched && self.spec().upgrade.rollback.is_some() {
             let rolling_back = self.failure_mark(mark, Step::RollingBack, reason.clone());
             let message = format!("{reason}; rolling back");
             let mut update = self.change(node, None, Some(rolling_back), message);
-            update.events = vec![failed_event, self.command_event(node, CommandKind::Rollback)];
+            update.events = vec![
+                failed_event,
+                self.command_event(node, CommandKind::Rollback),
+            ];
             self.run(CommandKind::Rollback, update);
             return;
         }
@@ -372,7 +405,10 @@ impl<'a> Planner<'a> {
 
     /// The upgrade failed and `upgrade.rollback` runs (or must run again after a restart).
     fn rolling_back(&mut self, node: &NodeView, mark: &Mark) {
-        let reason = mark.reason.clone().unwrap_or_else(|| "unknown reason".into());
+        let reason = mark
+            .reason
+            .clone()
+            .unwrap_or_else(|| "unknown reason".into());
         self.block(
             BlockerKind::PausedByFailure,
             Some(node),

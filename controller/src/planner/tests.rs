@@ -8,9 +8,9 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::cluster::{Availability, NodeView, Role, Snapshot, State, TaskView};
-use crate::vocab::CommandOutcome;
 use crate::marks::{self, Mark, Step};
 use crate::spec::{EngineUpgradeSpec, NodeSelector, SpecDuration, Strategy, UpgradeSpec};
+use crate::vocab::CommandOutcome;
 
 const OLD: &str = "20.10.24+dfsg1";
 const NEW: &str = "26.1.5";
@@ -436,7 +436,10 @@ fn ready_timeout_fails_with_rollback_and_says_what_was_seen() {
             assert!(reason.contains("readyTimeout"), "{reason}");
             assert!(reason.contains("engine 20.10.24"), "{reason}");
             assert_eq!(m.spec_hash.as_deref(), Some("h1"));
-            assert_eq!(update.availability, None, "stays drained while rolling back");
+            assert_eq!(
+                update.availability, None,
+                "stays drained while rolling back"
+            );
         }
         other => panic!("{other:?}"),
     }
