@@ -446,6 +446,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_outcome_stays_until_the_node_leaves_the_commands_step() {
+        let commands = Commands::default();
+        assert!(commands.begin("abc"));
+        assert!(!commands.begin("abc"), "one command per node at a time");
+        let started: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let ended = CommandEnded {
+            command: CommandKind::Upgrade,
+            started,
+            outcome: CommandOutcome::Succeeded,
+        };
+        commands.end("abc", ended.clone());
+        assert!(commands.running().is_empty());
+        // An update from another step (a failed write retried later, another node) keeps it.
+        commands.consumed("abc", Some(Step::Draining));
+        assert_eq!(commands.ended().get("abc"), Some(&ended));
+        commands.consumed("abc", Some(Step::Upgrading));
+        assert!(commands.ended().is_empty());
+        // A new run forgets the last outcome.
+        commands.end("abc", ended);
+        assert!(commands.begin("abc"));
+        assert!(commands.ended().is_empty());
+    }
+
     #[tokio::test]
     async fn placeholders_and_env_reach_the_command_as_data() {
         let dir = tempfile::tempdir().unwrap();

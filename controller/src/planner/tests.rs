@@ -1135,3 +1135,263 @@ fn a_drained_node_waits_until_its_endpoints_are_withdrawn() {
         }
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Command outcomes are observations: the planner alone turns them into label changes.
+
+/// m2 at `step` since t0, drained, engine away (as during its command).
+fn case_at(step: Step) -> Case {
+    let mut nodes = cluster();
+    mark(&mut nodes[1], step, t0());
+    if step == Step::RollingBack {
+        nodes[1]
+            .labels
+            .insert(marks::REASON.into(), "upgrade exited with status 1".into());
+        nodes[1].labels.insert(marks::SPEC_HASH.into(), "h1".into());
+    }
+    let mut case = Case::new(nodes);
+    case.now = at(30);
+    case
+}
+
+fn ended(case: &mut Case, command: CommandKind, outcome: CommandOutcome) {
+    let ended = CommandEnded {
+        command,
+        started: t0(),
+        outcome,
+    };
+    case.ended.insert("m2".into(), ended);
+}
+
+fn only_update(plan: &Plan) -> NodeUpdate {
+    match only_action(plan) {
+        Action::Update(u) => u.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_succeeded_upgrade_is_recorded_by_the_planner() {
+    let mut case = case_at(Step::Upgrading);
+    ended(&mut case, CommandKind::Upgrade, CommandOutcome::Succeeded);
+    let u = only_update(&case.plan());
+    assert_eq!(u.expect, Some(Step::Upgrading));
+    assert_eq!(u.mark.as_ref().unwrap().step, Step::Upgraded);
+    assert_eq!(u.mark.as_ref().unwrap().since, at(30));
+    assert_eq!(u.availability, None, "stays drained");
+    assert_eq!(u.event_steps(), vec![EventStep::Upgraded]);
+    assert_eq!(u.finished, Some((Step::Upgrading, Duration::from_secs(30))));
+}
+
+#[test]
+fn an_outcome_of_another_run_or_command_is_not_used() {
+    // The outcome of an earlier run (another mark), or of a rollback, says nothing of this run.
+    let mut case = case_at(Step::Upgrading);
+    case.snapshot.nodes[1].state = State::Down;
+    ended(&mut case, CommandKind::Upgrade, CommandOutcome::Succeeded);
+    case.ended.get_mut("m2").unwrap().started = at(-100);
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    ended(&mut case, CommandKind::Rollback, CommandOutcome::Succeeded);
+    assert!(case.plan().actions.is_empty());
+}
+
+#[test]
+fn a_failed_upgrade_rolls_back_when_the_spec_has_a_rollback() {
+    let mut case = case_at(Step::Upgrading);
+    ended(
+        &mut case,
+        CommandKind::Upgrade,
+        CommandOutcome::Failed("upgrade exited with status 1".into()),
+    );
+    let plan = case.plan();
+    let Action::Run {
+        command: CommandKind::Rollback,
+        update,
+    } = only_action(&plan)
+    else {
+        panic!("{:#?}", plan.actions)
+    };
+    let m = update.mark.as_ref().unwrap();
+    assert_eq!(m.step, Step::RollingBack);
+    assert_eq!(m.reason.as_deref(), Some("upgrade exited with status 1"));
+    assert_eq!(m.spec_hash.as_deref(), Some("h1"));
+    assert_eq!(update.availability, None);
+    assert_eq!(
+        update.event_steps(),
+        vec![EventStep::Failed, EventStep::Rollback]
+    );
+    assert!(update.events[1].message.starts_with("running /bin/true"));
+    // Nothing else starts in the meantime.
+    assert!(plan.actions.iter().all(|a| a.node().hostname == "m2"));
+}
+
+#[test]
+fn a_failed_upgrade_without_rollback_leaves_the_node_drained() {
+    let mut case = case_at(Step::Upgrading);
+    case.spec.upgrade.rollback = None;
+    ended(
+        &mut case,
+        CommandKind::Upgrade,
+        CommandOutcome::Failed("upgrade exited with status 1".into()),
+    );
+    let u = only_update(&case.plan());
+    let m = u.mark.as_ref().unwrap();
+    assert_eq!(m.step, Step::Failed);
+    assert_eq!(u.availability, None, "left drained for a person to look at");
+    let reason = m.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("status 1") && reason.contains("left drained"),
+        "{reason}"
+    );
+    assert_eq!(u.event_steps(), vec![EventStep::Failed, EventStep::Paused]);
+}
+
+#[test]
+fn a_rollback_that_succeeds_gives_the_node_back_and_pauses() {
+    let mut case = case_at(Step::RollingBack);
+    case.running.insert("m2".into());
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(plan.is_paused(), "a rollback holds the rollout");
+    case.running.clear();
+    ended(&mut case, CommandKind::Rollback, CommandOutcome::Succeeded);
+    let u = only_update(&case.plan());
+    let m = u.mark.as_ref().unwrap();
+    assert_eq!(m.step, Step::Failed);
+    assert_eq!(m.spec_hash.as_deref(), Some("h1"));
+    assert_eq!(m.reason.as_deref(), Some("upgrade exited with status 1"));
+    assert_eq!(u.availability, Some(Availability::Active));
+    assert_eq!(u.event_steps(), vec![EventStep::Paused]);
+}
+
+#[test]
+fn a_rollback_that_fails_leaves_the_node_drained() {
+    let mut case = case_at(Step::RollingBack);
+    ended(
+        &mut case,
+        CommandKind::Rollback,
+        CommandOutcome::Failed("rollback exited with status 2".into()),
+    );
+    let u = only_update(&case.plan());
+    let m = u.mark.as_ref().unwrap();
+    assert_eq!(m.step, Step::Failed);
+    assert_eq!(u.availability, None);
+    let reason = m.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("upgrade exited with status 1")
+            && reason.contains("left drained")
+            && reason.contains("status 2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn restart_mid_rollback_waits_for_the_engine_then_runs_it_again() {
+    // Killed mid-rollback: the label says rolling-back, nothing runs, no outcome in memory.
+    let mut case = case_at(Step::RollingBack);
+    case.snapshot.nodes[1].state = State::Down;
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.message.contains("mid-rollback"))
+    );
+    case.now = at(61);
+    let plan = case.plan();
+    let Action::Run {
+        command: CommandKind::Rollback,
+        update,
+    } = only_action(&plan)
+    else {
+        panic!("{:#?}", plan.actions)
+    };
+    let m = update.mark.as_ref().unwrap();
+    assert_eq!((m.step, m.since), (Step::RollingBack, at(61)));
+    assert_eq!(m.reason.as_deref(), Some("upgrade exited with status 1"));
+    assert_eq!(update.expect, Some(Step::RollingBack));
+    // Nothing new starts while it rolls back, even on a worker slot.
+    assert!(plan.actions.iter().all(|a| a.node().hostname == "m2"));
+}
+
+#[test]
+fn a_worker_rolling_back_holds_every_other_worker() {
+    let mut nodes = cluster();
+    for n in nodes.iter_mut().take(3) {
+        n.engine_version = NEW.into();
+    }
+    mark(&mut nodes[3], Step::RollingBack, t0());
+    let mut case = Case::new(nodes);
+    case.spec.strategy.max_unavailable_workers = 2;
+    case.running.insert("w1".into());
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+}
+
+#[test]
+fn restart_after_kill_with_no_outcome_decides_from_the_node() {
+    // The command ended and the operator died before reading its outcome.
+    let mut case = case_at(Step::Upgrading);
+    case.snapshot.nodes[1].engine_version = "26.1.5+dfsg1".into();
+    let u = only_update(&case.plan());
+    assert_eq!(u.mark.as_ref().unwrap().step, Step::Ready);
+    // Back at the old version: run it again (idempotent by contract).
+    case.snapshot.nodes[1].engine_version = OLD.into();
+    assert!(matches!(
+        only_action(&case.plan()),
+        Action::Run {
+            command: CommandKind::Upgrade,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_first_manager_is_judged_with_every_manager_drained() {
+    use std::cell::RefCell;
+    let asked: RefCell<Vec<Vec<String>>> = RefCell::default();
+    let check = |ids: &[&str]| {
+        asked
+            .borrow_mut()
+            .push(ids.iter().map(|s| s.to_string()).collect());
+        None
+    };
+    let run = |case: &Case| {
+        plan(&PlanInput {
+            spec: &case.spec,
+            spec_hash: "h1",
+            snapshot: &case.snapshot,
+            running_commands: &case.running,
+            ended_commands: &case.ended,
+            drain_check: &check,
+            health_failures: &case.health,
+            lingering_endpoints: &case.lingering,
+            now: case.now,
+        })
+    };
+    let case = Case::new(cluster());
+    assert_eq!(drained_node(only_action(&run(&case))), Some("m2"));
+    assert_eq!(asked.take(), vec![vec!["m1", "m2", "m3"]]);
+    // A later manager (one already holds a mark): only itself.
+    let mut nodes = cluster();
+    nodes[1].engine_version = NEW.into();
+    mark(&mut nodes[1], Step::Ready, t0());
+    let case = Case::new(nodes);
+    assert_eq!(drained_node(only_action(&run(&case))), Some("m3"));
+    assert_eq!(asked.take(), vec![vec!["m3"]]);
+}
+
+#[test]
+fn a_vetoed_worker_lets_the_next_one_go() {
+    let mut case = Case::new(cluster());
+    for n in case.snapshot.nodes.iter_mut().take(3) {
+        n.engine_version = NEW.into();
+    }
+    case.vetoes
+        .insert("w1".into(), "service web would have nowhere to run".into());
+    let plan = case.plan();
+    assert_eq!(drained_node(only_action(&plan)), Some("w2"));
+    assert!(plan.blockers.iter().any(|b| b.kind == BlockerKind::Vetoed
+        && b.message == "not draining w1: service web would have nowhere to run"));
+}
