@@ -447,6 +447,58 @@ async fn a_failing_upgrade_rolls_back_and_pauses() {
     lab.sim.shutdown().await;
 }
 
+/// The rollback's step is in the node's labels: killed while it runs, the next operator runs
+/// it again once the engine is back, and ends where an uninterrupted one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_rollback_the_operator_finishes_it() {
+    let mut config = sim_config();
+    config.time_scale = 2.0;
+    config.faults = Faults {
+        fail_upgrade: vec!["n4".into()],
+        ..Faults::default()
+    };
+    let lab = Lab::start(config).await;
+    let before = availabilities(&lab).await;
+    let spec = lab.write_spec(&lab.spec_text(""));
+    let mut op = lab.operator(&spec, true, &free_listen());
+    wait_event(&lab, Duration::from_secs(90), |e| {
+        e.step == EventStep::Rollback && e.hostname == "n4"
+    })
+    .await;
+    kill9(&mut op);
+    let n4 = lab
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.hostname == "n4")
+        .unwrap();
+    assert_eq!(
+        n4.mark().unwrap().unwrap().step,
+        marks::Step::RollingBack,
+        "{n4:?}"
+    );
+
+    let mut op = lab.operator(&spec, true, &free_listen());
+    expect_exit(&mut op, 2, &lab).await;
+    let n4 = lab
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.hostname == "n4")
+        .unwrap();
+    assert!(n4.engine_version.starts_with("20.10.24"), "{n4:?}");
+    assert_eq!(n4.availability, before["n4"], "serving again");
+    let mark = n4.mark().unwrap().unwrap();
+    assert_eq!(mark.step, marks::Step::Failed);
+    assert!(mark.reason.unwrap().contains("exited"));
+    let events = lab.events();
+    assert!(
+        events.iter().all(|e| e.hostname != "n5"),
+        "nothing else is touched: {events:#?}"
+    );
+    lab.sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_spec_edit_keeps_the_last_good_spec() {
     let lab = Lab::start(sim_config()).await;
