@@ -444,6 +444,8 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
+    // One pass per turn: observe, plan, announce, act, report, wait. Longer than a screen
+    // because each part is a line or two around a helper; the observation's part is in flux.
     pub async fn run(mut self) -> Outcome {
         let wake = Arc::new(Notify::new());
         let clock = self.options.clock;
@@ -457,25 +459,13 @@ impl Reconciler {
         };
         let watcher = tokio::spawn(wake_on_cluster_events(self.swarm.clone(), wake.clone()));
         let mut health = HealthWatch::with_clock(&self.metrics, clock);
-        let mut announced_complete: Option<String> = None;
-        let mut announced_paused = false;
+        let mut announced = Announced::default();
         let mut last_error: Option<String> = None;
         let outcome = loop {
             let state = self.spec.borrow_and_update().clone();
             self.metrics.spec_valid.set(state.error.is_none() as i64);
             let Some(spec) = state.current.clone() else {
-                let error = state
-                    .error
-                    .as_ref()
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "no spec loaded yet".into());
-                tracing::error!("no valid spec to act on: {error}");
-                *self.status.write().expect("poisoned") = RolloutStatus {
-                    spec_error: Some(error),
-                    updated_at: Some(clock.now()),
-                    ..Default::default()
-                };
-                let _ = self.spec.changed().await;
+                self.wait_for_a_valid_spec(&state, clock).await;
                 continue;
             };
             self.metrics.reconciles.inc();
@@ -521,45 +511,12 @@ impl Reconciler {
                 tracing::debug!(kind = ?b.kind, node = ?b.node, "{}", b.message);
             }
 
-            if p.complete && p.actions.is_empty() {
-                if announced_complete.as_deref() != Some(upgrade_spec.version.as_str()) {
-                    let event = Event::rollout(
-                        clock.now(),
-                        EventStep::Completed,
-                        &upgrade_spec.version,
-                        format!("every selected node is at {}", upgrade_spec.version),
-                    );
-                    if let Err(e) = self.events.emit(&event).await {
-                        tracing::error!("events file: {e}");
-                    }
-                    announced_complete = Some(upgrade_spec.version.clone());
-                }
-            } else if !p.complete {
-                announced_complete = None;
-            }
-            let paused_by_spec = upgrade_spec.strategy.paused;
-            if paused_by_spec && !announced_paused {
-                let event = Event::rollout(
-                    clock.now(),
-                    EventStep::Paused,
-                    &upgrade_spec.version,
-                    "spec.strategy.paused is true",
-                );
-                if let Err(e) = self.events.emit(&event).await {
-                    tracing::error!("events file: {e}");
-                }
-            }
-            announced_paused = paused_by_spec;
+            announced
+                .announce(&self.events, clock.now(), &p, &upgrade_spec)
+                .await;
 
             let busy = !p.actions.is_empty() || p.nodes.iter().any(|n| n.step.is_some());
-            let mut pass_error = None;
-            for action in &p.actions {
-                if let Err(e) = executor.apply(action, &upgrade_spec).await {
-                    self.count_error(e.metric_label());
-                    tracing::warn!("{e}");
-                    pass_error = Some(e.to_string());
-                }
-            }
+            let pass_error = self.act(&executor, &p, &upgrade_spec).await;
             if pass_error.is_some() || p.actions.is_empty() {
                 last_error = pass_error;
             }
@@ -584,6 +541,40 @@ impl Reconciler {
         };
         watcher.abort();
         outcome
+    }
+
+    /// Nothing to act on (no spec yet, or only a bad one): say so, and wait for the file to change.
+    async fn wait_for_a_valid_spec(&mut self, state: &SpecState, clock: Clock) {
+        let error = state
+            .error
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "no spec loaded yet".into());
+        tracing::error!("no valid spec to act on: {error}");
+        *self.status.write().expect("poisoned") = RolloutStatus {
+            spec_error: Some(error),
+            updated_at: Some(clock.now()),
+            ..Default::default()
+        };
+        let _ = self.spec.changed().await;
+    }
+
+    /// Carries out the plan's actions in order; returns the last error, if any.
+    async fn act(
+        &self,
+        executor: &Executor,
+        p: &Plan,
+        spec: &Arc<EngineUpgradeSpec>,
+    ) -> Option<String> {
+        let mut pass_error = None;
+        for action in &p.actions {
+            if let Err(e) = executor.apply(action, spec).await {
+                self.count_error(e.metric_label());
+                tracing::warn!("{e}");
+                pass_error = Some(e.to_string());
+            }
+        }
+        pass_error
     }
 
     fn count_error(&self, label: &str) {
@@ -611,6 +602,46 @@ impl Reconciler {
         }
         // A burst of cluster events (a leader change rewrites every node) is one pass, not many.
         tokio::time::sleep_until(started + MIN_PASS_INTERVAL).await;
+    }
+}
+
+/// Rollout-wide events already written, so each is written once per occasion.
+#[derive(Default)]
+struct Announced {
+    /// The version whose completion was announced.
+    complete: Option<String>,
+    paused_by_spec: bool,
+}
+
+impl Announced {
+    async fn announce(
+        &mut self,
+        events: &EventSink,
+        now: jiff::Timestamp,
+        p: &Plan,
+        spec: &EngineUpgradeSpec,
+    ) {
+        if p.complete && p.actions.is_empty() {
+            if self.complete.as_deref() != Some(spec.version.as_str()) {
+                let message = format!("every selected node is at {}", spec.version);
+                let event = Event::rollout(now, EventStep::Completed, &spec.version, message);
+                if let Err(e) = events.emit(&event).await {
+                    tracing::error!("events file: {e}");
+                }
+                self.complete = Some(spec.version.clone());
+            }
+        } else if !p.complete {
+            self.complete = None;
+        }
+        let paused_by_spec = spec.strategy.paused;
+        if paused_by_spec && !self.paused_by_spec {
+            let message = "spec.strategy.paused is true";
+            let event = Event::rollout(now, EventStep::Paused, &spec.version, message);
+            if let Err(e) = events.emit(&event).await {
+                tracing::error!("events file: {e}");
+            }
+        }
+        self.paused_by_spec = paused_by_spec;
     }
 }
 
