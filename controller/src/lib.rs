@@ -1,4 +1,11 @@
 //! swarm-upgrade: keeps every Docker Swarm node's engine at a declared version.
+//!
+//! One reconcile pass (`reconciler`): observe the cluster (`cluster`, `docker`, `health`), plan
+//! with the pure `planner` (which alone decides every change to a node's labels, `marks`, and
+//! availability, from the observation, the spec and the outcomes of the commands that ended),
+//! carry the plan out (`executor`: node writes, `events`, node-side commands, whose outcomes go
+//! back to the planner), wait. `vocab` holds the words all of them share and imports nothing of
+//! the crate; `clock` is the one clock, handed down from the loop.
 
 pub mod cli;
 pub mod clock;
