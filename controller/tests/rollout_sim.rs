@@ -368,7 +368,7 @@ async fn an_admin_drained_worker_is_upgraded_and_stays_drained() {
     let back = events
         .iter()
         .find(|e| e.hostname == worker && e.step == EventStep::Reactivated)
-        .unwrap();
+        .unwrap_or_else(|| panic!("no reactivation of {worker}: {events:#?}"));
     assert!(back.message.contains("drain"), "{back:?}");
     lab.sim.shutdown().await;
 }
