@@ -12,6 +12,13 @@ E2E_CACHE=${SWARM_UPGRADE_E2E_CACHE:-/var/cache/swarm-upgrade-e2e}
 E2E_BRIDGE=${SWARM_UPGRADE_E2E_BRIDGE:-sue-br0}
 E2E_NET=${SWARM_UPGRADE_E2E_NET:-192.168.231}   # the lab's /24: bridge .1, host nK .1K
 E2E_HOSTS=(n1 n2 n3 n4 n5)
+E2E_MANAGERS=(n1 n2 n3)
+# TLS material lab-up makes (tls-certs): ca.pem; NAME/{cert,key}.pem per manager; client/ for the
+# operator; other-ca/ a second CA and a client signed by it (for the "wrong CA" case)
+E2E_TLS="$E2E_LIB/tls"
+# per host: sshd_config, host key, authorized_keys, sshd.log (sshd runs in the host's namespace)
+E2E_SSH="$E2E_LIB/ssh"
+E2E_SSH_USER=${SWARM_UPGRADE_E2E_SSH_USER:-swarm-upgrade}
 
 # Write a line to stderr and never fail doing so: the operator that runs upgrade-host reads its
 # stderr through a pipe, and when the operator is killed (scenario 3) the pipe has no reader any
@@ -101,6 +108,13 @@ start_host() {
   log="$dir/dockerd.log"
   [ -x "$bin/dockerd" ] || { say "$name: no engine installed at $bin"; return 1; }
   [ -z "$(host_pid "$name")" ] || return 0
+  # a manager with a certificate also answers on tcp://IP:2376, TLS only, client certificate
+  # required (as charts/swarm-upgrade/README.md asks of every manager)
+  local tls=()
+  if [ -e "$E2E_TLS/$name/cert.pem" ]; then
+    tls=(-H "tcp://$(host_ip "$name"):2376" --tlsverify --tlscacert "$E2E_TLS/ca.pem"
+      --tlscert "$E2E_TLS/$name/cert.pem" --tlskey "$E2E_TLS/$name/key.pem")
+  fi
   rm -f "$sock" "$pf"
   mkdir -p "$dir/data" "$E2E_RUN/$name.x"
   echo "=== $(date -u) starting $(readlink "$bin")" >> "$log"
@@ -112,7 +126,7 @@ start_host() {
     setsid nsenter --net="/var/run/netns/$name" \
     unshare --uts sh -c 'hostname "$1"; shift; exec dockerd "$@"' sh "$name" \
     --data-root "$dir/data" --exec-root "$E2E_RUN/$name.x" -H "unix://$sock" --pidfile "$pf" \
-    --log-level warn \
+    "${tls[@]}" --log-level warn \
     >> "$log" 2>&1 < /dev/null 8>&- 9>&- &
   local launched=$! i=0
   until docker -H "unix://$sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; do
@@ -125,4 +139,42 @@ start_host() {
     [ "$i" -lt 600 ] || { say "$name: engine not answering after 60s"; return 1; }
     sleep 0.1
   done
+}
+
+# sshd of NAME, in its namespace on IP:22: key-only, one account, whose authorized key is pinned to
+# the forced command ssh-upgrade for that host (the shape charts/swarm-upgrade/README.md
+# recommends). Needs the account and the key made by lab-up.
+sshd_pidfile() { echo "$E2E_RUN/$1-sshd.pid"; }
+
+start_sshd() {
+  local name=$1 dir
+  dir="$E2E_SSH/$name"
+  mkdir -p /run/sshd
+  cat > "$dir/sshd_config" <<CFG
+ListenAddress $(host_ip "$name"):22
+HostKey $dir/host_ed25519_key
+PidFile $(sshd_pidfile "$name")
+AuthorizedKeysFile $dir/authorized_keys
+AllowUsers $E2E_SSH_USER
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+X11Forwarding no
+AllowTcpForwarding no
+PrintMotd no
+Subsystem sftp none
+CFG
+  nsenter --net="/var/run/netns/$name" /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
+}
+
+stop_sshd() {
+  local pf pid
+  pf=$(sshd_pidfile "$1")
+  pid=$(cat "$pf" 2>/dev/null) || return 0
+  if [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$E2E_SSH/$1/sshd_config"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_pid_gone "$pid" 10
+  fi
+  rm -f "$pf"
 }

@@ -6,6 +6,7 @@
 //! rollback-host, manual-upgrade); this crate drives it and checks what the seed checks by hand.
 //! One lab at a time on a machine: [`Lab::up`] takes a process-wide and a machine-wide lock.
 
+pub mod bundle;
 pub mod cluster;
 pub mod lab;
 pub mod operator;
