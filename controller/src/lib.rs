@@ -8,6 +8,7 @@ pub mod events;
 pub mod executor;
 pub mod health;
 pub mod http;
+pub mod http_client;
 pub mod marks;
 pub mod metrics;
 pub mod operator;

@@ -3,8 +3,10 @@
 //! Types here are the single source of the JSON Schema (`swarm-upgrade schema`) and of the
 //! examples in `crds-like-specs/`; parsing and validation live in [`load`].
 
+pub mod base_url;
 pub mod duration;
 pub mod load;
+pub mod target;
 pub mod watch;
 pub mod window;
 
@@ -14,8 +16,10 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use base_url::{BaseUrl, BaseUrlError};
 pub use duration::SpecDuration;
 pub use load::{SpecError, load_spec_file, parse_spec};
+pub use target::{ProbeKind, Target, TargetError};
 pub use watch::{SpecState, SpecWatcher, WatchOptions};
 pub use window::{Weekday, Window};
 
