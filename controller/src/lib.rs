@@ -15,5 +15,6 @@ pub mod operator;
 pub mod planner;
 pub mod probe;
 pub mod reconciler;
+pub mod rollout_check;
 pub mod spec;
 pub mod status;
