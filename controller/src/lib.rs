@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod cluster;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod docker;
 pub mod events;

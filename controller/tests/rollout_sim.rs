@@ -85,8 +85,8 @@ metadata:
 spec:
   version: "{TARGET}"
   upgrade:
-    command: ["{BIN}", "sim", "node", "upgrade", "--sim", "{url}", "{{hostname}}", "{{version}}"]
-    rollback: ["{BIN}", "sim", "node", "rollback", "--sim", "{url}", "{{hostname}}"]
+    command: ["{BIN}", "demo", "upgrade-node", "--sim", "{url}", "{{hostname}}", "{{version}}"]
+    rollback: ["{BIN}", "demo", "rollback-node", "--sim", "{url}", "{{hostname}}"]
     timeout: 60s
   strategy:
     maxUnavailableWorkers: 1
