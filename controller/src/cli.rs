@@ -125,10 +125,8 @@ pub struct DiagnoseArgs {
     pub json: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::spec::SpecDuration::parse(s)
-        .map(|d| d.get())
-        .map_err(|e| e.to_string())
+fn parse_duration(s: &str) -> Result<Duration, crate::spec::duration::DurationError> {
+    crate::spec::SpecDuration::parse(s).map(|d| d.get())
 }
 
 pub fn init_logging(format: LogFormat, default_level: &str) {

@@ -1,6 +1,7 @@
-//! Connectivity probes: the in-swarm client of the seed (`lb-upgrade-test-cli`),
-//! run as `swarm-upgrade probe`, and the [`Prober`] the operator uses for
-//! `spec.health.probes`.
+//! Connectivity probes: the in-swarm client of the manual upgrade procedure's test stack
+//! (`lb-upgrade-test-cli`), run as `swarm-upgrade probe`, and the [`Prober`] the operator uses
+//! for `spec.health.probes`. Probe targets are spec types ([`crate::spec::target`]); the HTTP
+//! exchange is [`crate::http_client`]'s.
 
 pub mod log;
 pub mod metrics;
@@ -26,7 +27,7 @@ pub use self::prober::{AddrResult, ProbeError, ProbeOutcome, Prober};
 use crate::spec::duration::DurationError;
 pub use crate::spec::target::{ProbeKind, Target, TargetError};
 
-/// `swarm-upgrade probe`: probe targets forever, log failures in the seed's
+/// `swarm-upgrade probe`: probe targets forever, log failures in the test client's
 /// format, count attempts and errors, serve them on `/metrics`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
