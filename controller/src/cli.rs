@@ -49,13 +49,13 @@ pub enum Command {
     /// networks near capacity.
     Diagnose(DiagnoseArgs),
     /// Upgrade a simulated swarm (3 managers, 2 workers, 20.10.24 -> 26.1.5) with the real
-    /// operator, showing each step; no Docker needed.
-    Demo(crate::demo::DemoArgs),
-    /// The simulated swarm's own commands (what a demo spec's upgrade.command calls).
-    #[command(hide = true)]
-    Sim(swarm_sim::cli::SimCli),
-    /// The in-swarm connectivity client (the seed's test client): connects to every address
-    /// behind each target each interval, logs errors in the seed's format, serves /metrics.
+    /// operator, showing each step; no Docker needed. `demo upgrade-node` is the simulated
+    /// host's upgrade command the demo's spec runs.
+    #[cfg(feature = "demo")]
+    Demo(crate::demo::DemoCommand),
+    /// The in-swarm connectivity client of the manual upgrade procedure's test stack: connects
+    /// to every address behind each target each interval, logs each failure as
+    /// `<date>: Connectivity error: ...`, serves /metrics.
     Probe(crate::probe::ProbeArgs),
 }
 
@@ -125,10 +125,8 @@ pub struct DiagnoseArgs {
     pub json: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::spec::SpecDuration::parse(s)
-        .map(|d| d.get())
-        .map_err(|e| e.to_string())
+fn parse_duration(s: &str) -> Result<Duration, crate::spec::duration::DurationError> {
+    crate::spec::SpecDuration::parse(s).map(|d| d.get())
 }
 
 pub fn init_logging(format: LogFormat, default_level: &str) {
@@ -148,6 +146,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo shows its own progress; its log is for warnings unless RUST_LOG says otherwise.
     let default_level = match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(_) => "warn",
         _ => "info",
     };
@@ -201,11 +200,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo(args) => crate::demo::run(args).await,
-        Command::Sim(cli) => {
-            swarm_sim::cli::run(cli).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        #[cfg(feature = "demo")]
+        Command::Demo(command) => crate::demo::dispatch(command).await,
         Command::Probe(args) => {
             crate::probe::run(args).await?;
             Ok(ExitCode::SUCCESS)

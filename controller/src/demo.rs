@@ -1,8 +1,12 @@
 //! `swarm-upgrade demo`: the operator's whole job on a simulated swarm, in one command.
 //!
-//! It starts the simulator (3 managers, 2 workers on 20.10.24, the seed's test stack), writes a
-//! spec to 26.1.5 whose upgrade command is this binary's `sim node upgrade`, and runs the same
-//! reconciler as `run`, through the Docker API of the simulated managers.
+//! It starts the simulator (3 managers, 2 workers on 20.10.24, running the test stack of the
+//! manual upgrade procedure), writes a spec to 26.1.5 whose upgrade command is this binary's
+//! `demo upgrade-node` (the simulated host's upgrade command), and runs the same reconciler as
+//! `run`, through the Docker API of the simulated managers.
+//!
+//! Built only with the default cargo feature `demo`, the one reason the binary links the
+//! simulator (`swarm-sim`); `--no-default-features` builds the operator alone.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -21,6 +25,64 @@ use crate::events::{Event, EventStep, read_events};
 use crate::operator::Operator;
 use crate::reconciler::{Options, Outcome};
 use crate::status::RolloutStatus;
+
+/// `swarm-upgrade demo [OPTIONS]` runs the demo; `demo upgrade-node` and `demo rollback-node`
+/// are the simulated hosts' commands its spec runs.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DemoCommand {
+    #[command(subcommand)]
+    pub host: Option<SimulatedHost>,
+    #[command(flatten)]
+    pub args: DemoArgs,
+}
+
+/// What `ssh HOST apt-get install docker-ce=VERSION` is on a real host, for a simulated one.
+#[derive(Debug, clap::Subcommand)]
+pub enum SimulatedHost {
+    /// The simulated host's upgrade command (the demo spec's `upgrade.command`): stop the
+    /// engine of HOSTNAME, install VERSION, start it; exits 0 once the engine is started.
+    UpgradeNode {
+        /// The simulated swarm's control address, as the demo writes it into its spec.
+        #[arg(long = "sim", value_name = "URL")]
+        sim: String,
+        hostname: String,
+        version: String,
+    },
+    /// The simulated host's rollback command (the demo spec's `upgrade.rollback`): restart
+    /// HOSTNAME on the engine version it had before the upgrade.
+    RollbackNode {
+        #[arg(long = "sim", value_name = "URL")]
+        sim: String,
+        hostname: String,
+    },
+}
+
+impl SimulatedHost {
+    /// Carries the command out through the simulator's control API.
+    pub async fn run(self) -> anyhow::Result<()> {
+        use swarm_sim::cli::{NodeCommand, SimAddr, SimCli, SimCommand};
+        let node = match self {
+            SimulatedHost::UpgradeNode {
+                sim,
+                hostname,
+                version,
+            } => NodeCommand::Upgrade {
+                sim: SimAddr { addr: sim },
+                hostname,
+                version,
+            },
+            SimulatedHost::RollbackNode { sim, hostname } => NodeCommand::Rollback {
+                sim: SimAddr { addr: sim },
+                hostname,
+            },
+        };
+        swarm_sim::cli::run(SimCli {
+            command: SimCommand::Node(node),
+        })
+        .await
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -55,8 +117,8 @@ metadata:
 spec:
   version: "{to}"
   upgrade:
-    command: ["{exe}", "sim", "node", "upgrade", "--sim", "{control_url}", "{{hostname}}", "{{version}}"]
-    rollback: ["{exe}", "sim", "node", "rollback", "--sim", "{control_url}", "{{hostname}}"]
+    command: ["{exe}", "demo", "upgrade-node", "--sim", "{control_url}", "{{hostname}}", "{{version}}"]
+    rollback: ["{exe}", "demo", "rollback-node", "--sim", "{control_url}", "{{hostname}}"]
     timeout: 60s
   strategy:
     maxUnavailableWorkers: 1
@@ -65,6 +127,14 @@ spec:
     settle: 1s
 "#
     )
+}
+
+/// `swarm-upgrade demo`, or one of its simulated hosts' commands.
+pub async fn dispatch(command: DemoCommand) -> anyhow::Result<ExitCode> {
+    match command.host {
+        Some(host) => host.run().await.map(|()| ExitCode::SUCCESS),
+        None => run(command.args).await,
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -119,7 +189,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     println!(
-        "Simulated swarm: {} managers + {} workers on {}, the seed's test stack running.",
+        "Simulated swarm: {} managers + {} workers on {}, running the test stack of the manual upgrade procedure.",
         args.managers, args.workers, args.from
     );
     println!(

@@ -223,7 +223,7 @@ impl HealthWatch {
             }
         }
         let prometheus = match &spec.prometheus {
-            Some(gate) => Some(evaluate_gate(gate).await),
+            Some(gate) => Some(evaluate_gate(gate).await.map_err(|e| e.to_string())),
             None => None,
         };
         // The nodes in their cycle now: services with a task there are the ones to check.

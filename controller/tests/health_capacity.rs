@@ -1,6 +1,8 @@
 //! Address accounting and drain prediction: the real captures, the seed's case,
 //! and a property test over many random small clusters.
 
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
 
 use bollard::models::*;
@@ -311,20 +313,17 @@ fn placement_constraints_decide_where_tasks_go() {
 // ---------------------------------------------------------------------------
 // Property test over random small clusters.
 
-struct Rng(u64);
+/// Seeded draws for the generated clusters (rand's StdRng: reproducible per seed).
+struct Rng(StdRng);
 impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    fn seeded(seed: u64) -> Self {
+        Self(StdRng::seed_from_u64(seed))
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.random_range(0..n)
     }
     fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+        self.0.random_bool(percent as f64 / 100.0)
     }
 }
 
@@ -733,7 +732,7 @@ fn predictions_are_internally_consistent_on_random_clusters() {
     let mut blocked = 0;
     let mut stranded = 0;
     for seed in 1..=1500u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::seeded(seed);
         let c = random_cluster(&mut rng);
         let ids: Vec<String> = c.nodes.iter().map(|n| n.id.clone().unwrap()).collect();
         let first = rng.below(ids.len() as u64) as usize;

@@ -13,6 +13,8 @@
 //! `PREDICT_PARALLEL` (cases at once, default 4). Run with `--nocapture` for the
 //! summary line and every disagreement or diverged placement.
 
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -35,29 +37,29 @@ fn env_u64(k: &str, d: u64) -> u64 {
         .unwrap_or(d)
 }
 
-/// splitmix64: a seeded generator without a dependency.
-struct Rng(u64);
+/// Seeded draws for the generated cases (rand's StdRng: reproducible per seed).
+struct Rng(StdRng);
 
 impl Rng {
+    fn seeded(seed: u64) -> Self {
+        Self(StdRng::seed_from_u64(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.random()
     }
 
     /// In `lo..=hi`.
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        self.0.random_range(lo..=hi)
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        self.0.random_bool(p.clamp(0.0, 1.0))
     }
 
     fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.next() as usize % v.len()]
+        &v[self.0.random_range(0..v.len())]
     }
 }
 
@@ -84,7 +86,7 @@ struct Case {
 }
 
 fn generate(seed: u64) -> Case {
-    let mut r = Rng(seed);
+    let mut r = Rng::seeded(seed);
     let total = r.range(3, 6) as usize;
     let managers = r.range(1, 3).min(total as u64) as usize;
     let workers = total - managers;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use swarm_upgrade::health::ProbeMetrics;
+use swarm_upgrade::http_client::HttpClient;
+use swarm_upgrade::probe::ProbeMetrics;
 use swarm_upgrade::probe::{ProbeArgs, Prober, Target, log::DATE_FORMAT, run_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -234,14 +235,14 @@ async fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// The body of `GET path` on `addr`, which must answer 200.
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    let response = HttpClient::new("probe-test", Duration::from_secs(5))
+        .get(&format!("http://{addr}{path}"), "*/*")
         .await
         .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    assert_eq!(response.status, 200, "GET {path}");
+    response.text()
 }
 
 fn check_log_line(line: &str) -> &str {

@@ -11,6 +11,7 @@ use swarm_upgrade::cluster::{Availability, NodeView, Role};
 use swarm_upgrade::docker::{Endpoint, Swarm};
 use swarm_upgrade::events::{Event, EventStep, read_events};
 use swarm_upgrade::marks;
+use swarm_upgrade::rollout_check::{Fleet, check_order};
 
 const BIN: &str = env!("CARGO_BIN_EXE_swarm-upgrade");
 const TARGET: &str = "26.1.5";
@@ -84,8 +85,8 @@ metadata:
 spec:
   version: "{TARGET}"
   upgrade:
-    command: ["{BIN}", "sim", "node", "upgrade", "--sim", "{url}", "{{hostname}}", "{{version}}"]
-    rollback: ["{BIN}", "sim", "node", "rollback", "--sim", "{url}", "{{hostname}}"]
+    command: ["{BIN}", "demo", "upgrade-node", "--sim", "{url}", "{{hostname}}", "{{version}}"]
+    rollback: ["{BIN}", "demo", "rollback-node", "--sim", "{url}", "{{hostname}}"]
     timeout: 60s
   strategy:
     maxUnavailableWorkers: 1
@@ -234,63 +235,11 @@ fn position(events: &[Event], host: &str, step: EventStep) -> Option<usize> {
         .position(|e| e.hostname == host && e.step == step)
 }
 
-/// The seed's ordering, proven from the events file.
-fn assert_seed_order(events: &[Event], nodes: &[NodeView]) {
-    let managers: Vec<&str> = nodes
-        .iter()
-        .filter(|n| n.role == Role::Manager)
-        .map(|n| n.hostname.as_str())
-        .collect();
-    let workers: Vec<&str> = nodes
-        .iter()
-        .filter(|n| n.role == Role::Worker)
-        .map(|n| n.hostname.as_str())
-        .collect();
-    let last_manager_ready = managers
-        .iter()
-        .map(|m| {
-            position(events, m, EventStep::Ready)
-                .unwrap_or_else(|| panic!("{m} never ready: {events:#?}"))
-        })
-        .max()
-        .unwrap();
-    for m in &managers {
-        let reactivate = position(events, m, EventStep::Reactivate)
-            .unwrap_or_else(|| panic!("{m} never reactivated: {events:#?}"));
-        assert!(
-            reactivate > last_manager_ready,
-            "manager {m} reactivated before every manager was upgraded: {events:#?}"
-        );
-    }
-    // Managers one at a time: each manager's upgrade starts after the previous one is Ready.
-    let mut starts: Vec<(usize, &str)> = managers
-        .iter()
-        .map(|m| (position(events, m, EventStep::Drain).unwrap(), *m))
-        .collect();
-    starts.sort();
-    for pair in starts.windows(2) {
-        let ready = position(events, pair[0].1, EventStep::Ready).unwrap();
-        assert!(
-            ready < pair[1].0,
-            "{} drained before {} was ready",
-            pair[1].1,
-            pair[0].1
-        );
-    }
-    let last_manager_reactivated = managers
-        .iter()
-        .map(|m| position(events, m, EventStep::Reactivated).unwrap())
-        .max()
-        .unwrap();
-    for w in &workers {
-        let first = events.iter().position(|e| e.hostname == *w);
-        if let Some(first) = first {
-            assert!(
-                first > last_manager_reactivated,
-                "worker {w} touched before all managers were done: {events:#?}"
-            );
-        }
-    }
+/// The rollout's order (managers first, one at a time, ...), proven from the events file.
+fn assert_rollout_order(events: &[Event], nodes: &[NodeView]) {
+    let fleet = Fleet::new(nodes.iter().map(|n| (n.hostname.as_str(), n.role)));
+    let report = check_order(events, &fleet);
+    assert!(report.is_ok(), "{report}\n{events:#?}");
 }
 
 async fn assert_clean_at_target(lab: &Lab, expected: &BTreeMap<String, Availability>) {
@@ -340,7 +289,7 @@ async fn full_rollout_keeps_the_seed_order() {
     expect_exit(&mut op, 0, &lab).await;
     let events = lab.events();
     let nodes = lab.nodes().await;
-    assert_seed_order(&events, &nodes);
+    assert_rollout_order(&events, &nodes);
     assert_eq!(events.last().unwrap().step, EventStep::Completed);
     assert_clean_at_target(&lab, &before).await;
     // The leader at the start is the last manager upgraded.
@@ -409,7 +358,7 @@ async fn killed_mid_drain_and_mid_upgrade_the_operator_resumes_and_cleans_up() {
     let mut op = lab.operator(&spec, true, &free_listen());
     expect_exit(&mut op, 0, &lab).await;
     assert_clean_at_target(&lab, &before).await;
-    assert_seed_order(&lab.events(), &lab.nodes().await);
+    assert_rollout_order(&lab.events(), &lab.nodes().await);
     lab.sim.shutdown().await;
 }
 
@@ -505,7 +454,7 @@ async fn a_bad_spec_edit_keeps_the_last_good_spec() {
     let spec = lab.write_spec(&lab.spec_text("    paused: true\n"));
     let listen = free_listen();
     let mut op = lab.operator(&spec, true, &listen);
-    let client = reqwest_lite::Client::new(&listen);
+    let client = operator_http::Client::new(&listen);
     client.wait_ready().await;
     lab.write_spec("apiVersion: swarm-upgrade.io/v1alpha1\nkind: EngineUpgrade\nspec: [unclosed\n");
     let status = client
@@ -530,56 +479,40 @@ async fn a_bad_spec_edit_keeps_the_last_good_spec() {
     lab.sim.shutdown().await;
 }
 
-/// A tiny HTTP/1.1 GET client over std, enough for /status and /metrics.
-mod reqwest_lite {
-    use std::io::{Read, Write};
+/// The operator's `/status`, `/metrics` and `/healthz`, through the library's HTTP client.
+mod operator_http {
     use std::time::Duration;
 
+    use swarm_upgrade::http_client::HttpClient;
+
     pub struct Client {
-        addr: String,
+        base: String,
+        http: HttpClient,
     }
 
     impl Client {
         pub fn new(addr: &str) -> Self {
             Self {
-                addr: addr.to_string(),
+                base: format!("http://{addr}"),
+                http: HttpClient::new("rollout-sim-test", Duration::from_secs(5)),
             }
         }
 
-        fn get_blocking(addr: &str, path: &str) -> std::io::Result<String> {
-            let mut s = std::net::TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf)?;
-            let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-            Ok(dechunk(body))
-        }
-
         pub async fn get(&self, path: &str) -> String {
-            let addr = self.addr.clone();
-            let path = path.to_string();
-            tokio::task::spawn_blocking(move || Self::get_blocking(&addr, &path))
-                .await
-                .unwrap()
-                .unwrap()
+            let url = format!("{}{path}", self.base);
+            // The body whatever the status: the callers judge what it says.
+            self.http.get(&url, "*/*").await.unwrap().text()
         }
 
         pub async fn wait_ready(&self) {
+            let url = format!("{}/healthz", self.base);
             for _ in 0..200 {
-                let addr = self.addr.clone();
-                let ok = tokio::task::spawn_blocking(move || Self::get_blocking(&addr, "/healthz"))
-                    .await
-                    .unwrap();
-                if ok.is_ok() {
+                if self.http.get(&url, "*/*").await.is_ok() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            panic!("operator HTTP never came up on {}", self.addr);
+            panic!("operator HTTP never came up on {}", self.base);
         }
 
         pub async fn poll_json(
@@ -598,28 +531,6 @@ mod reqwest_lite {
                 assert!(tokio::time::Instant::now() < deadline, "{path}: {v:#}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
-    }
-
-    /// Undoes `Transfer-Encoding: chunked` (axum streams bodies that way).
-    fn dechunk(body: &str) -> String {
-        let mut out = String::new();
-        let mut rest = body;
-        loop {
-            let Some((size, after)) = rest.split_once("\r\n") else {
-                return body.to_string();
-            };
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-                return body.to_string();
-            };
-            if n == 0 {
-                return out;
-            }
-            if after.len() < n {
-                return body.to_string();
-            }
-            out.push_str(&after[..n]);
-            rest = after[n..].trim_start_matches("\r\n");
         }
     }
 }
@@ -716,7 +627,7 @@ async fn exhausted_network_is_counted_diagnosed_and_predicted() {
     // The running operator counts the rejections by reason.
     let listen = free_listen();
     let mut op = lab.operator(&spec, false, &listen);
-    let client = reqwest_lite::Client::new(&listen);
+    let client = operator_http::Client::new(&listen);
     client.wait_ready().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let metrics = loop {
@@ -763,7 +674,7 @@ async fn a_failing_gate_pauses_and_the_rollout_resumes_when_healthy() {
     let spec = lab.write_spec(&(lab.spec_text("") + &health_spec(port, true)));
     let listen = free_listen();
     let mut op = lab.operator(&spec, true, &listen);
-    let client = reqwest_lite::Client::new(&listen);
+    let client = operator_http::Client::new(&listen);
     client.wait_ready().await;
     let status = client
         .poll_json(

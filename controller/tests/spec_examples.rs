@@ -39,9 +39,8 @@ fn examples_are_what_they_say() {
         sim.spec.upgrade.command,
         [
             "swarm-upgrade",
-            "sim",
-            "node",
-            "upgrade",
+            "demo",
+            "upgrade-node",
             "--sim",
             "http://127.0.0.1:2375",
             "{hostname}",

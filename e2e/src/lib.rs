@@ -1,14 +1,15 @@
 //! The e2e harness: a real 5-node Docker Swarm (3 managers n1-n3, 2 workers n4 n5) in network
-//! namespaces on this machine, engines 20.10.24 upgraded to 26.1.5, and the seed's test procedure
-//! (`/work/shared/seeds/000_42b40616e6aaa513.txt`) run against it by the operator.
+//! namespaces on this machine, engines 20.10.24 upgraded to 26.1.5, and the test procedure of the
+//! manual upgrade procedure run against it by the operator.
 //!
 //! The host side lives in `e2e/lab/` (shell: bundles, lab-up, lab-down, upgrade-host,
-//! rollback-host, manual-upgrade); this crate drives it and checks what the seed checks by hand.
+//! rollback-host, manual-upgrade); this crate drives it and checks what the manual procedure checks by hand.
 //! One lab at a time on a machine: [`Lab::up`] takes a process-wide and a machine-wide lock.
 
 pub mod bundle;
 pub mod cluster;
 pub mod lab;
+pub mod metrics_text;
 pub mod operator;
 pub mod probe_clients;
 pub mod report;
@@ -16,6 +17,7 @@ pub mod scenario;
 
 pub use cluster::*;
 pub use lab::*;
+pub use metrics_text::*;
 pub use operator::*;
 pub use probe_clients::*;
 pub use report::*;

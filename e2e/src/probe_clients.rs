@@ -7,11 +7,12 @@
 
 use crate::HOSTS;
 use crate::lab::RUN_DIR;
-use crate::operator::{metric_sum, parse_metrics};
-use anyhow::{Context, Result, bail};
+use crate::metrics_text::{metric_sum, parse_metrics};
+use anyhow::{Result, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use swarm_upgrade::http_client::HttpClient;
 
 const METRICS_PORT: u16 = 9100;
 const METRICS_PATH: &str = "/metrics";
@@ -96,15 +97,14 @@ fn sandboxes(host: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// `GET path` from 127.0.0.1:9100 in the network namespace at `netns`, over HTTP/1.0, on a
-/// thread of its own: `setns` moves only the calling thread, which then ends (a pooled thread
-/// would stay in the container's namespace). `None` when nothing listens there or the
-/// namespace is gone. No HTTP tool is needed (busybox's static wget crashes on this machine).
+/// `GET path` from 127.0.0.1:9100 in the network namespace at `netns`, on a thread of its own
+/// with a current-thread runtime: `setns` moves only the calling thread, which then ends (a
+/// pooled thread would stay in the container's namespace), and the client connects from it.
+/// `None` when nothing listens there or the namespace is gone.
 fn get_in_netns(netns: &Path, path: &str) -> Result<Option<String>> {
     let netns = netns.to_path_buf();
-    let path = path.to_string();
+    let url = format!("http://127.0.0.1:{METRICS_PORT}{path}");
     std::thread::spawn(move || -> Result<Option<String>> {
-        use std::io::{Read, Write};
         use std::os::fd::AsRawFd;
         let Ok(ns) = std::fs::File::open(&netns) else {
             return Ok(None);
@@ -114,22 +114,16 @@ fn get_in_netns(netns: &Path, path: &str) -> Result<Option<String>> {
             // EINVAL: the file is no longer a namespace (the container stopped).
             return Ok(None);
         }
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
-        let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-        else {
-            return Ok(None);
-        };
-        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut response = String::new();
-        conn.read_to_string(&mut response)?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .with_context(|| format!("not an HTTP response: {response:?}"))?;
-        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-            bail!("GET {path}: {}", head.lines().next().unwrap_or(head));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = HttpClient::new("swarm-upgrade-e2e", Duration::from_secs(2));
+        match runtime.block_on(client.get(&url, "*/*")) {
+            Err(e) if e.is_connect() => Ok(None),
+            Err(e) => Err(e.into()),
+            Ok(r) if r.status != 200 => bail!("GET {url}: HTTP {}", r.status),
+            Ok(r) => Ok(Some(r.text())),
         }
-        Ok(Some(body.to_string()))
     })
     .join()
     .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?

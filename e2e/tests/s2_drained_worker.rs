@@ -51,7 +51,9 @@ async fn admin_drained_worker_stays_drained() -> anyhow::Result<()> {
     // the operator must never have set n5 active
     let n5_active = events
         .iter()
-        .filter(|e| e.hostname == "n5" && e.step.starts_with("reactivate"))
+        .filter(|e| {
+            e.hostname == "n5" && matches!(e.step, EventStep::Reactivate | EventStep::Reactivated)
+        })
         .find(|e| e.message.contains("active"));
     checks.check(
         n5_active.is_none(),

@@ -25,7 +25,7 @@ async fn operator_killed_twice_finishes_the_rollout() -> anyhow::Result<()> {
     // kill 1: a manager is drained
     let stop = watch(&mut op, Duration::from_secs(240), &mut observed, |ev| {
         ev.iter()
-            .any(|e| e.role == "manager" && e.step == "drained")
+            .any(|e| e.role == "manager" && e.step == EventStep::Drained)
     })
     .await;
     let mut killed = 0;
@@ -36,7 +36,7 @@ async fn operator_killed_twice_finishes_the_rollout() -> anyhow::Result<()> {
             let ev = op.events()?;
             let m = ev
                 .iter()
-                .find(|e| e.role == "manager" && e.step == "drained")
+                .find(|e| e.role == "manager" && e.step == EventStep::Drained)
                 .map(|e| e.hostname.clone())
                 .unwrap_or_default();
             let nodes = nodes().await?;
@@ -58,7 +58,8 @@ async fn operator_killed_twice_finishes_the_rollout() -> anyhow::Result<()> {
 
     // kill 2: a worker is upgrading
     let stop = watch(&mut op, Duration::from_secs(300), &mut observed, |ev| {
-        ev.iter().any(|e| e.role == "worker" && e.step == "upgrade")
+        ev.iter()
+            .any(|e| e.role == "worker" && e.step == EventStep::Upgrade)
     })
     .await;
     match checks.step("waiting for a worker upgrading", stop) {
@@ -68,7 +69,7 @@ async fn operator_killed_twice_finishes_the_rollout() -> anyhow::Result<()> {
             let w = op
                 .events()?
                 .iter()
-                .find(|e| e.role == "worker" && e.step == "upgrade")
+                .find(|e| e.role == "worker" && e.step == EventStep::Upgrade)
                 .map(|e| e.hostname.clone())
                 .unwrap_or_default();
             let log = std::fs::read_to_string(format!("{LIB_DIR}/hosts/{w}/upgrade.log"))

@@ -110,7 +110,10 @@ async fn failed_upgrade_rolls_back_and_pauses() -> anyhow::Result<()> {
     }
     let events = op.events()?;
     rollout_times(&mut fig, &events);
-    let failed: Vec<&Event> = events.iter().filter(|e| e.step == "failed").collect();
+    let failed: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.step == EventStep::Failed)
+        .collect();
     checks.check(
         failed.len() == 1,
         format!("expected one `failed` event, got {}", failed.len()),
@@ -123,15 +126,15 @@ async fn failed_upgrade_rolls_back_and_pauses() -> anyhow::Result<()> {
         FAILING.contains(&host.as_str()),
         format!("failed host {host:?} is not one of {FAILING:?}"),
     );
-    for step in ["failed", "rollback", "paused"] {
+    for step in [EventStep::Failed, EventStep::Rollback, EventStep::Paused] {
         checks.check(
             events
                 .iter()
-                .any(|e| e.step == step && (e.hostname == host || step == "paused")),
+                .any(|e| e.step == step && (e.hostname == host || step == EventStep::Paused)),
             format!("no `{step}` event for {host}"),
         );
     }
-    if let Some(p) = events.iter().find(|e| e.step == "paused") {
+    if let Some(p) = events.iter().find(|e| e.step == EventStep::Paused) {
         fig.notes.push(format!("paused: {}", p.message));
         checks.check(
             p.message.contains(&host),

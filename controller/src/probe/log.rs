@@ -1,4 +1,4 @@
-//! The client log of the seed's `lb-upgrade-test-cli`:
+//! The client log of the manual upgrade procedure's test client (`lb-upgrade-test-cli`):
 //!
 //! ```text
 //! Fri Aug 24 15:49:38 UTC 2018: Starting client service
@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-/// The `date` format of the seed's log (`date` in the C locale, UTC).
+/// The `date` format of that client's log (`date` in the C locale, UTC).
 pub const DATE_FORMAT: &str = "%a %b %e %H:%M:%S UTC %Y";
 
 /// `ts` formatted like `Fri Aug 24 15:49:38 UTC 2018`.
@@ -81,7 +81,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_like_the_seed() {
+    fn formats_like_the_test_client() {
         let ts: Timestamp = "2018-08-24T15:49:38Z".parse().unwrap();
         assert_eq!(log_date(ts), "Fri Aug 24 15:49:38 UTC 2018");
         let ts: Timestamp = "2018-08-04T05:09:08Z".parse().unwrap();

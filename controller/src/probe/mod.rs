@@ -1,10 +1,11 @@
-//! Connectivity probes: the in-swarm client of the seed (`lb-upgrade-test-cli`),
-//! run as `swarm-upgrade probe`, and the [`Prober`] the operator uses for
-//! `spec.health.probes`.
+//! Connectivity probes: the in-swarm client of the manual upgrade procedure's test stack
+//! (`lb-upgrade-test-cli`), run as `swarm-upgrade probe`, and the [`Prober`] the operator uses
+//! for `spec.health.probes`. Probe targets are spec types ([`crate::spec::target`]); the HTTP
+//! exchange is [`crate::http_client`]'s.
 
 pub mod log;
+pub mod metrics;
 pub mod prober;
-pub mod target;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,11 +22,12 @@ use prometheus_client::registry::Registry;
 use tokio::time::MissedTickBehavior;
 
 pub use self::log::{ProbeLog, log_date, log_line};
-pub use self::prober::{AddrResult, ProbeOutcome, Prober};
-pub use self::target::{ProbeKind, Target, TargetError};
-use crate::health::ProbeMetrics;
+pub use self::metrics::{ProbeMetrics, TargetLabels};
+pub use self::prober::{AddrResult, ProbeError, ProbeOutcome, Prober};
+use crate::spec::duration::DurationError;
+pub use crate::spec::target::{ProbeKind, Target, TargetError};
 
-/// `swarm-upgrade probe`: probe targets forever, log failures in the seed's
+/// `swarm-upgrade probe`: probe targets forever, log failures in the test client's
 /// format, count attempts and errors, serve them on `/metrics`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
@@ -60,12 +62,19 @@ pub struct ProbeArgs {
     pub rounds: Option<u64>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = crate::spec::SpecDuration::parse(s)
-        .map_err(|e| e.to_string())?
-        .get();
+/// Why a `--interval` or `--timeout` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationArgError {
+    #[error(transparent)]
+    Invalid(#[from] DurationError),
+    #[error("invalid duration {0:?}: it must be more than 0")]
+    Zero(String),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, DurationArgError> {
+    let d = crate::spec::SpecDuration::parse(s)?.get();
     if d.is_zero() {
-        return Err(format!("invalid duration {s:?}: it must be more than 0"));
+        return Err(DurationArgError::Zero(s.to_string()));
     }
     Ok(d)
 }

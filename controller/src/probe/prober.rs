@@ -2,15 +2,69 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use super::target::{ProbeKind, Target};
-use crate::health::ProbeMetrics;
+use super::metrics::ProbeMetrics;
+use crate::http_client::{HttpError, get_status_over};
+use crate::spec::{ProbeKind, Target};
+
+/// Why one probe attempt failed. Its text is what follows the target in a
+/// `Connectivity error: ` log line (the e2e suite and operators read those).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("cannot resolve {host}: timed out after {after:?}")]
+    ResolveTimedOut { host: String, after: Duration },
+    #[error("{host} resolved to no address")]
+    NoAddress { host: String },
+    #[error("connect failed: {source}")]
+    Connect {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("HTTP request failed: {}", .source.cause())]
+    Http {
+        #[source]
+        source: Arc<HttpError>,
+    },
+    #[error("HTTP status {got}, expected {want}")]
+    UnexpectedStatus { got: u16, want: u16 },
+    #[error("timed out after {after:?}")]
+    TimedOut { after: Duration },
+}
+
+impl ProbeError {
+    /// The `reason` label of a metric counting this failure.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ProbeError::Resolve { .. } | ProbeError::ResolveTimedOut { .. } => "resolve",
+            ProbeError::NoAddress { .. } => "no_address",
+            ProbeError::Connect { .. } => "connect",
+            ProbeError::Http { .. } => "http",
+            ProbeError::UnexpectedStatus { .. } => "http_status",
+            ProbeError::TimedOut { .. } => "timeout",
+        }
+    }
+}
+
+/// Outcomes compare by what they say (the io sources have no equality of their own).
+impl PartialEq for ProbeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for ProbeError {}
 
 /// Probes targets; the operator's `spec.health.probes` and `swarm-upgrade probe`
 /// both use it. Each [`probe_once`](Self::probe_once) is one attempt per resolved
@@ -29,13 +83,23 @@ pub struct AddrResult {
     pub addr: SocketAddr,
     /// Time to success, or what went wrong.
     #[serde(serialize_with = "ser_result")]
-    pub result: Result<Duration, String>,
+    pub result: Result<Duration, ProbeError>,
 }
 
-fn ser_result<S: serde::Serializer>(r: &Result<Duration, String>, s: S) -> Result<S::Ok, S::Error> {
+fn ser_result<S: serde::Serializer>(
+    r: &Result<Duration, ProbeError>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match r {
         Ok(d) => s.collect_str(&format_args!("ok in {d:?}")),
-        Err(e) => s.serialize_str(e),
+        Err(e) => s.collect_str(e),
+    }
+}
+
+fn ser_error<S: serde::Serializer>(e: &Option<ProbeError>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.collect_str(e),
+        None => s.serialize_none(),
     }
 }
 
@@ -45,7 +109,8 @@ pub struct ProbeOutcome {
     pub target: String,
     /// Set when the name could not be resolved (or resolved to nothing); then
     /// `results` is empty and the round counts as one failed attempt.
-    pub resolve_error: Option<String>,
+    #[serde(serialize_with = "ser_error")]
+    pub resolve_error: Option<ProbeError>,
     pub results: Vec<AddrResult>,
 }
 
@@ -151,7 +216,9 @@ impl Prober {
         if addrs.is_empty() {
             return ProbeOutcome {
                 target: target.to_string(),
-                resolve_error: Some(format!("{} resolved to no address", target.host)),
+                resolve_error: Some(ProbeError::NoAddress {
+                    host: target.host.clone(),
+                }),
                 results: Vec::new(),
             };
         }
@@ -169,16 +236,21 @@ impl Prober {
         }
     }
 
-    async fn resolve(&self, target: &Target) -> Result<Vec<SocketAddr>, String> {
+    async fn resolve(&self, target: &Target) -> Result<Vec<SocketAddr>, ProbeError> {
         let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
         let addrs = match timeout(self.timeout, lookup).await {
             Err(_) => {
-                return Err(format!(
-                    "cannot resolve {}: timed out after {:?}",
-                    target.host, self.timeout
-                ));
+                return Err(ProbeError::ResolveTimedOut {
+                    host: target.host.clone(),
+                    after: self.timeout,
+                });
             }
-            Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", target.host)),
+            Ok(Err(e)) => {
+                return Err(ProbeError::Resolve {
+                    host: target.host.clone(),
+                    source: Arc::new(e),
+                });
+            }
             Ok(Ok(a)) => a,
         };
         let mut out: Vec<SocketAddr> = Vec::new();
@@ -188,93 +260,49 @@ impl Prober {
             }
         }
         if out.is_empty() {
-            return Err(format!("{} resolved to no address", target.host));
+            return Err(ProbeError::NoAddress {
+                host: target.host.clone(),
+            });
         }
         Ok(out)
     }
 
-    async fn probe_addr(&self, target: &Target, addr: SocketAddr) -> Result<Duration, String> {
+    async fn probe_addr(&self, target: &Target, addr: SocketAddr) -> Result<Duration, ProbeError> {
         let start = Instant::now();
         let work = async {
-            let mut stream = TcpStream::connect(addr)
+            let stream = TcpStream::connect(addr)
                 .await
-                .map_err(|e| format!("connect failed: {e}"))?;
+                .map_err(|e| ProbeError::Connect {
+                    source: Arc::new(e),
+                })?;
             if let ProbeKind::Http { path } = &target.kind {
                 let want = target.expect_status.unwrap_or(self.expect_status);
-                let got = http_get_status(&mut stream, target, path).await?;
+                let got = get_status_over(stream, &authority(target), path, "swarm-upgrade-probe")
+                    .await
+                    .map_err(|e| ProbeError::Http {
+                        source: Arc::new(e),
+                    })?;
                 if got != want {
-                    return Err(format!("HTTP status {got}, expected {want}"));
+                    return Err(ProbeError::UnexpectedStatus { got, want });
                 }
             }
             Ok(())
         };
         match timeout(self.timeout, work).await {
-            Err(_) => Err(format!("timed out after {:?}", self.timeout)),
+            Err(_) => Err(ProbeError::TimedOut {
+                after: self.timeout,
+            }),
             Ok(Err(e)) => Err(e),
             Ok(Ok(())) => Ok(start.elapsed()),
         }
     }
 }
 
-/// Sends `GET path` and returns the response's status code.
-async fn http_get_status(
-    stream: &mut TcpStream,
-    target: &Target,
-    path: &str,
-) -> Result<u16, String> {
-    let host = if target.host.contains(':') {
+/// The target's `Host` header: `host:port`, an IPv6 host in brackets.
+fn authority(target: &Target) -> String {
+    if target.host.contains(':') {
         format!("[{}]:{}", target.host, target.port)
     } else {
         format!("{}:{}", target.host, target.port)
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: swarm-upgrade-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("HTTP request failed: {e}"))?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    loop {
-        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&buf[..end]);
-            return parse_status_line(line.trim_end())
-                .ok_or_else(|| format!("bad HTTP status line {:?}", line.trim_end()));
-        }
-        if buf.len() > 8192 {
-            return Err("HTTP status line too long".into());
-        }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("HTTP response failed: {e}"))?;
-        if n == 0 {
-            return Err("connection closed before an HTTP response".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn parse_status_line(line: &str) -> Option<u16> {
-    let mut parts = line.split_whitespace();
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/") {
-        return None;
-    }
-    let code = parts.next()?;
-    (code.len() == 3).then(|| code.parse().ok()).flatten()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line("HTTP/1.1 200 OK"), Some(200));
-        assert_eq!(parse_status_line("HTTP/1.0 500"), Some(500));
-        assert_eq!(parse_status_line("SSH-2.0-OpenSSH"), None);
-        assert_eq!(parse_status_line("HTTP/1.1 20"), None);
     }
 }

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::granit_parser::{Event, Parser};
 
+use super::base_url::BaseUrl;
+use super::target::{ProbeKind, Target};
 use super::{
     API_VERSION, ArgTemplateError, EngineUpgrade, HealthSpec, KIND, PLACEHOLDERS, SpecDuration,
     parse_arg_template,
 };
-use crate::health::prometheus::BaseUrl;
-use crate::probe::{ProbeKind, Target};
 
 /// A spec that cannot be used, with where and what to write instead.
 ///

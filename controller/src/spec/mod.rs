@@ -3,8 +3,10 @@
 //! Types here are the single source of the JSON Schema (`swarm-upgrade schema`) and of the
 //! examples in `crds-like-specs/`; parsing and validation live in [`load`].
 
+pub mod base_url;
 pub mod duration;
 pub mod load;
+pub mod target;
 pub mod watch;
 pub mod window;
 
@@ -14,8 +16,10 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use base_url::{BaseUrl, BaseUrlError};
 pub use duration::SpecDuration;
 pub use load::{SpecError, load_spec_file, parse_spec};
+pub use target::{ProbeKind, Target, TargetError};
 pub use watch::{SpecState, SpecWatcher, WatchOptions};
 pub use window::{Weekday, Window};
 
@@ -432,9 +436,29 @@ pub fn schema_json() -> String {
 /// retried once the spec is different.
 pub fn spec_hash(spec: &EngineUpgradeSpec) -> String {
     let json = serde_json::to_string(spec).expect("a spec always serializes");
-    // FNV-1a: stable across runs and builds, unlike std's DefaultHasher.
-    let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", stable_hash(json.as_bytes()))
+}
+
+/// FNV-1a 64 of `bytes`: the same in every build and version of the operator (std's
+/// `DefaultHasher` is not), which the `swarm-upgrade.spec-hash` node labels written by earlier
+/// versions rely on.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(bytes);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stable_hash;
+
+    /// The published FNV-1a 64 test vectors: a different function would make every stored
+    /// `swarm-upgrade.spec-hash` label mismatch and retry failed nodes.
+    #[test]
+    fn the_stable_hash_is_fnv1a_64() {
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 }

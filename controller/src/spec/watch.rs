@@ -304,10 +304,8 @@ impl Loader {
     }
 }
 
-/// FNV-1a 64 over the spec's canonical JSON form.
+/// [`super::stable_hash`] over the spec's canonical JSON form.
 pub fn content_hash(spec: &EngineUpgrade) -> u64 {
     let json = serde_json::to_vec(spec).unwrap_or_default();
-    json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    super::stable_hash(&json)
 }
