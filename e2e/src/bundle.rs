@@ -199,24 +199,21 @@ pub fn events_files() -> Vec<(String, PathBuf)> {
 
 /// One instant query against the lab's Prometheus: the result's samples (labels, value).
 pub async fn prom_query(expr: &str) -> Result<Vec<(serde_json::Value, f64)>> {
-    use http_body_util::BodyExt;
     let url = format!(
         "{}/api/v1/query?query={}",
         prometheus_url(),
         url_encode(expr)
     );
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: hyper::Uri = url.parse().context("query URL")?;
-    let response = tokio::time::timeout(std::time::Duration::from_secs(10), client.get(uri))
-        .await
-        .context("Prometheus query timed out")??;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
+    let client = swarm_upgrade::http_client::HttpClient::new(
+        "swarm-upgrade-e2e",
+        std::time::Duration::from_secs(10),
+    );
+    let response = client.get(&url, "application/json").await?;
+    let v: serde_json::Value = serde_json::from_slice(&response.body).with_context(|| {
         format!(
-            "Prometheus answered {status}: {}",
-            String::from_utf8_lossy(&body)
+            "Prometheus answered {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
         )
     })?;
     if v["status"] != "success" {

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use swarm_upgrade::events::EventStep;
 use swarm_upgrade_e2e::bundle::*;
 use swarm_upgrade_e2e::*;
 
@@ -93,7 +94,7 @@ async fn the_bundle_upgrades_the_swarm_it_runs_on() -> anyhow::Result<()> {
             let events = all_events(started)?;
             Ok(events
                 .iter()
-                .any(|(_, e)| e.step == "completed")
+                .any(|(_, e)| e.step == EventStep::Completed)
                 .then_some(()))
         },
     )
