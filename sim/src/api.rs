@@ -5,17 +5,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use rand::Rng;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::{Nanos, parse_time_arg, rfc3339};
+use crate::http::{Resp, err_resp, full, ok_json, query_map};
 use crate::render::{self, With};
-use crate::sim::{Body, Endpoint, Resp, Sim};
+use crate::sim::{Endpoint, Sim};
 use crate::state::{ApiError, ERR_NO_LEADER, ERR_NOT_MANAGER, Role, api_versions};
 
 /// The serving engine's identity.
@@ -28,27 +28,6 @@ pub struct Serving {
     pub addr: String,
     pub api_max: &'static str,
     pub api_min: &'static str,
-}
-
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
-}
-
-fn json_resp<T: Serialize>(status: u16, v: &T) -> Resp {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    let mut r = Response::new(full(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    r
-}
-
-pub fn err_resp(e: &ApiError) -> Resp {
-    json_resp(e.status, &json!({"message": e.message}))
-}
-
-fn ok_json<T: Serialize>(v: &T) -> Result<Resp, ApiError> {
-    Ok(json_resp(200, v))
 }
 
 /// Parses `a.b` API versions.
@@ -68,42 +47,6 @@ fn split_version(path: &str) -> (Option<&str>, &str) {
         }
     }
     (None, path)
-}
-
-pub fn query_map(q: Option<&str>) -> HashMap<String, String> {
-    let mut m = HashMap::new();
-    for kv in q.unwrap_or("").split('&') {
-        if kv.is_empty() {
-            continue;
-        }
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        m.insert(pct_decode(k), pct_decode(v));
-    }
-    m
-}
-
-pub fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The engine's `filters` parameter: `{"k":{"v":true}}` or the legacy `{"k":["v"]}`.
@@ -973,6 +916,7 @@ fn async_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::pct_decode;
 
     #[test]
     fn version_prefix() {

@@ -212,7 +212,7 @@ fn enc(s: &str) -> String {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = a.to_config()?;
-    let h = crate::SimHandle::start(cfg).await?;
+    let h = crate::handle::SimHandle::start(cfg).await?;
     println!("control {}", h.control_url());
     for (host, role, url, sock) in h.endpoint_lines().await {
         match sock {

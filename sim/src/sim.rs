@@ -2,26 +2,27 @@
 //! node (closed while that node's engine is stopped).
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
+use futures::future::BoxFuture;
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::{Clock, MS, Nanos, secs};
 use crate::config::{Faults, SimConfig, Stack};
+use crate::http::Resp;
 use crate::render::{RenderCache, Snapshot, snapshot};
 use crate::state::{ApiError, Cluster, Role};
 
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
-pub type Resp = Response<Body>;
+/// Answers one request on an endpoint. The HTTP layer (`api`) provides it, so that the running
+/// simulator does not depend on the layer that serves it.
+pub type Handler =
+    fn(Arc<Sim>, Endpoint, Request<Incoming>) -> BoxFuture<'static, Result<Resp, std::io::Error>>;
 
 /// Which API an endpoint serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,7 @@ pub struct Sim {
     socket_dir: Option<PathBuf>,
     base_port: u16,
     worker_endpoints: bool,
+    handler: Handler,
 }
 
 /// Result of a control operation on a node.
@@ -59,7 +61,7 @@ pub struct NodeOpResult {
 }
 
 impl Sim {
-    pub fn new(cfg: &SimConfig) -> anyhow::Result<Arc<Sim>> {
+    pub fn new(cfg: &SimConfig, handler: Handler) -> anyhow::Result<Arc<Sim>> {
         anyhow::ensure!(cfg.managers >= 1, "a swarm needs at least one manager");
         let clock = Clock::new(cfg.time_scale);
         let now = clock.now();
@@ -94,6 +96,7 @@ impl Sim {
             socket_dir: cfg.socket_dir.clone(),
             base_port: cfg.base_port,
             worker_endpoints: cfg.worker_endpoints,
+            handler,
         }))
     }
 
@@ -515,9 +518,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let sim = sim.clone();
         let ep = ep.clone();
-        async move { crate::api::handle(sim, ep, req).await }
+        (sim.handler)(sim.clone(), ep, req)
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), svc)
