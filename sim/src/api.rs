@@ -1,6 +1,6 @@
 //! The Docker Engine API's swarm subset, as an engine serves it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -276,6 +276,26 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
             };
             sim.with(|c, now| c.update_node(id, version, update, now))?;
             Ok(Response::new(full(Bytes::new())))
+        }
+        (&Method::POST, ["services", "create"]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::create_service(sim, req).await
+        }
+        (&Method::POST, ["services", id, "update"]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::update_service(sim, id, &q, req).await
+        }
+        (&Method::DELETE, ["services", id]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::remove_service(sim, id)
+        }
+        (&Method::POST, ["networks", "create"]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::create_network(sim, req).await
+        }
+        (&Method::DELETE, ["networks", id]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::remove_network(sim, id)
         }
         (&Method::GET, ["services"]) => {
             cluster_call(sim, s)?;
@@ -704,12 +724,13 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
             "service",
             "desired-state",
             "up-to-date",
+            "_up-to-date",
             "runtime",
         ],
     )?;
     let snap = sim.snapshot();
     // Resolve node and service filters (IDs or names) to IDs.
-    let (node_ids, svc_ids) = {
+    let (node_ids, svc_ids, up_to_date) = {
         let c = sim.state.lock().expect("state lock");
         let nodes: Option<Vec<String>> = f.get("node").filter(|v| !v.is_empty()).map(|vals| {
             vals.iter()
@@ -720,7 +741,19 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
             .get("service")
             .filter(|v| !v.is_empty())
             .map(|vals| vals.iter().filter_map(|v| c.find_service(v).ok()).collect());
-        (nodes, svcs)
+        // The CLI's progress display asks for tasks of the service's current template.
+        let current: Option<HashSet<String>> = f.contains_key("_up-to-date").then(|| {
+            c.tasks
+                .values()
+                .filter(|t| {
+                    c.services
+                        .get(&t.service_id)
+                        .is_some_and(|s| s.template == t.template)
+                })
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        (nodes, svcs, current)
     };
     for v in f.get("desired-state").into_iter().flatten() {
         if !["running", "shutdown", "accepted"].contains(&v.as_str()) {
@@ -742,6 +775,11 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
             }
             if let Some(sv) = &svc_ids
                 && !sv.contains(&k.service_id)
+            {
+                return false;
+            }
+            if let Some(u) = &up_to_date
+                && !u.contains(&k.id)
             {
                 return false;
             }

@@ -89,8 +89,15 @@ pub enum NodeCommand {
 pub struct ServeArgs {
     #[arg(long, default_value_t = 3)]
     pub managers: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, conflicts_with = "nodes")]
     pub workers: usize,
+    /// Nodes in all (managers included): `--nodes 1000` is 3 managers and 997 workers.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Deploy the `fleet` stack with about this many running tasks on every node (two global
+    /// services, replicated ones, one shut-down task of history per replicated slot).
+    #[arg(long, conflicts_with = "stack")]
+    pub tasks_per_node: Option<usize>,
     /// Engine version of every node, reported exactly as given.
     #[arg(long, default_value = "20.10.24")]
     pub version: String,
@@ -125,12 +132,24 @@ impl ServeArgs {
         for f in &self.faults {
             faults.apply(f).map_err(|e| anyhow::anyhow!(e))?;
         }
+        let workers = match self.nodes {
+            Some(n) if n < self.managers => {
+                bail!("--nodes {n} is fewer than the {} managers", self.managers)
+            }
+            Some(n) => n - self.managers,
+            None => self.workers,
+        };
         Ok(SimConfig {
             managers: self.managers,
-            workers: self.workers,
+            workers,
             version: self.version.clone(),
             time_scale: self.time_scale,
-            stack: self.stack,
+            stack: if self.tasks_per_node.is_some() {
+                Stack::Fleet
+            } else {
+                self.stack
+            },
+            tasks_per_node: self.tasks_per_node.unwrap_or(30),
             faults,
             timings: Timings::default(),
             listen: self.listen.clone(),

@@ -6,11 +6,12 @@
 //! address serves `/_sim/...` and the current leader's Docker API.
 //!
 //! Layers, each depending only on those below it: `cli` -> `handle` (a running swarm) ->
-//! `api` (the Docker API) and `control` (`/_sim`) -> `http` (shared plumbing) and `sim` (the
+//! `api` (the Docker API; its service and network writes in `api_writes`) and `control` (`/_sim`) -> `http` (shared plumbing) and `sim` (the
 //! running simulator: one lock, the ticker, node operations, listeners) -> `render` (engine
 //! JSON) -> `state` (the model and its reconciliation) -> `clock`, `config`, `ipam`.
 
 pub mod api;
+mod api_writes;
 pub mod captures;
 pub mod cli;
 pub mod clock;

@@ -181,7 +181,7 @@ fn task_spec(c: &Cluster, s: &ServiceRec) -> TaskSpec {
                 })
                 .collect(),
         ),
-        force_update: Some(0),
+        force_update: Some(s.force_update),
         ..Default::default()
     }
 }
@@ -291,7 +291,13 @@ pub fn network_object(n: &NetworkRec) -> Value {
 
 pub fn task(c: &Cluster, t: &TaskRec, net_objs: &HashMap<String, Value>) -> TaskOut {
     let svc = c.services.get(&t.service_id);
-    let spec = svc.map(|s| task_spec(c, s));
+    let spec = svc.map(|s| {
+        let mut spec = task_spec(c, s);
+        if let Some(cs) = spec.container_spec.as_mut() {
+            cs.image = Some(t.image.clone());
+        }
+        spec
+    });
     let st = match t.state {
         TState::New => TaskState::NEW,
         TState::Pending => TaskState::PENDING,
@@ -502,7 +508,7 @@ pub fn network_inspect(
     if !has_local {
         out = out
             .with("Containers", Value::Null)
-            .with("Labels", Value::Null);
+            .with("Labels", spec_labels(n));
     }
     out
 }
@@ -544,7 +550,16 @@ pub fn network_summary(n: &NetworkRec) -> With<NetworkSummary> {
             }),
         )
         .with("Containers", Value::Null)
-        .with("Labels", Value::Null)
+        .with("Labels", spec_labels(n))
+}
+
+/// A swarm network's labels as the cluster answers them: `null` when it has none.
+fn spec_labels(n: &NetworkRec) -> Value {
+    if n.labels.is_empty() {
+        Value::Null
+    } else {
+        json!(n.labels)
+    }
 }
 
 /// A read-only, cheaply shared view of the state, rebuilt when the state changes.

@@ -81,6 +81,9 @@ impl Sim {
                 c.deploy_seed(now).map_err(api_err)?;
                 c.deploy_exhaust(now).map_err(api_err)?;
             }
+            Stack::Fleet => c
+                .deploy_fleet(cfg.tasks_per_node, true, now)
+                .map_err(api_err)?,
             Stack::None => {}
         }
         c.tick(now);

@@ -124,17 +124,15 @@ impl Cluster {
             .enumerate()
             .map(|(i, n)| (n.id.clone(), i))
             .collect();
+        // Only tasks in motion; a running task that should run has nothing to do.
         let ids: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|tk| {
-                tk.state >= TState::Assigned
-                    && !tk.state.terminal()
-                    && (tk.next_at <= now
-                        || tk.desired != TState::Running
-                        || tk.state == TState::Preparing)
+            .moving
+            .iter()
+            .filter(|id| {
+                let tk = &self.tasks[*id];
+                tk.next_at <= now || tk.desired != TState::Running || tk.state == TState::Preparing
             })
-            .map(|tk| tk.id.clone())
+            .cloned()
             .collect();
         for id in ids {
             let tk = &self.tasks[&id];

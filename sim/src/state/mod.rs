@@ -6,17 +6,19 @@ mod allocator;
 mod heartbeats;
 mod lookup;
 mod model;
+mod networks;
+mod node_writes;
 mod orchestrator;
 mod raft;
 mod scheduler;
+mod services;
 mod stacks;
 mod store;
-mod writes;
 
 pub use model::*;
 pub use store::Cluster;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -56,6 +58,7 @@ impl Cluster {
             event_tx,
             next_vxlan: 4096,
             dirty: true,
+            moving: BTreeSet::new(),
         };
         c.create_network_inner("ingress", "10.0.0.0/24", false, true, now)
             .expect("ingress subnet");

@@ -199,6 +199,8 @@ pub struct ServiceDef {
     pub labels: BTreeMap<String, String>,
     /// Volume mounts (source, target).
     pub mounts: Vec<(String, String)>,
+    /// `TaskTemplate.ForceUpdate`: a change rolls the tasks out again (`--force`).
+    pub force_update: u64,
 }
 
 impl ServiceDef {
@@ -213,6 +215,7 @@ impl ServiceDef {
             constraints: vec![],
             labels: BTreeMap::new(),
             mounts: vec![],
+            force_update: 0,
         }
     }
 
@@ -237,11 +240,14 @@ pub struct ServiceRec {
     pub constraint_strs: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub mounts: Vec<(String, String)>,
+    pub force_update: u64,
     pub version: u64,
     pub created: Nanos,
     pub updated: Nanos,
     /// (network id, address offset)
     pub vips: Vec<(String, u32)>,
+    /// Moves when the task template changes; tasks made from an older one are rolled out.
+    pub template: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +273,10 @@ pub struct TaskRec {
     pub next_at: Nanos,
     pub prepare_started: Nanos,
     pub stop_at: Option<Nanos>,
+    /// The service's `template` this task was made from, and its image (a task keeps the
+    /// spec it was made with).
+    pub template: u64,
+    pub image: String,
 }
 
 #[derive(Debug, Clone)]

@@ -53,6 +53,9 @@ impl Cluster {
         }
         for s in self.services.values() {
             let tasks = live.get(s.id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
+            if let Some(t) = Self::next_to_update(s, tasks) {
+                to_shutdown.push(t.id.clone());
+            }
             match s.mode {
                 Mode::Replicated(n) => {
                     let mut slots: BTreeMap<u64, Vec<&TaskRec>> = BTreeMap::new();
@@ -101,10 +104,37 @@ impl Cluster {
         }
     }
 
-    /// Task history retention: at most `TASK_HISTORY` tasks per slot (per node for global).
+    /// The updater (parallelism 1, stop-first): while no task of the current template is on
+    /// its way up, the first task of an older template is replaced (the slot it frees is
+    /// filled from the current template).
+    fn next_to_update<'t>(s: &ServiceRec, tasks: &[&'t TaskRec]) -> Option<&'t TaskRec> {
+        let starting = tasks
+            .iter()
+            .any(|t| t.template == s.template && t.state < TState::Running);
+        if starting {
+            return None;
+        }
+        tasks.iter().find(|t| t.template < s.template).copied()
+    }
+
+    /// Task history retention: at most `TASK_HISTORY` tasks per slot (per node for global);
+    /// the finished tasks of a removed service go at once.
     pub(super) fn reap_history(&mut self) {
         if !self.dirty {
             return;
+        }
+        let orphans: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.state.terminal() && !self.services.contains_key(&t.service_id))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &orphans {
+            self.tasks.remove(id);
+            self.track(id);
+        }
+        if !orphans.is_empty() {
+            self.touch();
         }
         type Group = Vec<(Nanos, String, bool)>;
         let mut groups: HashMap<(String, String), Group> = HashMap::new();
@@ -132,6 +162,7 @@ impl Cluster {
                 }
                 if removable {
                     self.tasks.remove(&id);
+                    self.track(&id);
                     excess -= 1;
                     removed = true;
                 }

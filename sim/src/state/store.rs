@@ -2,12 +2,12 @@
 //! change an object (each moves its `Version.Index` and marks the state changed). Every other
 //! part of the model changes objects only through these.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::clock::{Nanos, secs};
+use crate::clock::{Nanos, SEC, secs};
 use crate::config::{Faults, Timings};
 
 use super::model::*;
@@ -33,6 +33,9 @@ pub struct Cluster {
     pub event_tx: tokio::sync::broadcast::Sender<Event>,
     pub(super) next_vxlan: u32,
     pub(super) dirty: bool,
+    /// Tasks an agent still has to move (assigned up to running, or running but no longer
+    /// wanted): the agents visit these, not every task.
+    pub(super) moving: BTreeSet<String>,
 }
 
 pub(super) fn gen_id(rng: &mut StdRng) -> String {
@@ -186,6 +189,8 @@ impl Cluster {
         t.status_at = now;
         t.updated = now;
         t.version = v;
+        self.track(id);
+        let t = self.tasks.get_mut(id).expect("the task just changed");
         if st.terminal() {
             let addrs = std::mem::take(&mut t.addresses);
             let node = t.node_id.clone();
@@ -213,6 +218,22 @@ impl Cluster {
             t.updated = now;
             t.version = v;
         }
+        self.track(id);
+    }
+
+    /// Keeps `moving` exact for task `id` after any change of its state or desired state (or
+    /// its removal).
+    pub(super) fn track(&mut self, id: &str) {
+        let moving = self.tasks.get(id).is_some_and(|t| {
+            t.state >= TState::Assigned
+                && !t.state.terminal()
+                && (t.state != TState::Running || t.desired != TState::Running)
+        });
+        if moving {
+            self.moving.insert(id.to_string());
+        } else {
+            self.moving.remove(id);
+        }
     }
 
     pub(super) fn new_task(
@@ -221,13 +242,17 @@ impl Cluster {
         slot: Option<u64>,
         node: Option<String>,
         now: Nanos,
-    ) {
+    ) -> String {
         let id = gen_id(&mut self.rng);
         let v = self.next_index();
+        let (template, image) = self
+            .services
+            .get(service_id)
+            .map_or((0, String::new()), |s| (s.template, s.image.clone()));
         self.tasks.insert(
             id.clone(),
             TaskRec {
-                id,
+                id: id.clone(),
                 service_id: service_id.to_string(),
                 slot,
                 node_id: node,
@@ -246,7 +271,26 @@ impl Cluster {
                 next_at: now,
                 prepare_started: 0,
                 stop_at: None,
+                template,
+                image,
             },
         );
+        id
+    }
+
+    /// A task the orchestrator already replaced: shut down on `node` a minute ago, kept as
+    /// history.
+    pub(super) fn add_history_task(&mut self, service_id: &str, slot: u64, node: &str, now: Nanos) {
+        let id = self.new_task(service_id, Some(slot), Some(node.to_string()), now);
+        let container = gen_hex(&mut self.rng, 64);
+        let t = self.tasks.get_mut(&id).expect("the task just added");
+        let at = now - 60 * SEC;
+        t.desired = TState::Shutdown;
+        t.state = TState::Shutdown;
+        t.message = "shutdown".into();
+        t.container_id = Some(container);
+        t.created = at - 60 * SEC;
+        t.status_at = at;
+        t.updated = at;
     }
 }
