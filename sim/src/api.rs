@@ -865,6 +865,9 @@ fn events(sim: &Arc<Sim>, q: &HashMap<String, String>) -> Result<Resp, ApiError>
                     "service" => {
                         e.typ == "service" && (e.id == *v || e.attrs.get("name") == Some(v))
                     }
+                    "network" => {
+                        e.typ == "network" && (e.id == *v || e.attrs.get("name") == Some(v))
+                    }
                     _ => true,
                 })
         })
