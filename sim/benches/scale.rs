@@ -6,7 +6,8 @@
 //! `GET /tasks`, filtered `GET /tasks` and `GET /nodes` answers.
 //!
 //! `cargo bench -p swarm-sim --bench scale`; environment: `SIM_NODES` (1000),
-//! `SIM_TASKS_PER_NODE` (30), `SIM_TIME_SCALE` (1), `SIM_IDLE_SECS` (30), `SIM_ROUNDS` (10).
+//! `SIM_TASKS_PER_NODE` (30), `SIM_TIME_SCALE` (1), `SIM_IDLE_SECS` (30), `SIM_ROUNDS` (10),
+//! `SIM_HISTORY` (1; 0 = no shut-down tasks of history).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -120,6 +121,7 @@ async fn main() {
         .args(["--nodes", &nodes.to_string()])
         .args(["--tasks-per-node", &per_node.to_string()])
         .args(["--time-scale", &scale.to_string()])
+        .args((env("SIM_HISTORY", 1) == 0).then_some("--no-task-history"))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -237,9 +237,9 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
         }
         (&Method::GET, ["nodes", id]) => {
             cluster_call(sim, s)?;
-            let snap = sim.snapshot();
+            let nodes = sim.nodes();
             let i = sim.state.lock().expect("state lock").find_node(id)?;
-            ok_json(&snap.nodes[i])
+            Ok(json_list(nodes.get(i).map(|e| &e.json), false))
         }
         (&Method::DELETE, ["nodes", id]) => {
             cluster_call(sim, s)?;
@@ -609,42 +609,61 @@ fn list_nodes(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> 
         &f,
         &["id", "label", "membership", "name", "node.label", "role"],
     )?;
-    let snap = sim.snapshot();
-    let out: Vec<&bollard::models::Node> = snap
-        .nodes
-        .iter()
-        .filter(|n| {
-            f.iter().all(|(k, vals)| {
-                vals.is_empty()
-                    || vals.iter().any(|v| {
-                        let spec = n.spec.as_ref();
-                        let desc = n.description.as_ref();
-                        match k.as_str() {
-                            "id" => n.id.as_deref().is_some_and(|id| id.starts_with(v.as_str())),
-                            "name" => {
-                                desc.and_then(|d| d.hostname.as_deref())
+    let entries = sim.nodes();
+    let out = entries.iter().filter(|e| {
+        let n = &e.node;
+        f.iter().all(|(k, vals)| {
+            vals.is_empty()
+                || vals.iter().any(|v| {
+                    let spec = n.spec.as_ref();
+                    let desc = n.description.as_ref();
+                    match k.as_str() {
+                        "id" => n.id.as_deref().is_some_and(|id| id.starts_with(v.as_str())),
+                        "name" => {
+                            desc.and_then(|d| d.hostname.as_deref())
+                                .is_some_and(|h| h.starts_with(v.as_str()))
+                                || spec
+                                    .and_then(|s| s.name.as_deref())
                                     .is_some_and(|h| h.starts_with(v.as_str()))
-                                    || spec
-                                        .and_then(|s| s.name.as_deref())
-                                        .is_some_and(|h| h.starts_with(v.as_str()))
-                            }
-                            "role" => spec
-                                .and_then(|s| s.role)
-                                .is_some_and(|r| r.to_string() == *v),
-                            "membership" => v == "accepted",
-                            "node.label" => label_match(spec.and_then(|s| s.labels.as_ref()), v),
-                            "label" => label_match(
-                                desc.and_then(|d| d.engine.as_ref())
-                                    .and_then(|e| e.labels.as_ref()),
-                                v,
-                            ),
-                            _ => false,
                         }
-                    })
-            })
+                        "role" => spec
+                            .and_then(|s| s.role)
+                            .is_some_and(|r| r.to_string() == *v),
+                        "membership" => v == "accepted",
+                        "node.label" => label_match(spec.and_then(|s| s.labels.as_ref()), v),
+                        "label" => label_match(
+                            desc.and_then(|d| d.engine.as_ref())
+                                .and_then(|e| e.labels.as_ref()),
+                            v,
+                        ),
+                        _ => false,
+                    }
+                })
         })
-        .collect();
-    ok_json(&out)
+    });
+    Ok(json_list(out.map(|e| &e.json), true))
+}
+
+/// Pre-serialized JSON objects as one answer: a list, or the single object.
+fn json_list<'a>(items: impl IntoIterator<Item = &'a Bytes>, list: bool) -> Resp {
+    let items: Vec<&Bytes> = items.into_iter().collect();
+    let mut body = Vec::with_capacity(items.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
+    if list {
+        body.push(b'[');
+    }
+    for (i, b) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b);
+    }
+    if list {
+        body.push(b']');
+    }
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
 }
 
 fn list_services(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {

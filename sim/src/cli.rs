@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// services, replicated ones, one shut-down task of history per replicated slot).
     #[arg(long, conflicts_with = "stack")]
     pub tasks_per_node: Option<usize>,
+    /// With `--tasks-per-node`: no shut-down tasks of history.
+    #[arg(long, requires = "tasks_per_node")]
+    pub no_task_history: bool,
     /// Engine version of every node, reported exactly as given.
     #[arg(long, default_value = "20.10.24")]
     pub version: String,
@@ -150,6 +153,7 @@ impl ServeArgs {
                 self.stack
             },
             tasks_per_node: self.tasks_per_node.unwrap_or(30),
+            fleet_history: !self.no_task_history,
             faults,
             timings: Timings::default(),
             listen: self.listen.clone(),

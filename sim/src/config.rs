@@ -180,6 +180,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Running tasks per node of the `fleet` stack.
     pub tasks_per_node: usize,
+    /// The `fleet` stack keeps one shut-down task per replicated slot, as after one update.
+    pub fleet_history: bool,
 }
 
 impl Default for SimConfig {
@@ -198,6 +200,7 @@ impl Default for SimConfig {
             socket_dir: None,
             seed: 42,
             tasks_per_node: 30,
+            fleet_history: true,
         }
     }
 }

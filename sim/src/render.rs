@@ -566,7 +566,6 @@ fn spec_labels(n: &NetworkRec) -> Value {
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
-    pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub service_status: Vec<ServiceServiceStatus>,
     pub tasks: Vec<Arc<TaskEntry>>,
@@ -603,23 +602,39 @@ pub struct TaskKey {
 #[derive(Debug, Default)]
 pub struct RenderCache {
     tasks: HashMap<String, (u64, Arc<TaskEntry>)>,
-    nodes: HashMap<String, (u64, bool, Node)>,
     net_versions: Vec<(String, u64)>,
     service_names: Vec<(String, String)>,
 }
 
-pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
-    let mut nodes = Vec::with_capacity(c.nodes.len());
+/// A rendered node: its object (for filters) and its JSON (serialized once per version).
+#[derive(Debug)]
+pub struct NodeEntry {
+    pub node: Node,
+    pub json: bytes::Bytes,
+}
+
+/// Keeps rendered nodes between listings: only changed nodes are rendered again.
+#[derive(Debug, Default)]
+pub struct NodeCache {
+    nodes: HashMap<String, (u64, bool, Arc<NodeEntry>)>,
+}
+
+/// Every node, rendered; apart from the task snapshot, so that a node listing costs what the
+/// nodes cost.
+pub fn node_entries(c: &Cluster, cache: &mut NodeCache) -> Vec<Arc<NodeEntry>> {
+    let mut out = Vec::with_capacity(c.nodes.len());
     for n in &c.nodes {
         let leader = c.leader.as_deref() == Some(&n.id);
         match cache.nodes.get(&n.id) {
-            Some((v, l, r)) if *v == n.version && *l == leader => nodes.push(r.clone()),
+            Some((v, l, e)) if *v == n.version && *l == leader => out.push(e.clone()),
             _ => {
-                let r = node(c, n);
+                let node = node(c, n);
+                let json = bytes::Bytes::from(serde_json::to_vec(&node).unwrap_or_default());
+                let e = Arc::new(NodeEntry { node, json });
                 cache
                     .nodes
-                    .insert(n.id.clone(), (n.version, leader, r.clone()));
-                nodes.push(r);
+                    .insert(n.id.clone(), (n.version, leader, e.clone()));
+                out.push(e);
             }
         }
     }
@@ -628,6 +643,10 @@ pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
             .nodes
             .retain(|id, _| c.nodes.iter().any(|n| &n.id == id));
     }
+    out
+}
+
+pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
     let counts = c.service_counts();
     let mut services = vec![];
     let mut service_status = vec![];
@@ -700,7 +719,6 @@ pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
     }
     Snapshot {
         generation: c.generation,
-        nodes,
         services,
         service_status,
         tasks,

@@ -16,7 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::clock::{Clock, MS, Nanos, secs};
 use crate::config::{Faults, SimConfig, Stack};
 use crate::http::Resp;
-use crate::render::{RenderCache, Snapshot, snapshot};
+use crate::render::{NodeCache, NodeEntry, RenderCache, Snapshot, node_entries, snapshot};
 use crate::state::{ApiError, Cluster, Role};
 
 /// Answers one request on an endpoint. The HTTP layer (`api`) provides it, so that the running
@@ -44,6 +44,7 @@ pub struct Sim {
     pub state: Mutex<Cluster>,
     snap: Mutex<Arc<Snapshot>>,
     cache: Mutex<RenderCache>,
+    node_cache: Mutex<NodeCache>,
     servers: tokio::sync::Mutex<HashMap<String, NodeServer>>,
     busy: Mutex<HashSet<String>>,
     socket_dir: Option<PathBuf>,
@@ -94,6 +95,7 @@ impl Sim {
             state: Mutex::new(c),
             snap: Mutex::new(snap),
             cache: Mutex::new(cache),
+            node_cache: Mutex::new(NodeCache::default()),
             servers: tokio::sync::Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             socket_dir: cfg.socket_dir.clone(),
@@ -128,6 +130,12 @@ impl Sim {
         let s = Arc::new(snapshot(&c, &mut cache));
         *self.snap.lock().expect("snap lock") = s.clone();
         s
+    }
+
+    /// Every node, rendered (only the nodes that changed are rendered again).
+    pub fn nodes(&self) -> Vec<Arc<NodeEntry>> {
+        let c = self.state.lock().expect("state lock");
+        node_entries(&c, &mut self.node_cache.lock().expect("node cache lock"))
     }
 
     pub fn faults(&self) -> Faults {

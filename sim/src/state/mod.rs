@@ -238,4 +238,31 @@ mod tests {
             .count();
         assert_eq!(running, 2);
     }
+
+    #[test]
+    fn fleet_runs_the_asked_tasks_on_every_node_with_history() {
+        let mut c = cluster(3, 7);
+        c.deploy_fleet(5, true, 0).unwrap();
+        run(&mut c, 0, 30 * SEC);
+        for n in &c.nodes {
+            let running = c
+                .tasks
+                .values()
+                .filter(|t| t.node_id.as_deref() == Some(&n.id) && t.state == TState::Running)
+                .count();
+            assert_eq!(running, 5, "{}", n.hostname);
+        }
+        // Three replicated services of one replica per node, one shut-down task per slot.
+        let history = c
+            .tasks
+            .values()
+            .filter(|t| t.state == TState::Shutdown && t.desired == TState::Shutdown)
+            .count();
+        assert_eq!(history, 3 * 10);
+        assert!(
+            c.moving.is_empty(),
+            "nothing left in motion: {:?}",
+            c.moving
+        );
+    }
 }

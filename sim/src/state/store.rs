@@ -19,7 +19,7 @@ pub struct Cluster {
     pub timings: Timings,
     pub faults: Faults,
     pub index: u64,
-    /// Bumped on every change; the read snapshot is rebuilt when it moves.
+    /// Bumped on every change but heartbeat bumps; the task snapshot is rebuilt when it moves.
     pub generation: u64,
     pub cluster_id: String,
     pub created: Nanos,
@@ -163,9 +163,10 @@ impl Cluster {
     }
 
     /// A node's version index moves without anything to reconcile (status/heartbeat updates).
+    /// The generation stays: nothing the task snapshot shows changed (node listings keep their
+    /// own cache, by node version), so a 1,000-node fleet's heartbeats do not rebuild it.
     pub(super) fn bump_node(&mut self, i: usize, now: Nanos) {
         self.index += 1;
-        self.generation += 1;
         let v = self.index;
         self.nodes[i].version = v;
         self.nodes[i].updated = now;
