@@ -83,7 +83,7 @@ impl Sim {
                 c.deploy_exhaust(now).map_err(api_err)?;
             }
             Stack::Fleet => c
-                .deploy_fleet(cfg.tasks_per_node, true, now)
+                .deploy_fleet(cfg.tasks_per_node, cfg.fleet_history, now)
                 .map_err(api_err)?,
             Stack::None => {}
         }
