@@ -1,14 +1,23 @@
-//! Scale benchmark: 1,000 nodes and 30,000 tasks in memory; full `/tasks` over HTTP.
+//! Scale benchmark of `swarm-sim serve` in its own process: a fleet of N nodes with T running
+//! tasks a node (`--nodes N --tasks-per-node T`), measured from outside.
 //!
-//! `cargo bench -p swarm-sim --bench scale` (env `SIM_NODES`, `SIM_TASKS`, `SIM_ROUNDS`,
-//! `SIM_TIME_SCALE`).
+//! Prints the time to converge, the idle CPU share of one core (from `/proc/PID/stat` over a
+//! window in which nobody calls the API), the resident memory, and the latency of full
+//! `GET /tasks`, filtered `GET /tasks` and `GET /nodes` answers.
+//!
+//! `cargo bench -p swarm-sim --bench scale`; environment: `SIM_NODES` (1000),
+//! `SIM_TASKS_PER_NODE` (30), `SIM_TIME_SCALE` (1), `SIM_IDLE_SECS` (30), `SIM_ROUNDS` (10),
+//! `SIM_HISTORY` (1; 0 = no shut-down tasks of history).
 
+use std::process::Stdio;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use swarm_sim::state::{Mode, ServiceDef, TState};
-use swarm_sim::{SimConfig, SimHandle, Stack};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn env(k: &str, d: usize) -> usize {
     std::env::var(k)
@@ -17,154 +26,178 @@ fn env(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
-async fn get(addr: &str, path: &str) -> (u16, usize) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+async fn get(addr: &str, path: &str) -> (u16, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
-        .unwrap();
+        .expect("handshake");
     tokio::spawn(conn);
     let req = hyper::Request::builder()
         .uri(path)
         .header("host", "docker")
         .body(Full::new(Bytes::new()))
-        .unwrap();
-    let r = s.send_request(req).await.unwrap();
+        .expect("request");
+    let r = s.send_request(req).await.expect("answer");
     let st = r.status().as_u16();
-    let b = r.into_body().collect().await.unwrap().to_bytes();
-    (st, b.len())
+    (st, r.into_body().collect().await.expect("body").to_bytes())
+}
+
+/// Milliseconds of `rounds` calls of `path`, after checking each answers 200; and the size.
+async fn time_calls(addr: &str, path: &str, rounds: usize) -> (Vec<f64>, usize) {
+    let mut ms = vec![];
+    let mut bytes = 0;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let (status, body) = get(addr, path).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        bytes = body.len();
+    }
+    (ms, bytes)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32, ticks_per_sec: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the `(comm)`; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    ticks / ticks_per_sec
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
+fn clock_ticks() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf CLK_TCK");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a number of ticks")
+}
+
+/// (running, desired) over all services, from `GET /services?status=true`.
+async fn service_counts(addr: &str) -> (u64, u64) {
+    let (_, body) = get(addr, "/v1.41/services?status=true").await;
+    let v: Value = serde_json::from_slice(&body).expect("services JSON");
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .fold((0, 0), |(r, d), s| {
+            let st = &s["ServiceStatus"];
+            (
+                r + st["RunningTasks"].as_u64().unwrap_or(0),
+                d + st["DesiredTasks"].as_u64().unwrap_or(0),
+            )
+        })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let nodes = env("SIM_NODES", 1000);
-    let tasks = env("SIM_TASKS", 30_000);
-    let rounds = env("SIM_ROUNDS", 20);
-    let per_service = 1000.min(tasks).max(1);
-    let t0 = tokio::time::Instant::now();
-    let h = SimHandle::start(SimConfig {
-        managers: 3,
-        workers: nodes - 3,
-        time_scale: env("SIM_TIME_SCALE", 50) as f64,
-        stack: Stack::None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    h.sim()
-        .with(|c, now| {
-            c.create_network("big", "10.128.0.0/14", false, now)?;
-            let mut made = 0;
-            let mut i = 0;
-            while made < tasks {
-                let n = per_service.min(tasks - made);
-                let mut d = ServiceDef::replicated(&format!("svc{i}"), n as u64, &["big"]);
-                d.mode = Mode::Replicated(n as u64);
-                c.create_service(&d, now)?;
-                made += n;
-                i += 1;
-            }
-            Ok::<_, swarm_sim::ApiError>(())
-        })
-        .unwrap();
-    let setup = t0.elapsed();
-    loop {
-        let running = h.sim().with(|c, _| {
-            c.tasks
-                .values()
-                .filter(|t| t.state == TState::Running)
-                .count()
-        });
-        if running >= tasks {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(600) {
-            panic!("did not converge: {running}/{tasks}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let converge = t0.elapsed();
-    let ep = h.manager_endpoints()[0]
-        .trim_start_matches("tcp://")
+    let per_node = env("SIM_TASKS_PER_NODE", 30);
+    let scale = env("SIM_TIME_SCALE", 1);
+    let idle_secs = env("SIM_IDLE_SECS", 30);
+    let rounds = env("SIM_ROUNDS", 10);
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarm-sim"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--nodes", &nodes.to_string()])
+        .args(["--tasks-per-node", &per_node.to_string()])
+        .args(["--time-scale", &scale.to_string()])
+        .args((env("SIM_HISTORY", 1) == 0).then_some("--no-task-history"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("swarm-sim serve starts");
+    let pid = child.id().expect("a pid");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("stdout").expect("a line");
+    let control = first
+        .strip_prefix("control http://")
+        .expect("`control http://ADDR` first")
         .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let started = t0.elapsed();
+    let (running, desired) = loop {
+        let (r, d) = service_counts(&control).await;
+        if r >= d && d > 0 {
+            break (r, d);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "did not converge: {r}/{d}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let converged = t0.elapsed();
+    let (_, state) = get(&control, "/_sim/state").await;
+    let state: Value = serde_json::from_slice(&state).expect("state JSON");
+    // Let the last convergence work settle before the idle window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // Full list, state unchanged between calls (snapshot reused).
-    let mut ms = vec![];
-    let mut bytes = 0;
-    for _ in 0..rounds {
-        let t = tokio::time::Instant::now();
-        let (s, b) = get(&ep, "/v1.41/tasks").await;
-        assert_eq!(s, 200);
-        bytes = b;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    // Full list right after a change (snapshot rebuilt, changed tasks re-rendered).
-    let mut ms_changed = vec![];
-    for i in 0..rounds {
-        let host = format!("n{}", 4 + i % (nodes - 3));
-        h.sim().with(|c, now| {
-            let idx = c.find_node(&host).unwrap();
-            let v = c.nodes[idx].version;
-            let _ = c.update_node(
-                &host,
-                v,
-                swarm_sim::state::SpecUpdate::new("worker", "active"),
-                now,
-            );
-        });
-        let t = tokio::time::Instant::now();
-        let (s, _) = get(&ep, "/v1.41/tasks").await;
-        assert_eq!(s, 200);
-        ms_changed.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let mut ms_filtered = vec![];
-    for i in 0..rounds {
-        let f = format!("%7B%22node%22%3A%5B%22n{}%22%5D%7D", 4 + i);
-        let t = tokio::time::Instant::now();
-        let (s, _) = get(&ep, &format!("/v1.41/tasks?filters={f}")).await;
-        assert_eq!(s, 200);
-        ms_filtered.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let t = tokio::time::Instant::now();
-    let (_, node_bytes) = get(&ep, "/v1.41/nodes").await;
-    let nodes_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let n_tasks = h.sim().with(|c, _| c.tasks.len());
-    println!("swarm-sim scale benchmark");
+    let ticks = clock_ticks();
+    let cpu0 = cpu_secs(pid, ticks);
+    let w0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(idle_secs as u64)).await;
+    let idle_cpu = cpu_secs(pid, ticks) - cpu0;
+    let idle_wall = w0.elapsed().as_secs_f64();
+    let rss = rss_mb(pid);
+
+    let (mut tasks_ms, tasks_bytes) = time_calls(&control, "/v1.41/tasks", rounds).await;
+    let mid = format!("n{}", nodes / 2);
+    let node_filter = format!("/v1.41/tasks?filters=%7B%22node%22%3A%5B%22{mid}%22%5D%7D");
+    let (mut filtered_ms, _) = time_calls(&control, &node_filter, rounds).await;
+    let (mut nodes_ms, nodes_bytes) = time_calls(&control, "/v1.41/nodes", rounds).await;
+    let rss_after = rss_mb(pid);
+    child.kill().await.expect("stopping swarm-sim");
+
+    println!("swarm-sim scale benchmark (swarm-sim serve in its own process)");
     println!(
-        "  nodes: {nodes}, tasks in store: {n_tasks} ({tasks} running), services: {}",
-        tasks.div_ceil(per_service)
+        "  fleet: {nodes} nodes, {per_node} tasks/node, time scale {scale}: {running}/{desired} running, {} tasks in the store",
+        state["tasks"]
     );
     println!(
-        "  setup: {:.2} s, converged (all running) after {:.2} s",
-        setup.as_secs_f64(),
-        converge.as_secs_f64()
+        "  started in {:.1} s, converged after {:.1} s",
+        started.as_secs_f64(),
+        converged.as_secs_f64()
     );
     println!(
-        "  GET /tasks (full list): {bytes} bytes ({:.1} MB)",
-        bytes as f64 / 1e6
-    );
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    println!(
-        "    unchanged state: mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms ({rounds} rounds)",
-        mean(&ms),
-        pct(&mut ms, 0.5),
-        pct(&mut ms, 0.99)
+        "  idle: {:.2} CPU s over {idle_wall:.1} s = {:.1} % of a core; RSS {rss:.0} MB",
+        idle_cpu,
+        100.0 * idle_cpu / idle_wall
     );
     println!(
-        "    after a change:  mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms",
-        mean(&ms_changed),
-        pct(&mut ms_changed, 0.5),
-        pct(&mut ms_changed, 0.99)
+        "  GET /tasks (full, {:.1} MB): p50 {:.1} ms, max {:.1} ms ({rounds} calls)",
+        tasks_bytes as f64 / 1e6,
+        pct(&mut tasks_ms, 0.5),
+        pct(&mut tasks_ms, 1.0)
     );
     println!(
-        "  GET /tasks?filters=node: p50 {:.1} ms, p99 {:.1} ms",
-        pct(&mut ms_filtered, 0.5),
-        pct(&mut ms_filtered, 0.99)
+        "  GET /tasks?filters={{\"node\":[\"{mid}\"]}}: p50 {:.1} ms",
+        pct(&mut filtered_ms, 0.5)
     );
-    println!("  GET /nodes: {node_bytes} bytes in {nodes_ms:.1} ms");
-    h.shutdown().await;
+    println!(
+        "  GET /nodes ({:.2} MB): p50 {:.1} ms, max {:.1} ms",
+        nodes_bytes as f64 / 1e6,
+        pct(&mut nodes_ms, 0.5),
+        pct(&mut nodes_ms, 1.0)
+    );
+    println!("  RSS after the calls: {rss_after:.0} MB");
 }

@@ -1,21 +1,21 @@
 //! The Docker Engine API's swarm subset, as an engine serves it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use rand::Rng;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::{Nanos, parse_time_arg, rfc3339};
+use crate::http::{Resp, err_resp, full, ok_json, query_map};
 use crate::render::{self, With};
-use crate::sim::{Body, Endpoint, Resp, Sim};
+use crate::sim::{Endpoint, Sim};
 use crate::state::{ApiError, ERR_NO_LEADER, ERR_NOT_MANAGER, Role, api_versions};
 
 /// The serving engine's identity.
@@ -28,27 +28,6 @@ pub struct Serving {
     pub addr: String,
     pub api_max: &'static str,
     pub api_min: &'static str,
-}
-
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
-}
-
-fn json_resp<T: Serialize>(status: u16, v: &T) -> Resp {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    let mut r = Response::new(full(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    r
-}
-
-pub fn err_resp(e: &ApiError) -> Resp {
-    json_resp(e.status, &json!({"message": e.message}))
-}
-
-fn ok_json<T: Serialize>(v: &T) -> Result<Resp, ApiError> {
-    Ok(json_resp(200, v))
 }
 
 /// Parses `a.b` API versions.
@@ -68,42 +47,6 @@ fn split_version(path: &str) -> (Option<&str>, &str) {
         }
     }
     (None, path)
-}
-
-pub fn query_map(q: Option<&str>) -> HashMap<String, String> {
-    let mut m = HashMap::new();
-    for kv in q.unwrap_or("").split('&') {
-        if kv.is_empty() {
-            continue;
-        }
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        m.insert(pct_decode(k), pct_decode(v));
-    }
-    m
-}
-
-pub fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The engine's `filters` parameter: `{"k":{"v":true}}` or the legacy `{"k":["v"]}`.
@@ -294,9 +237,9 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
         }
         (&Method::GET, ["nodes", id]) => {
             cluster_call(sim, s)?;
-            let snap = sim.snapshot();
+            let nodes = sim.nodes();
             let i = sim.state.lock().expect("state lock").find_node(id)?;
-            ok_json(&snap.nodes[i])
+            Ok(json_list(nodes.get(i).map(|e| &e.json), false))
         }
         (&Method::DELETE, ["nodes", id]) => {
             cluster_call(sim, s)?;
@@ -333,6 +276,26 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
             };
             sim.with(|c, now| c.update_node(id, version, update, now))?;
             Ok(Response::new(full(Bytes::new())))
+        }
+        (&Method::POST, ["services", "create"]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::create_service(sim, req).await
+        }
+        (&Method::POST, ["services", id, "update"]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::update_service(sim, id, &q, req).await
+        }
+        (&Method::DELETE, ["services", id]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::remove_service(sim, id)
+        }
+        (&Method::POST, ["networks", "create"]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::create_network(sim, req).await
+        }
+        (&Method::DELETE, ["networks", id]) => {
+            cluster_call(sim, s)?;
+            crate::api_writes::remove_network(sim, id)
         }
         (&Method::GET, ["services"]) => {
             cluster_call(sim, s)?;
@@ -646,42 +609,61 @@ fn list_nodes(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> 
         &f,
         &["id", "label", "membership", "name", "node.label", "role"],
     )?;
-    let snap = sim.snapshot();
-    let out: Vec<&bollard::models::Node> = snap
-        .nodes
-        .iter()
-        .filter(|n| {
-            f.iter().all(|(k, vals)| {
-                vals.is_empty()
-                    || vals.iter().any(|v| {
-                        let spec = n.spec.as_ref();
-                        let desc = n.description.as_ref();
-                        match k.as_str() {
-                            "id" => n.id.as_deref().is_some_and(|id| id.starts_with(v.as_str())),
-                            "name" => {
-                                desc.and_then(|d| d.hostname.as_deref())
+    let entries = sim.nodes();
+    let out = entries.iter().filter(|e| {
+        let n = &e.node;
+        f.iter().all(|(k, vals)| {
+            vals.is_empty()
+                || vals.iter().any(|v| {
+                    let spec = n.spec.as_ref();
+                    let desc = n.description.as_ref();
+                    match k.as_str() {
+                        "id" => n.id.as_deref().is_some_and(|id| id.starts_with(v.as_str())),
+                        "name" => {
+                            desc.and_then(|d| d.hostname.as_deref())
+                                .is_some_and(|h| h.starts_with(v.as_str()))
+                                || spec
+                                    .and_then(|s| s.name.as_deref())
                                     .is_some_and(|h| h.starts_with(v.as_str()))
-                                    || spec
-                                        .and_then(|s| s.name.as_deref())
-                                        .is_some_and(|h| h.starts_with(v.as_str()))
-                            }
-                            "role" => spec
-                                .and_then(|s| s.role)
-                                .is_some_and(|r| r.to_string() == *v),
-                            "membership" => v == "accepted",
-                            "node.label" => label_match(spec.and_then(|s| s.labels.as_ref()), v),
-                            "label" => label_match(
-                                desc.and_then(|d| d.engine.as_ref())
-                                    .and_then(|e| e.labels.as_ref()),
-                                v,
-                            ),
-                            _ => false,
                         }
-                    })
-            })
+                        "role" => spec
+                            .and_then(|s| s.role)
+                            .is_some_and(|r| r.to_string() == *v),
+                        "membership" => v == "accepted",
+                        "node.label" => label_match(spec.and_then(|s| s.labels.as_ref()), v),
+                        "label" => label_match(
+                            desc.and_then(|d| d.engine.as_ref())
+                                .and_then(|e| e.labels.as_ref()),
+                            v,
+                        ),
+                        _ => false,
+                    }
+                })
         })
-        .collect();
-    ok_json(&out)
+    });
+    Ok(json_list(out.map(|e| &e.json), true))
+}
+
+/// Pre-serialized JSON objects as one answer: a list, or the single object.
+fn json_list<'a>(items: impl IntoIterator<Item = &'a Bytes>, list: bool) -> Resp {
+    let items: Vec<&Bytes> = items.into_iter().collect();
+    let mut body = Vec::with_capacity(items.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
+    if list {
+        body.push(b'[');
+    }
+    for (i, b) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b);
+    }
+    if list {
+        body.push(b']');
+    }
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
 }
 
 fn list_services(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
@@ -761,12 +743,13 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
             "service",
             "desired-state",
             "up-to-date",
+            "_up-to-date",
             "runtime",
         ],
     )?;
     let snap = sim.snapshot();
     // Resolve node and service filters (IDs or names) to IDs.
-    let (node_ids, svc_ids) = {
+    let (node_ids, svc_ids, up_to_date) = {
         let c = sim.state.lock().expect("state lock");
         let nodes: Option<Vec<String>> = f.get("node").filter(|v| !v.is_empty()).map(|vals| {
             vals.iter()
@@ -777,7 +760,19 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
             .get("service")
             .filter(|v| !v.is_empty())
             .map(|vals| vals.iter().filter_map(|v| c.find_service(v).ok()).collect());
-        (nodes, svcs)
+        // The CLI's progress display asks for tasks of the service's current template.
+        let current: Option<HashSet<String>> = f.contains_key("_up-to-date").then(|| {
+            c.tasks
+                .values()
+                .filter(|t| {
+                    c.services
+                        .get(&t.service_id)
+                        .is_some_and(|s| s.template == t.template)
+                })
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        (nodes, svcs, current)
     };
     for v in f.get("desired-state").into_iter().flatten() {
         if !["running", "shutdown", "accepted"].contains(&v.as_str()) {
@@ -799,6 +794,11 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
             }
             if let Some(sv) = &svc_ids
                 && !sv.contains(&k.service_id)
+            {
+                return false;
+            }
+            if let Some(u) = &up_to_date
+                && !u.contains(&k.id)
             {
                 return false;
             }
@@ -883,6 +883,9 @@ fn events(sim: &Arc<Sim>, q: &HashMap<String, String>) -> Result<Resp, ApiError>
                     "node" => e.typ == "node" && (e.id == *v || e.attrs.get("name") == Some(v)),
                     "service" => {
                         e.typ == "service" && (e.id == *v || e.attrs.get("name") == Some(v))
+                    }
+                    "network" => {
+                        e.typ == "network" && (e.id == *v || e.attrs.get("name") == Some(v))
                     }
                     _ => true,
                 })
@@ -973,6 +976,7 @@ fn async_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::pct_decode;
 
     #[test]
     fn version_prefix() {

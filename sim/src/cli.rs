@@ -89,8 +89,18 @@ pub enum NodeCommand {
 pub struct ServeArgs {
     #[arg(long, default_value_t = 3)]
     pub managers: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, conflicts_with = "nodes")]
     pub workers: usize,
+    /// Nodes in all (managers included): `--nodes 1000` is 3 managers and 997 workers.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Deploy the `fleet` stack with about this many running tasks on every node (two global
+    /// services, replicated ones, one shut-down task of history per replicated slot).
+    #[arg(long, conflicts_with = "stack")]
+    pub tasks_per_node: Option<usize>,
+    /// With `--tasks-per-node`: no shut-down tasks of history.
+    #[arg(long, requires = "tasks_per_node")]
+    pub no_task_history: bool,
     /// Engine version of every node, reported exactly as given.
     #[arg(long, default_value = "20.10.24")]
     pub version: String,
@@ -125,12 +135,25 @@ impl ServeArgs {
         for f in &self.faults {
             faults.apply(f).map_err(|e| anyhow::anyhow!(e))?;
         }
+        let workers = match self.nodes {
+            Some(n) if n < self.managers => {
+                bail!("--nodes {n} is fewer than the {} managers", self.managers)
+            }
+            Some(n) => n - self.managers,
+            None => self.workers,
+        };
         Ok(SimConfig {
             managers: self.managers,
-            workers: self.workers,
+            workers,
             version: self.version.clone(),
             time_scale: self.time_scale,
-            stack: self.stack,
+            stack: if self.tasks_per_node.is_some() {
+                Stack::Fleet
+            } else {
+                self.stack
+            },
+            tasks_per_node: self.tasks_per_node.unwrap_or(30),
+            fleet_history: !self.no_task_history,
             faults,
             timings: Timings::default(),
             listen: self.listen.clone(),
@@ -212,7 +235,7 @@ fn enc(s: &str) -> String {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = a.to_config()?;
-    let h = crate::SimHandle::start(cfg).await?;
+    let h = crate::handle::SimHandle::start(cfg).await?;
     println!("control {}", h.control_url());
     for (host, role, url, sock) in h.endpoint_lines().await {
         match sock {

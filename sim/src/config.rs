@@ -21,6 +21,9 @@ pub enum Stack {
     SeedAndExhaust,
     /// Nothing but the ingress network.
     None,
+    /// About `SimConfig::tasks_per_node` running tasks on every node (two global services and
+    /// replicated ones), with one shut-down task of history per replicated slot.
+    Fleet,
 }
 
 /// Injected faults. All are off by default; the version-skew modes are opt-in.
@@ -175,6 +178,10 @@ pub struct SimConfig {
     pub socket_dir: Option<std::path::PathBuf>,
     /// Seed of the random generator (IDs, jitter).
     pub seed: u64,
+    /// Running tasks per node of the `fleet` stack.
+    pub tasks_per_node: usize,
+    /// The `fleet` stack keeps one shut-down task per replicated slot, as after one update.
+    pub fleet_history: bool,
 }
 
 impl Default for SimConfig {
@@ -192,6 +199,8 @@ impl Default for SimConfig {
             worker_endpoints: false,
             socket_dir: None,
             seed: 42,
+            tasks_per_node: 30,
+            fleet_history: true,
         }
     }
 }

@@ -10,9 +10,9 @@ use hyper::{Method, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::{err_resp, full, query_map};
 use crate::config::Faults;
-use crate::sim::{Resp, Sim};
+use crate::http::{Resp, err_resp, full, query_map};
+use crate::sim::Sim;
 use crate::state::{ApiError, Role};
 
 /// One node as `/_sim/state` reports it.

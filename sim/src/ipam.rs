@@ -99,6 +99,14 @@ impl Pool {
         format!("{}/{}", self.ip(off), self.prefix)
     }
 
+    /// Does this pool's subnet share an address with `base/prefix`?
+    pub fn overlaps(&self, base: u32, prefix: u8) -> bool {
+        let size = 1u64 << (32 - prefix);
+        let (a0, a1) = (self.base as u64, self.base as u64 + self.size as u64);
+        let (b0, b1) = (base as u64, base as u64 + size);
+        a0 < b1 && b0 < a1
+    }
+
     pub fn subnet(&self) -> String {
         format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
     }

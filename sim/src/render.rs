@@ -181,7 +181,7 @@ fn task_spec(c: &Cluster, s: &ServiceRec) -> TaskSpec {
                 })
                 .collect(),
         ),
-        force_update: Some(0),
+        force_update: Some(s.force_update),
         ..Default::default()
     }
 }
@@ -291,7 +291,13 @@ pub fn network_object(n: &NetworkRec) -> Value {
 
 pub fn task(c: &Cluster, t: &TaskRec, net_objs: &HashMap<String, Value>) -> TaskOut {
     let svc = c.services.get(&t.service_id);
-    let spec = svc.map(|s| task_spec(c, s));
+    let spec = svc.map(|s| {
+        let mut spec = task_spec(c, s);
+        if let Some(cs) = spec.container_spec.as_mut() {
+            cs.image = Some(t.image.clone());
+        }
+        spec
+    });
     let st = match t.state {
         TState::New => TaskState::NEW,
         TState::Pending => TaskState::PENDING,
@@ -502,7 +508,7 @@ pub fn network_inspect(
     if !has_local {
         out = out
             .with("Containers", Value::Null)
-            .with("Labels", Value::Null);
+            .with("Labels", spec_labels(n));
     }
     out
 }
@@ -544,14 +550,22 @@ pub fn network_summary(n: &NetworkRec) -> With<NetworkSummary> {
             }),
         )
         .with("Containers", Value::Null)
-        .with("Labels", Value::Null)
+        .with("Labels", spec_labels(n))
+}
+
+/// A swarm network's labels as the cluster answers them: `null` when it has none.
+fn spec_labels(n: &NetworkRec) -> Value {
+    if n.labels.is_empty() {
+        Value::Null
+    } else {
+        json!(n.labels)
+    }
 }
 
 /// A read-only, cheaply shared view of the state, rebuilt when the state changes.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
-    pub nodes: Vec<Node>,
     pub services: Vec<Service>,
     pub service_status: Vec<ServiceServiceStatus>,
     pub tasks: Vec<Arc<TaskEntry>>,
@@ -588,23 +602,39 @@ pub struct TaskKey {
 #[derive(Debug, Default)]
 pub struct RenderCache {
     tasks: HashMap<String, (u64, Arc<TaskEntry>)>,
-    nodes: HashMap<String, (u64, bool, Node)>,
     net_versions: Vec<(String, u64)>,
     service_names: Vec<(String, String)>,
 }
 
-pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
-    let mut nodes = Vec::with_capacity(c.nodes.len());
+/// A rendered node: its object (for filters) and its JSON (serialized once per version).
+#[derive(Debug)]
+pub struct NodeEntry {
+    pub node: Node,
+    pub json: bytes::Bytes,
+}
+
+/// Keeps rendered nodes between listings: only changed nodes are rendered again.
+#[derive(Debug, Default)]
+pub struct NodeCache {
+    nodes: HashMap<String, (u64, bool, Arc<NodeEntry>)>,
+}
+
+/// Every node, rendered; apart from the task snapshot, so that a node listing costs what the
+/// nodes cost.
+pub fn node_entries(c: &Cluster, cache: &mut NodeCache) -> Vec<Arc<NodeEntry>> {
+    let mut out = Vec::with_capacity(c.nodes.len());
     for n in &c.nodes {
         let leader = c.leader.as_deref() == Some(&n.id);
         match cache.nodes.get(&n.id) {
-            Some((v, l, r)) if *v == n.version && *l == leader => nodes.push(r.clone()),
+            Some((v, l, e)) if *v == n.version && *l == leader => out.push(e.clone()),
             _ => {
-                let r = node(c, n);
+                let node = node(c, n);
+                let json = bytes::Bytes::from(serde_json::to_vec(&node).unwrap_or_default());
+                let e = Arc::new(NodeEntry { node, json });
                 cache
                     .nodes
-                    .insert(n.id.clone(), (n.version, leader, r.clone()));
-                nodes.push(r);
+                    .insert(n.id.clone(), (n.version, leader, e.clone()));
+                out.push(e);
             }
         }
     }
@@ -613,6 +643,10 @@ pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
             .nodes
             .retain(|id, _| c.nodes.iter().any(|n| &n.id == id));
     }
+    out
+}
+
+pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
     let counts = c.service_counts();
     let mut services = vec![];
     let mut service_status = vec![];
@@ -685,7 +719,6 @@ pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
     }
     Snapshot {
         generation: c.generation,
-        nodes,
         services,
         service_status,
         tasks,

@@ -2,26 +2,27 @@
 //! node (closed while that node's engine is stopped).
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
+use futures::future::BoxFuture;
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::{Clock, MS, Nanos, secs};
 use crate::config::{Faults, SimConfig, Stack};
-use crate::render::{RenderCache, Snapshot, snapshot};
+use crate::http::Resp;
+use crate::render::{NodeCache, NodeEntry, RenderCache, Snapshot, node_entries, snapshot};
 use crate::state::{ApiError, Cluster, Role};
 
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
-pub type Resp = Response<Body>;
+/// Answers one request on an endpoint. The HTTP layer (`api`) provides it, so that the running
+/// simulator does not depend on the layer that serves it.
+pub type Handler =
+    fn(Arc<Sim>, Endpoint, Request<Incoming>) -> BoxFuture<'static, Result<Resp, std::io::Error>>;
 
 /// Which API an endpoint serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +44,13 @@ pub struct Sim {
     pub state: Mutex<Cluster>,
     snap: Mutex<Arc<Snapshot>>,
     cache: Mutex<RenderCache>,
+    node_cache: Mutex<NodeCache>,
     servers: tokio::sync::Mutex<HashMap<String, NodeServer>>,
     busy: Mutex<HashSet<String>>,
     socket_dir: Option<PathBuf>,
     base_port: u16,
     worker_endpoints: bool,
+    handler: Handler,
 }
 
 /// Result of a control operation on a node.
@@ -59,7 +62,7 @@ pub struct NodeOpResult {
 }
 
 impl Sim {
-    pub fn new(cfg: &SimConfig) -> anyhow::Result<Arc<Sim>> {
+    pub fn new(cfg: &SimConfig, handler: Handler) -> anyhow::Result<Arc<Sim>> {
         anyhow::ensure!(cfg.managers >= 1, "a swarm needs at least one manager");
         let clock = Clock::new(cfg.time_scale);
         let now = clock.now();
@@ -79,6 +82,9 @@ impl Sim {
                 c.deploy_seed(now).map_err(api_err)?;
                 c.deploy_exhaust(now).map_err(api_err)?;
             }
+            Stack::Fleet => c
+                .deploy_fleet(cfg.tasks_per_node, cfg.fleet_history, now)
+                .map_err(api_err)?,
             Stack::None => {}
         }
         c.tick(now);
@@ -89,11 +95,13 @@ impl Sim {
             state: Mutex::new(c),
             snap: Mutex::new(snap),
             cache: Mutex::new(cache),
+            node_cache: Mutex::new(NodeCache::default()),
             servers: tokio::sync::Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             socket_dir: cfg.socket_dir.clone(),
             base_port: cfg.base_port,
             worker_endpoints: cfg.worker_endpoints,
+            handler,
         }))
     }
 
@@ -122,6 +130,12 @@ impl Sim {
         let s = Arc::new(snapshot(&c, &mut cache));
         *self.snap.lock().expect("snap lock") = s.clone();
         s
+    }
+
+    /// Every node, rendered (only the nodes that changed are rendered again).
+    pub fn nodes(&self) -> Vec<Arc<NodeEntry>> {
+        let c = self.state.lock().expect("state lock");
+        node_entries(&c, &mut self.node_cache.lock().expect("node cache lock"))
     }
 
     pub fn faults(&self) -> Faults {
@@ -515,9 +529,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let sim = sim.clone();
         let ep = ep.clone();
-        async move { crate::api::handle(sim, ep, req).await }
+        (sim.handler)(sim.clone(), ep, req)
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), svc)

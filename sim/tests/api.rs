@@ -414,3 +414,137 @@ async fn unix_socket_endpoints() {
     assert!(sock.exists());
     h.shutdown().await;
 }
+
+/// Events of `types` since `since` (seconds) up to now, from `GET /events`.
+async fn events_of(h: &swarm_sim::SimHandle, ep: &str, since: i64, types: &str) -> Vec<Value> {
+    let until = h.sim().now() / 1_000_000_000 + 1;
+    let f = format!(r#"{{"type":[{types}]}}"#);
+    let path = format!("/events?since={since}&until={until}&filters={}", enc(&f));
+    let (s, b) = http(ep, "GET", &path, None).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    String::from_utf8_lossy(&b)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_network_writes_count_version_and_emit_events() {
+    let h = start(no_stack(20.0)).await;
+    let ep = h.manager_endpoints()[0].clone();
+    let since = h.sim().now() / 1_000_000_000;
+    let (s, b) = http(
+        &ep,
+        "POST",
+        "/v1.41/networks/create",
+        Some(r#"{"Name":"app_net","Driver":"overlay"}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let net_id = serde_json::from_slice::<Value>(&b).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spec = r#"{"Name":"app","TaskTemplate":{"ContainerSpec":{"Image":"nginx:1.25"},"Networks":[{"Target":"app_net"}]},"Mode":{"Replicated":{"Replicas":3}}}"#;
+    let (s, b) = http(&ep, "POST", "/v1.41/services/create", Some(spec)).await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let svc_id = serde_json::from_slice::<Value>(&b).unwrap()["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // ServiceStatus only when asked for, counting running and desired tasks.
+    let plain = get_json(&ep, "/v1.41/services").await;
+    assert!(plain[0].get("ServiceStatus").is_none(), "{plain}");
+    wait_for("3 of 3 running", 20, || async {
+        let v = get_json(&ep, "/v1.41/services?status=true").await;
+        let st = &v[0]["ServiceStatus"];
+        (st["RunningTasks"] == 3 && st["DesiredTasks"] == 3 && st["CompletedTasks"] == 0)
+            .then_some(())
+    })
+    .await;
+
+    // Version.Index moves on an update; a stale index is refused as the engine refuses it.
+    let before = get_json(&ep, &format!("/services/{svc_id}")).await["Version"]["Index"]
+        .as_u64()
+        .unwrap();
+    let scaled = spec.replace(r#""Replicas":3"#, r#""Replicas":1"#);
+    let path = format!("/v1.41/services/{svc_id}/update?version={before}");
+    let (s, b) = http(&ep, "POST", &path, Some(&scaled)).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let after = get_json(&ep, "/services/app").await["Version"]["Index"]
+        .as_u64()
+        .unwrap();
+    assert!(after > before, "{before} -> {after}");
+    let (s, b) = http(&ep, "POST", &path, Some(&scaled)).await;
+    assert_eq!(
+        (
+            s,
+            String::from_utf8_lossy(&b).contains("update out of sequence")
+        ),
+        (500, true)
+    );
+    wait_for("scaled to 1", 20, || async {
+        let v = get_json(&ep, "/v1.41/services?status=true").await;
+        (v[0]["ServiceStatus"]["RunningTasks"] == 1 && v[0]["ServiceStatus"]["DesiredTasks"] == 1)
+            .then_some(())
+    })
+    .await;
+    let (s, _) = http(&ep, "DELETE", "/v1.41/services/app", None).await;
+    assert_eq!(s, 200);
+    let (s, b) = http(&ep, "GET", "/v1.41/services/app", None).await;
+    assert_eq!(s, 404, "{}", String::from_utf8_lossy(&b));
+    let (s, _) = http(&ep, "DELETE", "/v1.41/networks/app_net", None).await;
+    assert_eq!(s, 204);
+
+    // The event stream tells each write, in the engine's shape, filtered by type.
+    let evs = events_of(&h, &ep, since, r#""service","network""#).await;
+    let seen: Vec<(String, String, String)> = evs
+        .iter()
+        .map(|e| {
+            assert_eq!(e["scope"], "swarm");
+            let id = e["Actor"]["ID"].as_str().unwrap();
+            let who = if id == svc_id {
+                "svc"
+            } else if id == net_id {
+                "net"
+            } else {
+                "?"
+            };
+            (
+                e["Type"].as_str().unwrap().into(),
+                e["Action"].as_str().unwrap().into(),
+                who.into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("network", "create", "net"),
+        ("service", "create", "svc"),
+        ("service", "update", "svc"),
+        ("service", "remove", "svc"),
+        ("network", "remove", "net"),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(seen, want, "{evs:#?}");
+    let update = &evs[2]["Actor"]["Attributes"];
+    assert_eq!(
+        (
+            update["name"].as_str(),
+            update["replicas.old"].as_str(),
+            update["replicas.new"].as_str()
+        ),
+        (Some("app"), Some("3"), Some("1"))
+    );
+    let only_net = events_of(&h, &ep, since, r#""network""#).await;
+    assert_eq!(only_net.len(), 2);
+    assert!(
+        only_net
+            .iter()
+            .all(|e| e["Type"] == "network" && e["Actor"]["Attributes"]["name"] == "app_net")
+    );
+    h.shutdown().await;
+}

@@ -219,3 +219,189 @@ async fn docker_cli_works_against_the_sim() {
     assert_eq!(out.trim(), "1.45 1.45");
     h.shutdown().await;
 }
+
+/// Runs the CLI and fails the test with its output when it fails.
+async fn docker_ok(host: &str, args: &[&str]) -> String {
+    let (ok, out, err) = docker(host, args).await;
+    assert!(ok, "docker {}: {out}{err}", args.join(" "));
+    out
+}
+
+/// Image, desired state and current state of every task of `service`, via `docker service ps`.
+async fn service_ps(ep: &str, service: &str) -> Vec<(String, String, String)> {
+    let fmt = "{{.Image}}|{{.DesiredState}}|{{.CurrentState}}";
+    docker_ok(ep, &["service", "ps", service, "--format", fmt])
+        .await
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+async fn running_with(ep: &str, service: &str, image: &str) -> usize {
+    service_ps(ep, service)
+        .await
+        .iter()
+        .filter(|(i, d, c)| i == image && d == "Running" && c.starts_with("Running"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_cli_shapes_services_and_networks() {
+    if docker_bin().is_none() {
+        eprintln!("no docker CLI; skipping");
+        return;
+    }
+    let h = start_default().await;
+    let ep = h.manager_endpoints()[0].clone();
+
+    // network create (a given subnet, and the next free /24), ls, inspect.
+    docker_ok(
+        &ep,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.0.9.0/24",
+            "web_net",
+        ],
+    )
+    .await;
+    docker_ok(
+        &ep,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--label",
+            "team=blue",
+            "spare",
+        ],
+    )
+    .await;
+    let (ok, _, err) = docker(&ep, &["network", "create", "-d", "overlay", "spare"]).await;
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = docker(&ep, &["network", "create", "local_bridge"]).await;
+    assert!(!ok && err.contains("--driver overlay"), "{err}");
+    let names = docker_ok(
+        &ep,
+        &[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}",
+        ],
+    )
+    .await;
+    for n in ["ingress", "test_tnet", "web_net", "spare"] {
+        assert!(names.contains(&format!("{n} overlay swarm")), "{names}");
+    }
+    let fmt = "{{(index .IPAM.Config 0).Subnet}} {{.Labels.team}}";
+    assert_eq!(
+        docker_ok(&ep, &["network", "inspect", "spare", "--format", fmt])
+            .await
+            .trim(),
+        "10.0.2.0/24 blue"
+    );
+    assert_eq!(
+        docker_ok(
+            &ep,
+            &[
+                "network",
+                "inspect",
+                "web_net",
+                "--format",
+                "{{(index .IPAM.Config 0).Subnet}}"
+            ]
+        )
+        .await
+        .trim(),
+        "10.0.9.0/24"
+    );
+
+    // service create (waits for convergence as the CLI does), ls, ps.
+    docker_ok(
+        &ep,
+        &[
+            "service",
+            "create",
+            "--no-resolve-image",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--network",
+            "web_net",
+            "nginx:1.25",
+        ],
+    )
+    .await;
+    assert_eq!(running_with(&ep, "web", "nginx:1.25").await, 3);
+    let ls = docker_ok(
+        &ep,
+        &[
+            "service",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Mode}} {{.Replicas}} {{.Image}}",
+        ],
+    )
+    .await;
+    assert!(
+        ls.lines().any(|l| l == "web replicated 3/3 nginx:1.25"),
+        "{ls}"
+    );
+
+    // scale, then a new image rolled out one task at a time (the old tasks stay as history).
+    docker_ok(&ep, &["service", "scale", "web=5"]).await;
+    assert_eq!(running_with(&ep, "web", "nginx:1.25").await, 5);
+    docker_ok(
+        &ep,
+        &[
+            "service",
+            "update",
+            "--no-resolve-image",
+            "--image",
+            "nginx:1.26",
+            "web",
+        ],
+    )
+    .await;
+    let ps = service_ps(&ep, "web").await;
+    assert_eq!(running_with(&ep, "web", "nginx:1.26").await, 5, "{ps:?}");
+    let history = ps
+        .iter()
+        .filter(|(i, d, _)| i == "nginx:1.25" && d == "Shutdown")
+        .count();
+    assert_eq!(history, 5, "{ps:?}");
+
+    // A network in use cannot be removed; once its service is gone it can.
+    let (ok, _, err) = docker(&ep, &["network", "rm", "web_net"]).await;
+    assert!(!ok && err.contains("is in use by service"), "{err}");
+    docker_ok(&ep, &["service", "rm", "web"]).await;
+    let ls = docker_ok(&ep, &["service", "ls", "--format", "{{.Name}}"]).await;
+    assert!(!ls.lines().any(|l| l == "web"), "{ls}");
+    docker_ok(&ep, &["network", "rm", "web_net", "spare"]).await;
+    let names = docker_ok(&ep, &["network", "ls", "--format", "{{.Name}}"]).await;
+    assert!(
+        !names.contains("web_net") && !names.contains("spare"),
+        "{names}"
+    );
+    wait_for("the removed service's tasks reaped", 20, || async {
+        let tasks = get_json(&ep, "/tasks").await;
+        let images: Vec<&str> = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["Spec"]["ContainerSpec"]["Image"].as_str())
+            .collect();
+        (!images.iter().any(|i| i.starts_with("nginx:1.2"))).then_some(())
+    })
+    .await;
+    h.shutdown().await;
+}

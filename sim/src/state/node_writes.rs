@@ -1,0 +1,130 @@
+//! The API's node writes: `POST /nodes/{id}/update` and `DELETE /nodes/{id}`.
+
+use crate::clock::Nanos;
+
+use super::model::*;
+use super::store::*;
+
+impl Cluster {
+    /// `POST /nodes/{id}/update?version=N` with a full NodeSpec.
+    pub fn update_node(
+        &mut self,
+        key: &str,
+        version: u64,
+        spec: SpecUpdate,
+        now: Nanos,
+    ) -> Result<(), ApiError> {
+        let SpecUpdate {
+            role,
+            availability,
+            labels,
+            name,
+        } = spec;
+        let role = role.as_deref();
+        let availability = availability.as_deref();
+        let i = self.find_node(key)?;
+        if self.nodes[i].version != version {
+            return Err(ApiError::new(500, ERR_OUT_OF_SEQUENCE));
+        }
+        let role = match role.unwrap_or("") {
+            "manager" => Role::Manager,
+            "worker" => Role::Worker,
+            r => {
+                return Err(ApiError::new(
+                    400,
+                    format!("rpc error: code = InvalidArgument desc = invalid role \"{r}\""),
+                ));
+            }
+        };
+        let avail = match availability.unwrap_or("") {
+            "active" => Availability::Active,
+            "pause" => Availability::Pause,
+            "drain" => Availability::Drain,
+            a => {
+                return Err(ApiError::new(
+                    400,
+                    format!(
+                        "rpc error: code = InvalidArgument desc = invalid availability \"{a}\""
+                    ),
+                ));
+            }
+        };
+        if role == Role::Worker && self.nodes[i].role == Role::Manager && self.managers_total() == 1
+        {
+            return Err(ApiError::new(
+                400,
+                "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm",
+            ));
+        }
+        let old_av = self.nodes[i].availability;
+        let v = self.next_index();
+        let n = &mut self.nodes[i];
+        n.role = role;
+        n.availability = avail;
+        n.labels = labels;
+        n.spec_name = name.filter(|s| !s.is_empty());
+        n.version = v;
+        n.updated = now;
+        if role == Role::Manager {
+            n.reachable = n.engine_running;
+        }
+        if old_av != avail {
+            self.node_event(
+                i,
+                &[
+                    ("availability.old", old_av.as_str()),
+                    ("availability.new", avail.as_str()),
+                ],
+                now,
+            );
+        } else {
+            self.node_event(i, &[], now);
+        }
+        Ok(())
+    }
+
+    /// `DELETE /nodes/{id}[?force=true]`
+    pub fn remove_node(&mut self, key: &str, force: bool, now: Nanos) -> Result<String, ApiError> {
+        let i = self.find_node(key)?;
+        let n = &self.nodes[i];
+        if n.role == Role::Manager {
+            return Err(ApiError::new(
+                400,
+                format!(
+                    "rpc error: code = FailedPrecondition desc = node {} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal",
+                    n.id
+                ),
+            ));
+        }
+        if n.state != NodeState::Down && !force {
+            return Err(ApiError::new(
+                400,
+                format!(
+                    "rpc error: code = FailedPrecondition desc = node {} is not down and can't be removed",
+                    n.id
+                ),
+            ));
+        }
+        let id = n.id.clone();
+        let name = n.hostname.clone();
+        let ids: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some(&id) && !t.state.terminal())
+            .map(|t| t.id.clone())
+            .collect();
+        for t in ids {
+            self.tasks.get_mut(&t).expect("task").desired = TState::Shutdown;
+            self.set_task_state(&t, TState::Orphaned, "node removed", None, now);
+        }
+        for net in self.networks.values_mut() {
+            if let Some(a) = net.lb.remove(&id) {
+                net.pool.release(a);
+            }
+        }
+        self.nodes.remove(i);
+        self.next_index();
+        self.emit("node", "remove", &id, &[("name", &name)], now);
+        Ok(id)
+    }
+}
