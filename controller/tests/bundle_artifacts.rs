@@ -701,8 +701,8 @@ fn stack_file_runs_one_operator_safely() {
         .expect("a config mounted at the --spec path");
     let source = mounted["source"].as_str().unwrap();
     assert_eq!(
-        stack["configs"][source]["file"], "./engine-upgrade.yaml",
-        "the spec config comes from the example spec"
+        stack["configs"][source]["file"], "${SWARM_UPGRADE_SPEC:-./engine-upgrade.yaml}",
+        "the spec config comes from SWARM_UPGRADE_SPEC, by default the example spec"
     );
 
     // The events volume is mounted where --events writes.
