@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod marks;
 pub mod metrics;
+pub mod observe;
 pub mod operator;
 pub mod planner;
 pub mod probe;
