@@ -215,8 +215,17 @@ pub struct Replicated {
 pub struct TaskTemplate {
     #[serde(default)]
     pub placement: Placement,
+    #[serde(default)]
+    pub restart_policy: Option<RestartPolicy>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub networks: Vec<NetworkAttachment>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
