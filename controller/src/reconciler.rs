@@ -506,6 +506,9 @@ impl Reconciler {
 
             let busy = !p.actions.is_empty() || p.nodes.iter().any(|n| n.step.is_some());
             let mut pass_error = None;
+            // What the executor changes shows as an event, maybe after the next pass begins:
+            // the nodes acted on are re-read then, so the planner never sees them as before.
+            in_flight.extend(p.actions.iter().map(|a| a.node().id.clone()));
             for action in p.actions.clone() {
                 if let Err(e) = executor.apply(action, &upgrade_spec).await {
                     self.count_error(e.metric_label());
