@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::store::{Observation, TaskScope};
+use super::store::{Observation, TaskChanges, TaskScope};
 use super::views::{ObservedNetwork, ObservedNode, ObservedService, ObservedTask};
 use crate::docker::{ApiError, Swarm};
 
@@ -145,22 +145,51 @@ impl Reflector {
         for id in &changed.networks {
             self.reread_network(id).await?;
         }
-        let stale = self.reread_services(&changed.services).await?;
-        if !in_flight.is_empty() {
+        let mut stale = self.reread_services(&changed.services).await?;
+        // A node's tasks change when it is drained or comes back, without a task event.
+        let mut changes = TaskChanges::default();
+        if !nodes.is_empty() {
             let tasks: Vec<ObservedTask> = self
                 .swarm
                 .get_json(
                     "tasks_of_nodes",
-                    &format!("/tasks?filters={}", filters("node", in_flight)),
+                    &format!("/tasks?filters={}", filters("node", &nodes)),
                 )
                 .await?;
-            self.store
-                .replace_tasks(&TaskScope::Nodes(in_flight.clone()), tasks);
+            changes = self
+                .store
+                .replace_tasks(&TaskScope::Nodes(nodes.clone()), tasks);
         }
-        for id in stale {
-            self.reread_service_tasks(&id).await?;
+        // Tasks stopping on a node have replacements elsewhere: read their services' tasks.
+        stale.extend(changes.services);
+        for id in &stale {
+            let more = self.reread_service_tasks(id).await?;
+            changes.nodes.extend(more.nodes);
+        }
+        // A node's object changes when its first task of a network lands (its load-balancer
+        // address): read the nodes where tasks changed.
+        for id in changes.nodes.difference(&nodes) {
+            self.reread_node(id).await?;
         }
         Ok(())
+    }
+
+    /// A service attached to a network the store does not hold: the network was created
+    /// without an event reaching the operator (or before the stream was open).
+    fn refers_to_unknown_networks(&self) -> bool {
+        let known = |target: &str| {
+            self.store
+                .networks()
+                .any(|n| n.id == target || n.name == target || n.id.starts_with(target))
+        };
+        self.store.services().any(|s| {
+            s.spec
+                .task_template
+                .networks
+                .iter()
+                .chain(&s.spec.networks)
+                .any(|n| !n.target.is_empty() && !known(&n.target))
+        })
     }
 
     fn leader(&self) -> Option<String> {
@@ -251,10 +280,15 @@ impl Reflector {
             }
         }
         self.store.replace_services(listed);
+        if self.refers_to_unknown_networks() {
+            let networks: Vec<ObservedNetwork> =
+                self.swarm.get_json("networks", "/networks").await?;
+            self.store.replace_networks(networks);
+        }
         Ok(stale)
     }
 
-    async fn reread_service_tasks(&mut self, id: &str) -> Result<(), ApiError> {
+    async fn reread_service_tasks(&mut self, id: &str) -> Result<TaskChanges, ApiError> {
         let scope = BTreeSet::from([id.to_string()]);
         let tasks: Vec<ObservedTask> = if self.store.service(id).is_some() {
             self.swarm
@@ -266,12 +300,12 @@ impl Reflector {
         } else {
             vec![]
         };
-        self.store.replace_tasks(&TaskScope::Services(scope), tasks);
+        let changes = self.store.replace_tasks(&TaskScope::Services(scope), tasks);
         self.service_tasks_read
             .insert(id.to_string(), Instant::now());
         self.service_tasks_read
             .retain(|s, _| self.store.service(s).is_some());
-        Ok(())
+        Ok(changes)
     }
 }
 

@@ -7,6 +7,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::views::{ObservedNetwork, ObservedNode, ObservedService, ObservedTask};
 use crate::cluster::Snapshot;
 
+/// Where the tasks a listing changed (added, changed or gone) belong.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskChanges {
+    pub services: BTreeSet<String>,
+    pub nodes: BTreeSet<String>,
+}
+
+impl TaskChanges {
+    fn note(&mut self, task: &ObservedTask) {
+        self.services.insert(task.service_id.clone());
+        if let Some(node) = task.node() {
+            self.nodes.insert(node.to_string());
+        }
+    }
+}
+
 /// Which tasks a listing covers: the store replaces exactly those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskScope {
@@ -206,19 +222,26 @@ impl Observation {
 
     /// Replaces the tasks `scope` covers by `tasks` (a listing of exactly that scope): tasks
     /// of the scope missing from it are gone (the engine deleted them).
-    pub fn replace_tasks(&mut self, scope: &TaskScope, tasks: Vec<ObservedTask>) {
+    pub fn replace_tasks(&mut self, scope: &TaskScope, tasks: Vec<ObservedTask>) -> TaskChanges {
         let listed: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
         let gone: Vec<String> = match scope {
             TaskScope::All => self.tasks.keys().cloned().collect(),
             TaskScope::Nodes(ids) => self.ids_in(&self.by_node, ids),
             TaskScope::Services(ids) => self.ids_in(&self.by_service, ids),
         };
+        let mut changes = TaskChanges::default();
         for id in gone.iter().filter(|id| !listed.contains(*id)) {
-            self.remove_task(id);
+            if let Some(old) = self.remove_task(id) {
+                changes.note(&old);
+            }
         }
         for task in tasks {
-            self.upsert_task(task);
+            if self.tasks.get(&task.id) != Some(&task) {
+                changes.note(&task);
+                self.upsert_task(task);
+            }
         }
+        changes
     }
 
     fn ids_in(
@@ -254,11 +277,11 @@ impl Observation {
         self.tasks.insert(task.id.clone(), task);
     }
 
-    fn remove_task(&mut self, id: &str) {
-        if let Some(old) = self.tasks.remove(id) {
-            self.unindex(&old);
-        }
+    fn remove_task(&mut self, id: &str) -> Option<ObservedTask> {
+        let old = self.tasks.remove(id)?;
+        self.unindex(&old);
         self.changed_tasks.remove(id);
+        Some(old)
     }
 
     fn unindex(&mut self, task: &ObservedTask) {
