@@ -163,13 +163,7 @@ impl Reflector {
         // Tasks stopping on a node have replacements elsewhere: read their services' tasks.
         stale.extend(changes.services);
         for id in &stale {
-            let more = self.reread_service_tasks(id).await?;
-            changes.nodes.extend(more.nodes);
-        }
-        // A node's object changes when its first task of a network lands (its load-balancer
-        // address): read the nodes where tasks changed.
-        for id in changes.nodes.difference(&nodes) {
-            self.reread_node(id).await?;
+            self.reread_service_tasks(id).await?;
         }
         Ok(())
     }
