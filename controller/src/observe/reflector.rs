@@ -20,6 +20,12 @@ use super::store::{Observation, TaskChanges, TaskScope};
 use super::views::{ObservedNetwork, ObservedNode, ObservedService, ObservedTask};
 use crate::docker::{ApiError, Swarm};
 
+/// Above this many changed nodes, one `GET /nodes` replaces the per-node reads.
+const NODES_READ_ONE_BY_ONE: usize = 32;
+
+/// Nodes per `GET /tasks?filters={"node":[...]}`, so that no answer is a whole `/tasks`.
+const NODES_PER_TASK_READ: usize = 64;
+
 /// How often the reflector lists everything again, and re-reads unconverged services.
 #[derive(Debug, Clone)]
 pub struct Cadence {
@@ -134,8 +140,14 @@ impl Reflector {
         }
         let leader_before = self.leader();
         let nodes: BTreeSet<String> = changed.nodes.union(in_flight).cloned().collect();
-        for id in &nodes {
-            self.reread_node(id).await?;
+        if nodes.len() > NODES_READ_ONE_BY_ONE {
+            // A burst (a leader's restart marks every node): one listing is cheaper.
+            let listed: Vec<ObservedNode> = self.swarm.get_json("nodes", "/nodes").await?;
+            self.store.replace_nodes(listed);
+        } else {
+            for id in &nodes {
+                self.reread_node(id).await?;
+            }
         }
         if self.leader() != leader_before {
             // A new leader reports every node `unknown` and then rewrites them all.
@@ -148,17 +160,18 @@ impl Reflector {
         let mut stale = self.reread_services(&changed.services).await?;
         // A node's tasks change when it is drained or comes back, without a task event.
         let mut changes = TaskChanges::default();
-        if !nodes.is_empty() {
+        let ids: Vec<String> = nodes.into_iter().collect();
+        for chunk in ids.chunks(NODES_PER_TASK_READ) {
+            let chunk: BTreeSet<String> = chunk.iter().cloned().collect();
             let tasks: Vec<ObservedTask> = self
                 .swarm
                 .get_json(
                     "tasks_of_nodes",
-                    &format!("/tasks?filters={}", filters("node", &nodes)),
+                    &format!("/tasks?filters={}", filters("node", &chunk)),
                 )
                 .await?;
-            changes = self
-                .store
-                .replace_tasks(&TaskScope::Nodes(nodes.clone()), tasks);
+            let more = self.store.replace_tasks(&TaskScope::Nodes(chunk), tasks);
+            changes.services.extend(more.services);
         }
         // Tasks stopping on a node have replacements elsewhere: read their services' tasks.
         stale.extend(changes.services);
