@@ -33,11 +33,60 @@ pub enum TaskScope {
     Services(BTreeSet<String>),
 }
 
+/// Objects by ID, iterated in the engine's listing order (messages name them in that order).
+#[derive(Debug, Clone)]
+struct Listed<T> {
+    by_id: HashMap<String, T>,
+    order: Vec<String>,
+}
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for Listed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_id == other.by_id
+    }
+}
+
+impl<T> Listed<T> {
+    fn replace(&mut self, items: Vec<T>, id: impl Fn(&T) -> &String) {
+        self.order = items.iter().map(|i| id(i).clone()).collect();
+        self.by_id = items.into_iter().map(|i| (id(&i).clone(), i)).collect();
+    }
+
+    fn upsert(&mut self, key: String, item: T) {
+        if self.by_id.insert(key.clone(), item).is_none() {
+            self.order.push(key);
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if self.by_id.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&T> {
+        self.by_id.get(key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.order.iter().filter_map(|k| self.by_id.get(k))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
-    nodes: BTreeMap<String, ObservedNode>,
-    services: BTreeMap<String, ObservedService>,
-    networks: BTreeMap<String, ObservedNetwork>,
+    nodes: Listed<ObservedNode>,
+    services: Listed<ObservedService>,
+    networks: Listed<ObservedNetwork>,
     tasks: BTreeMap<String, ObservedTask>,
     by_node: HashMap<String, BTreeSet<String>>,
     by_service: HashMap<String, BTreeSet<String>>,
@@ -107,7 +156,7 @@ impl Observation {
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &ObservedNode> {
-        self.nodes.values()
+        self.nodes.iter()
     }
 
     pub fn node(&self, id: &str) -> Option<&ObservedNode> {
@@ -115,7 +164,7 @@ impl Observation {
     }
 
     pub fn services(&self) -> impl Iterator<Item = &ObservedService> {
-        self.services.values()
+        self.services.iter()
     }
 
     pub fn service(&self, id: &str) -> Option<&ObservedService> {
@@ -123,7 +172,7 @@ impl Observation {
     }
 
     pub fn networks(&self) -> impl Iterator<Item = &ObservedNetwork> {
-        self.networks.values()
+        self.networks.iter()
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &ObservedTask> {
@@ -174,7 +223,7 @@ impl Observation {
     /// The planner's input: every node, and the tasks that still occupy one.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            nodes: self.nodes.values().map(ObservedNode::to_view).collect(),
+            nodes: self.nodes.iter().map(ObservedNode::to_view).collect(),
             tasks: self
                 .tasks
                 .values()
@@ -185,11 +234,11 @@ impl Observation {
     }
 
     pub fn replace_nodes(&mut self, nodes: Vec<ObservedNode>) {
-        self.nodes = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
+        self.nodes.replace(nodes, |n| &n.id);
     }
 
     pub fn upsert_node(&mut self, node: ObservedNode) {
-        self.nodes.insert(node.id.clone(), node);
+        self.nodes.upsert(node.id.clone(), node);
     }
 
     pub fn remove_node(&mut self, id: &str) {
@@ -197,11 +246,11 @@ impl Observation {
     }
 
     pub fn replace_services(&mut self, services: Vec<ObservedService>) {
-        self.services = services.into_iter().map(|s| (s.id.clone(), s)).collect();
+        self.services.replace(services, |s| &s.id);
     }
 
     pub fn upsert_service(&mut self, service: ObservedService) {
-        self.services.insert(service.id.clone(), service);
+        self.services.upsert(service.id.clone(), service);
     }
 
     pub fn remove_service(&mut self, id: &str) {
@@ -209,11 +258,11 @@ impl Observation {
     }
 
     pub fn replace_networks(&mut self, networks: Vec<ObservedNetwork>) {
-        self.networks = networks.into_iter().map(|n| (n.id.clone(), n)).collect();
+        self.networks.replace(networks, |n| &n.id);
     }
 
     pub fn upsert_network(&mut self, network: ObservedNetwork) {
-        self.networks.insert(network.id.clone(), network);
+        self.networks.upsert(network.id.clone(), network);
     }
 
     pub fn remove_network(&mut self, id: &str) {
