@@ -322,6 +322,10 @@ async fn follow_events(swarm: Swarm, changed: Arc<Mutex<Changed>>, wake: Arc<Not
     loop {
         match swarm.events().await {
             Ok(stream) => {
+                // What changed while no stream was open is read by a full listing made now,
+                // after the new stream opened: nothing falls between the two.
+                changed.lock().expect("poisoned").resync = true;
+                wake.notify_one();
                 let mut stream = std::pin::pin!(stream);
                 while let Some(item) = stream.next().await {
                     match item {
