@@ -119,6 +119,9 @@ pub struct HealthWatch {
     /// count rejections, failures and probe errors from here.
     step_since: Timestamp,
     probe_errors_at_step: u64,
+    /// Probe rounds done when the step began: the gates wait for one more, so that "no new
+    /// probe error" means the probes looked again, however soon the next pass comes.
+    probe_rounds_at_step: u64,
     /// Logged once per change, not every pass.
     last_failures: Vec<String>,
 }
@@ -132,6 +135,7 @@ impl HealthWatch {
             probes: None,
             step_since: Timestamp::now(),
             probe_errors_at_step: 0,
+            probe_rounds_at_step: 0,
             last_failures: vec![],
         }
     }
@@ -144,6 +148,7 @@ impl HealthWatch {
     pub fn step_started(&mut self) {
         self.step_since = Timestamp::now();
         self.probe_errors_at_step = self.probe_errors();
+        self.probe_rounds_at_step = self.probes.as_ref().map_or(0, ProbeRunner::rounds_total);
     }
 
     /// Runs the configured probes, and evaluates the health gates when `spec.health` is set.
@@ -168,7 +173,8 @@ impl HealthWatch {
             return vec![];
         }
         if let Some(runner) = &self.probes {
-            // The gates mean nothing before the probes have looked once: wait for a round.
+            // The gates mean nothing before the probes have looked once since the step began:
+            // wait for a round.
             let patience = spec
                 .probes
                 .iter()
@@ -177,7 +183,9 @@ impl HealthWatch {
                 .unwrap_or_default()
                 * 2;
             let deadline = tokio::time::Instant::now() + patience;
-            while runner.rounds_total() == 0 && tokio::time::Instant::now() < deadline {
+            while runner.rounds_total() <= self.probe_rounds_at_step
+                && tokio::time::Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
