@@ -184,15 +184,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Diagnose(args) => {
             let swarm = args.cluster.swarm()?.with_patience(Duration::from_secs(5));
-            let (_, raw) = crate::reconciler::observe(&swarm)
+            let (_, observation) = crate::reconciler::observe(&swarm)
                 .await
                 .context("reading the cluster")?;
-            let report = crate::health::diagnose::diagnose(
-                &raw.services,
-                &raw.tasks,
-                &raw.nodes,
-                &raw.networks,
-            );
+            let report = crate::health::diagnose::diagnose(&observation);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -220,7 +215,7 @@ fn load(path: &Path) -> anyhow::Result<crate::spec::EngineUpgrade> {
 async fn plan(args: PlanArgs, as_status: bool) -> anyhow::Result<ExitCode> {
     let spec = load(&args.spec)?;
     let swarm = args.cluster.swarm()?.with_patience(Duration::from_secs(5));
-    let (p, raw) = plan_now(&swarm, &spec)
+    let (p, observation) = plan_now(&swarm, &spec)
         .await
         .context("reading the cluster")?;
     let status =
@@ -230,15 +225,7 @@ async fn plan(args: PlanArgs, as_status: bool) -> anyhow::Result<ExitCode> {
         .nodes
         .iter()
         .filter(|n| n.order.is_some() && n.step.is_none())
-        .map(|n| {
-            crate::health::predict::predict_drain(
-                &n.id,
-                &raw.networks,
-                &raw.services,
-                &raw.tasks,
-                &raw.nodes,
-            )
-        })
+        .map(|n| crate::health::predict::predict_drain(&n.id, &observation))
         .collect();
     if args.json {
         let value = if as_status {

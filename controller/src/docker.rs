@@ -14,7 +14,13 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 use futures::Stream;
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
+
+mod lean_get;
+
+use lean_get::LeanClient;
+pub use lean_get::{GetError, TlsError};
 
 /// Seconds bollard waits for one request.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
@@ -37,8 +43,25 @@ pub enum ApiError {
     Status { status: u16, message: String },
     #[error("cannot connect to {endpoint}: {message}")]
     Config { endpoint: String, message: String },
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot use the TLS files for {endpoint}: {source}")]
+    Tls {
+        endpoint: String,
+        source: Arc<TlsError>,
+    },
+    #[error("no manager endpoint configured; set --docker-host or DOCKER_HOST")]
+    NoEndpoints,
+    /// bollard failed in a way that is neither a connection error nor an engine's answer.
+    #[error("the Docker API client failed: {0}")]
+    Client(#[source] Arc<bollard::errors::Error>),
+    #[error("the engine's answer to {call} is not what the Docker API documents: {source}")]
+    Decode {
+        call: &'static str,
+        source: Arc<serde_json::Error>,
+    },
+    #[error("node version index {0} is beyond what the Docker API takes")]
+    VersionOverflow(u64),
+    #[error(transparent)]
+    Conversion(#[from] crate::cluster::ConversionError),
 }
 
 impl ApiError {
@@ -50,8 +73,12 @@ impl ApiError {
             ApiError::NoQuorum(_) => "no_quorum",
             ApiError::NotFound(_) => "not_found",
             ApiError::Status { .. } => "status",
-            ApiError::Config { .. } => "config",
-            ApiError::Other(_) => "other",
+            ApiError::Config { .. } | ApiError::NoEndpoints => "config",
+            ApiError::Tls { .. } => "tls",
+            ApiError::Client(_) => "client",
+            ApiError::Decode { .. } => "decode",
+            ApiError::VersionOverflow(_) => "invalid_version",
+            ApiError::Conversion(_) => "conversion",
         }
     }
 
@@ -61,31 +88,37 @@ impl ApiError {
             E::DockerResponseServerError {
                 status_code,
                 message,
-            } => {
-                if message.contains("update out of sequence") {
-                    ApiError::OutOfSequence
-                } else if status_code == 404 {
-                    ApiError::NotFound(message)
-                } else if message.contains("does not have a leader")
-                    || message.contains("not a swarm manager")
-                    || message.contains("context deadline exceeded")
-                    || status_code == 503
-                {
-                    ApiError::NoQuorum(message)
-                } else {
-                    ApiError::Status {
-                        status: status_code,
-                        message,
-                    }
-                }
+            } => Self::from_answer(status_code, message),
+            other => ApiError::Client(Arc::new(other)),
+        }
+    }
+
+    /// An engine's error answer, classified as the operator acts on it.
+    fn from_answer(status_code: u16, message: String) -> Self {
+        if message.contains("update out of sequence") {
+            ApiError::OutOfSequence
+        } else if status_code == 404 {
+            ApiError::NotFound(message)
+        } else if message.contains("does not have a leader")
+            || message.contains("not a swarm manager")
+            || message.contains("context deadline exceeded")
+            || status_code == 503
+        {
+            ApiError::NoQuorum(message)
+        } else {
+            ApiError::Status {
+                status: status_code,
+                message,
             }
-            other => ApiError::Other(other.to_string()),
         }
     }
 
     /// Whether another manager endpoint may succeed where this one failed.
     fn try_elsewhere(&self) -> bool {
-        matches!(self, ApiError::NoQuorum(_) | ApiError::Other(_))
+        matches!(
+            self,
+            ApiError::NoQuorum(_) | ApiError::Client(_) | ApiError::Decode { .. }
+        )
     }
 
     /// Whether the whole round is worth retrying after a pause.
@@ -303,29 +336,54 @@ pub async fn connect_negotiated(endpoint: &Endpoint) -> Result<(Docker, String),
     Ok((docker, version))
 }
 
+/// A manager's clients, for the API version agreed with its engine.
+#[derive(Clone)]
+struct Connected {
+    docker: Docker,
+    lean: LeanClient,
+    /// `1.41`, `1.45`, ...
+    version: String,
+}
+
 struct ManagerClient {
     endpoint: Endpoint,
-    /// Negotiated client; dropped on a connection error so the next call negotiates again
+    /// Negotiated clients; dropped on a connection error so the next call negotiates again
     /// (the engine behind the address may have been upgraded meanwhile).
-    docker: Mutex<Option<Docker>>,
+    connected: Mutex<Option<Connected>>,
     /// The swarm node behind the endpoint, as its engine last said (`/info`).
     node_id: std::sync::Mutex<Option<String>>,
 }
 
 impl ManagerClient {
-    async fn client(&self) -> Result<Docker, ApiError> {
-        let mut guard = self.docker.lock().await;
-        if let Some(d) = guard.as_ref() {
-            return Ok(d.clone());
+    async fn connected(&self) -> Result<Connected, ApiError> {
+        let mut guard = self.connected.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
         }
         let (docker, version) = connect_negotiated(&self.endpoint).await?;
+        let lean = LeanClient::new(&self.endpoint).map_err(|e| ApiError::Tls {
+            endpoint: self.endpoint.display(),
+            source: Arc::new(e),
+        })?;
         tracing::debug!(endpoint = %self.endpoint.display(), api_version = %version, "connected");
-        *guard = Some(docker.clone());
-        Ok(docker)
+        let c = Connected {
+            docker,
+            lean,
+            version,
+        };
+        *guard = Some(c.clone());
+        Ok(c)
     }
 
     async fn forget(&self) {
-        *self.docker.lock().await = None;
+        *self.connected.lock().await = None;
+    }
+
+    fn unreachable(&self, last: impl ToString) -> ApiError {
+        ApiError::Unreachable {
+            endpoints: self.endpoint.display(),
+            last: last.to_string(),
+        }
     }
 
     /// `op` once on this endpoint; a connection failure is `Unreachable`.
@@ -334,17 +392,36 @@ impl ManagerClient {
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
-        let docker = self.client().await?;
+        let docker = self.connected().await?.docker;
         op(docker).await.map_err(|e| {
             if is_connectivity(&e) {
-                ApiError::Unreachable {
-                    endpoints: self.endpoint.display(),
-                    last: e.to_string(),
-                }
+                self.unreachable(e)
             } else {
                 ApiError::from_bollard(e)
             }
         })
+    }
+
+    /// One GET on this endpoint: the answer's body, or the engine's error as `ApiError`.
+    async fn get(&self, path_and_query: &str) -> Result<bytes::Bytes, ApiError> {
+        let c = self.connected().await?;
+        let timeout = Duration::from_secs(REQUEST_TIMEOUT_SECS);
+        let answer = c
+            .lean
+            .get(&c.version, path_and_query, timeout)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if answer.status.is_success() {
+            return Ok(answer.body);
+        }
+        #[derive(serde::Deserialize)]
+        struct EngineMessage {
+            message: String,
+        }
+        let message = serde_json::from_slice::<EngineMessage>(&answer.body)
+            .map(|m| m.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&answer.body).into_owned());
+        Err(ApiError::from_answer(answer.status.as_u16(), message))
     }
 
     fn node_id(&self) -> Option<String> {
@@ -380,6 +457,10 @@ impl Drop for Standby {
 /// Observer of API errors, so the metrics can count them without this module knowing metrics.
 pub type ErrorHook = Arc<dyn Fn(&ApiError) + Send + Sync>;
 
+/// Observer of requests: the call's name and the bytes of its answer (0 where bollard reads
+/// the answer, which does not say its size).
+pub type RequestHook = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
+
 /// All configured managers; calls go to the last one that answered and fail over to the others.
 #[derive(Clone)]
 pub struct Swarm {
@@ -387,6 +468,7 @@ pub struct Swarm {
     preferred: Arc<AtomicUsize>,
     standby: StandbyNodes,
     on_error: Option<ErrorHook>,
+    on_request: Option<RequestHook>,
     /// How long a call keeps trying every endpoint before it gives up.
     patience: Duration,
 }
@@ -399,7 +481,7 @@ impl Swarm {
                     .into_iter()
                     .map(|endpoint| ManagerClient {
                         endpoint,
-                        docker: Mutex::new(None),
+                        connected: Mutex::new(None),
                         node_id: std::sync::Mutex::new(None),
                     })
                     .collect(),
@@ -407,6 +489,7 @@ impl Swarm {
             preferred: Arc::new(AtomicUsize::new(0)),
             standby: StandbyNodes::default(),
             on_error: None,
+            on_request: None,
             patience: Duration::from_secs(30),
         }
     }
@@ -414,6 +497,17 @@ impl Swarm {
     pub fn with_error_hook(mut self, hook: ErrorHook) -> Self {
         self.on_error = Some(hook);
         self
+    }
+
+    pub fn with_request_hook(mut self, hook: RequestHook) -> Self {
+        self.on_request = Some(hook);
+        self
+    }
+
+    fn count_request(&self, call: &'static str, bytes: u64) {
+        if let Some(hook) = &self.on_request {
+            hook(call, bytes);
+        }
     }
 
     pub fn with_patience(mut self, patience: Duration) -> Self {
@@ -431,6 +525,46 @@ impl Swarm {
     where
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        self.call_named("other", op).await
+    }
+
+    async fn call_named<T, F, Fut>(&self, call: &'static str, op: F) -> Result<T, ApiError>
+    where
+        F: Fn(Docker) -> Fut,
+        Fut: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        self.with_failover(|m: &ManagerClient| {
+            self.count_request(call, 0);
+            m.call(&op)
+        })
+        .await
+    }
+
+    /// `GET path_and_query` (below the API version, e.g. `/nodes`) on a manager, with the same
+    /// failover as [`Self::call`], parsed into `T`; counted under `call` with its bytes.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        path_and_query: &str,
+    ) -> Result<T, ApiError> {
+        let body = self
+            .with_failover(|m: &ManagerClient| async move {
+                let body = m.get(path_and_query).await;
+                self.count_request(call, body.as_ref().map_or(0, |b| b.len() as u64));
+                body
+            })
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+            call,
+            source: Arc::new(e),
+        })
+    }
+
+    async fn with_failover<'a, T, F, Fut>(&'a self, op: F) -> Result<T, ApiError>
+    where
+        F: Fn(&'a ManagerClient) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
     {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -481,15 +615,15 @@ impl Swarm {
     }
 
     /// One try on every endpoint, in [`Self::round_order`].
-    async fn round<T, F, Fut>(&self, op: &F) -> Result<T, ApiError>
+    async fn round<'a, T, F, Fut>(&'a self, op: &F) -> Result<T, ApiError>
     where
-        F: Fn(Docker) -> Fut,
-        Fut: Future<Output = Result<T, bollard::errors::Error>>,
+        F: Fn(&'a ManagerClient) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
     {
         let mut last = None;
         for i in self.round_order() {
             let manager = &self.managers[i];
-            match manager.call(op).await {
+            match op(manager).await {
                 Ok(v) => {
                     self.preferred.store(i, Ordering::Relaxed);
                     return Ok(v);
@@ -512,7 +646,7 @@ impl Swarm {
                 last,
             },
             Some(other) => other,
-            None => ApiError::Other("no endpoints configured".into()),
+            None => ApiError::NoEndpoints,
         })
     }
 
@@ -523,26 +657,33 @@ impl Swarm {
     }
 
     pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
-        self.call(|d| async move { d.list_nodes(None::<ListNodesOptions>).await })
-            .await
+        self.call_named("nodes", |d| async move {
+            d.list_nodes(None::<ListNodesOptions>).await
+        })
+        .await
     }
 
     pub async fn node(&self, id: &str) -> Result<Node, ApiError> {
-        self.call(|d| async move { d.inspect_node(id).await }).await
+        self.call_named("node", |d| async move { d.inspect_node(id).await })
+            .await
     }
 
     pub async fn tasks(&self) -> Result<Vec<Task>, ApiError> {
-        self.call(|d| async move { d.list_tasks(None::<ListTasksOptions>).await })
-            .await
+        self.call_named("tasks", |d| async move {
+            d.list_tasks(None::<ListTasksOptions>).await
+        })
+        .await
     }
 
     pub async fn services(&self) -> Result<Vec<Service>, ApiError> {
-        self.call(|d| async move { d.list_services(None::<ListServicesOptions>).await })
-            .await
+        self.call_named("services", |d| async move {
+            d.list_services(None::<ListServicesOptions>).await
+        })
+        .await
     }
 
     pub async fn networks(&self) -> Result<Vec<Network>, ApiError> {
-        self.call(|d| async move {
+        self.call_named("networks", |d| async move {
             d.list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
                 .await
         })
@@ -556,9 +697,8 @@ impl Swarm {
         spec: NodeSpec,
         version: u64,
     ) -> Result<(), ApiError> {
-        let version =
-            i64::try_from(version).map_err(|_| ApiError::Other("version index overflow".into()))?;
-        self.call(|d| {
+        let version = i64::try_from(version).map_err(|_| ApiError::VersionOverflow(version))?;
+        self.call_named("node_update", |d| {
             let spec = spec.clone();
             async move { d.update_node(id, spec, UpdateNodeOptions { version }).await }
         })
@@ -568,7 +708,9 @@ impl Swarm {
     /// Every manager's `/info` (its own view of itself), remembering which node each endpoint
     /// is, so that [`Self::standby`] can name endpoints by node. Managers on standby are skipped.
     pub async fn manager_infos(&self) -> Vec<SystemInfo> {
-        let infos = self.each_manager(|d| async move { d.info().await }).await;
+        let infos = self
+            .each_manager("info", |d| async move { d.info().await })
+            .await;
         infos
             .into_iter()
             .filter_map(|(manager, info)| {
@@ -590,14 +732,18 @@ impl Swarm {
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
-        self.each_manager(op)
+        self.each_manager("other", op)
             .await
             .into_iter()
             .map(|(_, result)| result)
             .collect()
     }
 
-    async fn each_manager<T, F, Fut>(&self, op: F) -> Vec<(&ManagerClient, Result<T, ApiError>)>
+    async fn each_manager<T, F, Fut>(
+        &self,
+        call: &'static str,
+        op: F,
+    ) -> Vec<(&ManagerClient, Result<T, ApiError>)>
     where
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
@@ -605,6 +751,7 @@ impl Swarm {
         let available = self.managers.iter().filter(|m| !self.on_standby(m));
         let calls = available.map(|manager| {
             let op = &op;
+            self.count_request(call, 0);
             async move { (manager, manager.call(op).await) }
         });
         futures::future::join_all(calls).await
@@ -615,7 +762,7 @@ impl Swarm {
         &self,
         id: &str,
     ) -> Vec<Result<bollard::models::NetworkInspect, ApiError>> {
-        self.on_every_manager(|d| async move {
+        self.each_manager("network_verbose", |d| async move {
             d.inspect_network(
                 id,
                 Some(bollard::query_parameters::InspectNetworkOptions {
@@ -626,19 +773,27 @@ impl Swarm {
             .await
         })
         .await
+        .into_iter()
+        .map(|(_, result)| result)
+        .collect()
     }
 
-    /// Node and service events from the preferred manager (a wake-up signal, not a source of truth).
+    /// Node, service and network events from the preferred manager: what changed, for the
+    /// reflector to re-read (the events are not a source of truth themselves).
     pub async fn events(
         &self,
     ) -> Result<impl Stream<Item = Result<EventMessage, bollard::errors::Error>> + use<>, ApiError>
     {
         let docker = self
-            .call(|d| async move { d.ping().await.map(|_| d) })
+            .call_named("events", |d| async move { d.ping().await.map(|_| d) })
             .await?;
         let filters = HashMap::from([(
             "type".to_string(),
-            vec!["node".to_string(), "service".to_string()],
+            vec![
+                "node".to_string(),
+                "service".to_string(),
+                "network".to_string(),
+            ],
         )]);
         Ok(docker.events(Some(EventsOptions {
             since: None,

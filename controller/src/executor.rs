@@ -370,7 +370,7 @@ async fn write_node(
     loop {
         attempt += 1;
         let raw = swarm.node(&node.id).await?;
-        let current = NodeView::from_engine(&raw).map_err(|e| ApiError::Other(e.to_string()))?;
+        let current = NodeView::from_engine(&raw).map_err(ApiError::from)?;
         let found = current.mark().and_then(Result::ok).map(|m| m.step);
         if found != expect {
             return Err(ExecError::Moved {

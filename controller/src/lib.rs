@@ -20,6 +20,7 @@ pub mod http;
 pub mod http_client;
 pub mod marks;
 pub mod metrics;
+pub mod observe;
 pub mod operator;
 pub mod planner;
 pub mod probe;

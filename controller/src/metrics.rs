@@ -36,6 +36,54 @@ pub struct RoleLabels {
     pub role: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub call: String,
+}
+
+/// The operator's own cost to the managers: requests and the bytes of their answers, by call.
+#[derive(Clone, Debug, Default)]
+pub struct DockerApiMetrics {
+    pub requests: Family<CallLabels, Counter>,
+    /// Counted for the reads the operator parses itself (bollard's answers are not sized).
+    pub response_bytes: Family<CallLabels, Counter>,
+}
+
+impl DockerApiMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "docker_api_requests",
+            "Docker API requests the operator made, by call",
+            m.requests.clone(),
+        );
+        registry.register(
+            "docker_api_response_bytes",
+            "Bytes of the Docker API answers the operator read, by call",
+            m.response_bytes.clone(),
+        );
+        m
+    }
+
+    /// Counts one request and its answer's bytes.
+    pub fn record(&self, call: &str, bytes: u64) {
+        let labels = CallLabels {
+            call: call.to_string(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.response_bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
+    /// Requests and bytes counted so far under `call`.
+    pub fn of(&self, call: &str) -> (u64, u64) {
+        let labels = CallLabels {
+            call: call.to_string(),
+        };
+        let get = |f: &Family<CallLabels, Counter>| f.get(&labels).map_or(0, |c| c.get());
+        (get(&self.requests), get(&self.response_bytes))
+    }
+}
+
 /// Every family the operator exports. Cheap to clone (families are shared handles).
 #[derive(Clone)]
 pub struct Metrics {
@@ -46,6 +94,8 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub docker_api_errors: Family<ErrorLabels, Counter>,
+    pub docker_api: DockerApiMetrics,
+    pub reconcile_duration: Histogram,
     pub spec_valid: Gauge,
     pub paused: Gauge,
     pub complete: Gauge,
@@ -95,6 +145,15 @@ impl Metrics {
             "Docker API calls that failed (each endpoint try), by error",
             docker_api_errors.clone(),
         );
+        let docker_api = DockerApiMetrics::register(&mut registry);
+        let reconcile_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile pass took (observe, plan, act)",
+            reconcile_duration.clone(),
+        );
         let spec_valid = Gauge::default();
         registry.register(
             "spec_valid",
@@ -127,6 +186,8 @@ impl Metrics {
             reconciles,
             reconcile_errors,
             docker_api_errors,
+            docker_api,
+            reconcile_duration,
             spec_valid,
             paused,
             complete,

@@ -44,6 +44,8 @@ impl Operator {
                 })
                 .inc();
         }));
+        let cost = metrics.docker_api.clone();
+        let swarm = swarm.with_request_hook(Arc::new(move |call, bytes| cost.record(call, bytes)));
         let status = Arc::new(RwLock::new(RolloutStatus::default()));
         let listen = serve(
             config.listen,

@@ -1,4 +1,4 @@
-//! The level-triggered loop: observe the whole cluster, plan, act, requeue.
+//! The level-triggered loop: bring the observation up to date, plan, act, requeue.
 //!
 //! Nothing that matters lives only here: the per-node state is in node labels, so a new
 //! process picks up exactly where a killed one stopped. What lives here is what may be lost:
@@ -8,18 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use tokio::sync::{Notify, watch};
 
-use std::collections::HashMap;
-
 use std::collections::BTreeSet;
 
-use bollard::models::{Network, Node, Service, Task};
-
 use crate::clock::Clock;
-use crate::cluster::{NodeView, Snapshot, TaskView};
+use crate::cluster::{NodeView, Snapshot};
 use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink, EventStep};
 use crate::executor::{Commands, Executor};
@@ -31,6 +26,7 @@ use crate::health::probing::{self, ProbeRunner};
 use crate::health::prometheus::evaluate_gate;
 use crate::health::rejections::RejectionTracker;
 use crate::metrics::{ErrorLabels, Metrics};
+use crate::observe::{Cadence, Observation, Reflector};
 use crate::planner::{Action, CommandEnded, Plan, PlanInput, plan};
 use crate::spec::{EngineUpgrade, SpecState, spec_hash};
 use crate::spec::{EngineUpgradeSpec, HealthSpec};
@@ -69,47 +65,20 @@ pub enum Outcome {
     PausedByFailure,
 }
 
-/// The engine's own objects from one observation, kept for the health checks.
-pub struct Raw {
-    pub nodes: Vec<Node>,
-    pub tasks: Vec<Task>,
-    pub services: Vec<Service>,
-    pub networks: Vec<Network>,
+/// Observes the cluster once, from scratch: for `plan`, `status` and `diagnose`, which run once.
+pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Observation), ApiError> {
+    let mut reflector = Reflector::once(swarm.clone());
+    reflector.list_everything().await?;
+    let snapshot = planner_input(swarm, reflector.store()).await;
+    Ok((snapshot, reflector.into_store()))
 }
 
-/// Observes the cluster once.
-pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Raw), ApiError> {
-    let (listed, own) = tokio::join!(
-        async {
-            tokio::try_join!(
-                swarm.nodes(),
-                swarm.tasks(),
-                swarm.services(),
-                swarm.networks()
-            )
-        },
-        swarm.manager_infos()
-    );
-    let (nodes, tasks, services, networks) = listed?;
-    let mut views = nodes
-        .iter()
-        .map(NodeView::from_engine)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::Other(e.to_string()))?;
-    correct_descriptions(&mut views, own);
-    let task_views = tasks.iter().filter_map(TaskView::from_engine).collect();
-    Ok((
-        Snapshot {
-            nodes: views,
-            tasks: task_views,
-        },
-        Raw {
-            nodes,
-            tasks,
-            services,
-            networks,
-        },
-    ))
+/// The planner's input from the store, with what each manager's engine says of itself.
+async fn planner_input(swarm: &Swarm, observation: &Observation) -> Snapshot {
+    let own = swarm.manager_infos().await;
+    let mut snapshot = observation.snapshot();
+    correct_descriptions(&mut snapshot.nodes, own);
+    snapshot
 }
 
 /// A 20.10 swarm can store one node's description (hostname, engine version) under another
@@ -154,6 +123,9 @@ pub struct HealthWatch {
     /// count rejections, failures and probe errors from here.
     step_since: Timestamp,
     probe_errors_at_step: u64,
+    /// Probe rounds done when the step began: the gates wait for one more, so that "no new
+    /// probe error" means the probes looked again, however soon the next pass comes.
+    probe_rounds_at_step: u64,
     /// Logged once per change, not every pass.
     last_failures: Vec<String>,
 }
@@ -173,6 +145,7 @@ impl HealthWatch {
             clock,
             step_since: clock.now(),
             probe_errors_at_step: 0,
+            probe_rounds_at_step: 0,
             last_failures: vec![],
         }
     }
@@ -185,6 +158,7 @@ impl HealthWatch {
     pub fn step_started(&mut self) {
         self.step_since = self.clock.now();
         self.probe_errors_at_step = self.probe_errors();
+        self.probe_rounds_at_step = self.probes.as_ref().map_or(0, ProbeRunner::rounds_total);
     }
 
     /// Runs the configured probes, and evaluates the health gates when `spec.health` is set.
@@ -193,7 +167,7 @@ impl HealthWatch {
         &mut self,
         spec: &HealthSpec,
         snapshot: &Snapshot,
-        raw: &Raw,
+        observation: &Observation,
     ) -> Vec<String> {
         match &mut self.probes {
             Some(runner) => runner.update(spec.probes.clone()),
@@ -209,7 +183,8 @@ impl HealthWatch {
             return vec![];
         }
         if let Some(runner) = &self.probes {
-            // The gates mean nothing before the probes have looked once: wait for a round.
+            // The gates mean nothing before the probes have looked once since the step began:
+            // wait for a round.
             let patience = spec
                 .probes
                 .iter()
@@ -218,7 +193,9 @@ impl HealthWatch {
                 .unwrap_or_default()
                 * 2;
             let deadline = tokio::time::Instant::now() + patience;
-            while runner.rounds_total() == 0 && tokio::time::Instant::now() < deadline {
+            while runner.rounds_total() <= self.probe_rounds_at_step
+                && tokio::time::Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -234,9 +211,7 @@ impl HealthWatch {
             .map(|n| n.id.clone())
             .collect();
         let failures = evaluate(&GateInput {
-            services: &raw.services,
-            tasks: &raw.tasks,
-            nodes: &raw.nodes,
+            observation,
             affected_nodes: &affected,
             since: self.step_since,
             probe_errors: self
@@ -263,18 +238,11 @@ impl HealthWatch {
         messages
     }
 
-    pub fn observe(&mut self, raw: &Raw) {
-        let service_names: HashMap<String, String> = raw
-            .services
-            .iter()
-            .filter_map(|s| Some((s.id.clone()?, s.spec.as_ref()?.name.clone()?)))
-            .collect();
-        let hostnames: HashMap<String, String> = raw
-            .nodes
-            .iter()
-            .filter_map(|n| Some((n.id.clone()?, n.description.as_ref()?.hostname.clone()?)))
-            .collect();
-        let problems = self.tracker.observe(&raw.tasks, &service_names, &hostnames);
+    /// Reports the rejected and failed tasks among those that changed since the last call,
+    /// and sets the network usage gauges.
+    pub fn observe(&mut self, observation: &mut Observation) {
+        let changed = observation.take_changed_tasks();
+        let problems = self.tracker.observe_changes(observation, &changed);
         for p in &problems {
             tracing::warn!(
                 task = %p.task_id,
@@ -288,24 +256,26 @@ impl HealthWatch {
             );
         }
         self.metrics.record_problems(&problems);
-        let usage = network_usage(&raw.networks, &raw.services, &raw.tasks, &raw.nodes);
-        self.metrics.set_network_usage(&usage);
+        self.metrics.set_network_usage(&network_usage(observation));
     }
 }
 
 /// Plans against the cluster as it is now, for `plan` and `status`.
-pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<(Plan, Raw), ApiError> {
-    let (snapshot, raw) = observe(swarm).await?;
+pub async fn plan_now(
+    swarm: &Swarm,
+    spec: &EngineUpgrade,
+) -> Result<(Plan, Observation), ApiError> {
+    let (snapshot, observation) = observe(swarm).await?;
     let p = plan_with_predictions(
         &spec.spec,
         &spec_hash(&spec.spec),
         &snapshot,
-        &raw,
+        &observation,
         &BTreeSet::new(),
         &[],
         &BTreeMap::new(),
     );
-    Ok((p, raw))
+    Ok((p, observation))
 }
 
 /// For nodes drained by the operator whose tasks have stopped: how many of their service
@@ -314,7 +284,7 @@ pub async fn plan_now(swarm: &Swarm, spec: &EngineUpgrade) -> Result<(Plan, Raw)
 pub async fn lingering_endpoints(
     swarm: &Swarm,
     snapshot: &Snapshot,
-    raw: &Raw,
+    observation: &Observation,
 ) -> BTreeMap<String, usize> {
     let drained: BTreeMap<&str, &str> = snapshot
         .nodes
@@ -332,14 +302,11 @@ pub async fn lingering_endpoints(
     if drained.is_empty() {
         return lingering;
     }
-    let overlays = raw
-        .networks
-        .iter()
-        .filter(|n| n.driver.as_deref() == Some("overlay") && n.ingress != Some(true));
+    let overlays = observation
+        .networks()
+        .filter(|n| n.is_overlay() && !n.ingress);
     for network in overlays {
-        let Some(id) = network.id.as_deref() else {
-            continue;
-        };
+        let id = network.id.as_str();
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for view in swarm
             .network_verbose_on_every_manager(id)
@@ -374,7 +341,7 @@ pub fn plan_with_predictions(
     spec: &EngineUpgradeSpec,
     hash: &str,
     snapshot: &Snapshot,
-    raw: &Raw,
+    observation: &Observation,
     running: &BTreeSet<String>,
     health_failures: &[String],
     lingering_endpoints: &BTreeMap<String, usize>,
@@ -383,7 +350,7 @@ pub fn plan_with_predictions(
         spec,
         hash,
         snapshot,
-        raw,
+        observation,
         running,
         ended: &BTreeMap::new(),
         health_failures,
@@ -397,7 +364,7 @@ struct Pass<'a> {
     spec: &'a EngineUpgradeSpec,
     hash: &'a str,
     snapshot: &'a Snapshot,
-    raw: &'a Raw,
+    observation: &'a Observation,
     running: &'a BTreeSet<String>,
     ended: &'a BTreeMap<String, CommandEnded>,
     health_failures: &'a [String],
@@ -407,15 +374,9 @@ struct Pass<'a> {
 
 /// Plans with the address-exhaustion and nowhere-to-run prediction as the planner's drain check.
 fn plan_pass(pass: &Pass<'_>) -> Plan {
-    let raw = pass.raw;
+    let observation = pass.observation;
     let predict = |draining: &[&str]| {
-        let prediction = predict_drain_nodes(
-            draining,
-            &raw.networks,
-            &raw.services,
-            &raw.tasks,
-            &raw.nodes,
-        );
+        let prediction = predict_drain_nodes(draining, observation);
         (!prediction.is_safe()).then(|| {
             let reasons: Vec<String> = prediction.blockers.iter().map(|b| b.to_string()).collect();
             reasons.join("; ")
@@ -457,7 +418,8 @@ impl Reconciler {
             clock,
             wake: wake.clone(),
         };
-        let watcher = tokio::spawn(wake_on_cluster_events(self.swarm.clone(), wake.clone()));
+        let mut reflector = Reflector::start(self.swarm.clone(), Cadence::default(), wake.clone());
+        let mut in_flight: BTreeSet<String> = BTreeSet::new();
         let mut health = HealthWatch::with_clock(&self.metrics, clock);
         let mut announced = Announced::default();
         let mut last_error: Option<String> = None;
@@ -472,9 +434,11 @@ impl Reconciler {
             let spec_error = state.error.as_ref().map(|e| e.to_string());
             let upgrade_spec = Arc::new(spec.spec.clone());
             let hash = spec_hash(&upgrade_spec);
-            let observed = observe(&self.swarm).await;
-            let (snapshot, raw) = match observed {
-                Ok(s) => s,
+            let pass_started = tokio::time::Instant::now();
+            in_flight.extend(executor.commands.running());
+            let refreshed = reflector.refresh(&in_flight).await;
+            let snapshot = match refreshed {
+                Ok(()) => planner_input(&self.swarm, reflector.store()).await,
                 Err(e) => {
                     self.count_error(e.metric_label());
                     tracing::warn!("observing the cluster failed: {e}");
@@ -487,16 +451,20 @@ impl Reconciler {
                     continue;
                 }
             };
-            health.observe(&raw);
-            let health_failures = health.gates(&upgrade_spec.health, &snapshot, &raw).await;
+            in_flight = nodes_in_flight(&snapshot);
+            health.observe(reflector.store_mut());
+            let observation = reflector.store();
+            let health_failures = health
+                .gates(&upgrade_spec.health, &snapshot, observation)
+                .await;
             let running = executor.commands.running();
             let ended = executor.commands.ended();
-            let lingering = lingering_endpoints(&self.swarm, &snapshot, &raw).await;
+            let lingering = lingering_endpoints(&self.swarm, &snapshot, observation).await;
             let p = plan_pass(&Pass {
                 spec: &upgrade_spec,
                 hash: &hash,
                 snapshot: &snapshot,
-                raw: &raw,
+                observation,
                 running: &running,
                 ended: &ended,
                 health_failures: &health_failures,
@@ -516,6 +484,9 @@ impl Reconciler {
                 .await;
 
             let busy = !p.actions.is_empty() || p.nodes.iter().any(|n| n.step.is_some());
+            // What the executor changes shows as an event, maybe after the next pass begins:
+            // the nodes acted on are re-read then, so the planner never sees them as before.
+            in_flight.extend(p.actions.iter().map(|a| a.node().id.clone()));
             let pass_error = self.act(&executor, &p, &upgrade_spec).await;
             if pass_error.is_some() || p.actions.is_empty() {
                 last_error = pass_error;
@@ -529,6 +500,9 @@ impl Reconciler {
                 last_error.clone(),
             );
 
+            self.metrics
+                .reconcile_duration
+                .observe(pass_started.elapsed().as_secs_f64());
             if self.options.once && p.actions.is_empty() && running.is_empty() {
                 if p.complete {
                     break Outcome::Complete;
@@ -539,7 +513,7 @@ impl Reconciler {
             }
             self.wait(&wake, busy).await;
         };
-        watcher.abort();
+        drop(reflector);
         outcome
     }
 
@@ -645,28 +619,15 @@ impl Announced {
     }
 }
 
-/// Node and service events wake the loop at once; the stream is re-opened (on whichever
-/// manager answers) whenever it ends, as it does when that manager's engine stops.
-async fn wake_on_cluster_events(swarm: Swarm, wake: Arc<Notify>) {
-    loop {
-        match swarm.events().await {
-            Ok(stream) => {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(_) => wake.notify_one(),
-                        Err(e) => {
-                            tracing::debug!("event stream ended: {e}");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::debug!("cannot open the event stream: {e}"),
-        }
-        wake.notify_one();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// The nodes in their cycle (marked by the operator): their node and tasks are re-read every
+/// pass, since most steps end without an event.
+fn nodes_in_flight(snapshot: &Snapshot) -> BTreeSet<String> {
+    snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.mark().is_some())
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -675,7 +636,7 @@ mod tests {
 
     #[test]
     fn a_nodes_own_engine_corrects_a_swapped_description() {
-        let nodes: Vec<Node> = swarm_sim::captures::json("20.10.24/nodes.json");
+        let nodes: Vec<bollard::models::Node> = swarm_sim::captures::json("20.10.24/nodes.json");
         let mut views: Vec<NodeView> = nodes
             .iter()
             .map(|n| NodeView::from_engine(n).unwrap())

@@ -11,16 +11,20 @@
 //!   `docker stack config` accepts it; the scrape config is valid for Prometheus;
 //! - the example spec in `charts/` parses with the operator's own parser.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bollard::models::{Ipam, IpamConfig, Network, Task, TaskState, TaskStatus};
+use bollard::models::{
+    Ipam, IpamConfig, Network, Node, NodeDescription, Service, ServiceSpec, Task, TaskState,
+    TaskStatus,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use swarm_upgrade::health::{Reason, RejectionTracker, network_usage};
 use swarm_upgrade::marks::Step;
 use swarm_upgrade::metrics::{ErrorLabels, Metrics, NodeLabels, RoleLabels};
+use swarm_upgrade::observe::Observation;
 use swarm_upgrade::reconciler::HealthWatch;
 
 fn repo() -> PathBuf {
@@ -92,21 +96,35 @@ fn exposition() -> String {
         })
         .set(2);
     metrics.observe_step(Step::Draining, 3.0);
+    metrics.docker_api.record("services", 2048);
+    metrics.reconcile_duration.observe(0.02);
 
-    let services = HashMap::from([("svc-id".to_string(), "ex_service".to_string())]);
-    let nodes = HashMap::from([("node-id".to_string(), "tk1706-ubuntu-1".to_string())]);
-    let problems = RejectionTracker::new().observe(
-        &[
-            problem_task(
-                "t1",
-                TaskState::REJECTED,
-                "node is missing network attachments, ip addresses may be exhausted",
-            ),
-            problem_task("t2", TaskState::FAILED, "task: non-zero exit (1)"),
-        ],
-        &services,
-        &nodes,
-    );
+    let service = Service {
+        id: Some("svc-id".into()),
+        spec: Some(ServiceSpec {
+            name: Some("ex_service".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = Node {
+        id: Some("node-id".into()),
+        description: Some(NodeDescription {
+            hostname: Some("tk1706-ubuntu-1".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let tasks = [
+        problem_task(
+            "t1",
+            TaskState::REJECTED,
+            "node is missing network attachments, ip addresses may be exhausted",
+        ),
+        problem_task("t2", TaskState::FAILED, "task: non-zero exit (1)"),
+    ];
+    let observation = Observation::from_engine_models(&[node], &[service], &[], &tasks).unwrap();
+    let problems = RejectionTracker::new().observe(&observation);
     assert_eq!(problems.len(), 2, "{problems:?}");
     health.metrics.record_problems(&problems);
     health.metrics.probe_metrics().record("tasks.web:80", 3, 1);
@@ -127,7 +145,7 @@ fn exposition() -> String {
         }),
         ..Default::default()
     };
-    let usage = network_usage(&[network], &[], &[], &[]);
+    let usage = network_usage(&Observation::from_engine_models(&[], &[], &[network], &[]).unwrap());
     assert_eq!(usage.len(), 1, "{usage:?}");
     health.metrics.set_network_usage(&usage);
     metrics.encode()

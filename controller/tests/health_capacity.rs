@@ -6,10 +6,40 @@ use rand::{Rng as _, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
 
 use bollard::models::*;
-use swarm_upgrade::health::capacity::network_usage_inspected;
 use swarm_upgrade::health::{
     DrainBlocker, DrainPrediction, NetworkUsage, network_usage, predict_drain, predict_drain_nodes,
 };
+
+/// The operator's view of one node (through its JSON).
+fn observed(n: &bollard::models::Node) -> swarm_upgrade::observe::ObservedNode {
+    serde_json::from_value(serde_json::to_value(n).expect("serializes")).expect("a node")
+}
+
+/// The operator's observation of these engine objects (converted through their JSON).
+fn obs(
+    nodes: &[bollard::models::Node],
+    services: &[bollard::models::Service],
+    networks: &[bollard::models::Network],
+    tasks: &[bollard::models::Task],
+) -> swarm_upgrade::observe::Observation {
+    swarm_upgrade::observe::Observation::from_engine_models(nodes, services, networks, tasks)
+        .expect("bollard's models convert")
+}
+
+/// Like [`obs`], with networks as `GET /networks/{id}` answers them.
+fn obs_inspected(
+    nodes: &[bollard::models::Node],
+    services: &[bollard::models::Service],
+    inspected: &[bollard::models::NetworkInspect],
+    tasks: &[bollard::models::Task],
+) -> swarm_upgrade::observe::Observation {
+    let mut o = obs(nodes, services, &[], tasks);
+    for n in inspected {
+        let json = serde_json::to_value(n).expect("serializes");
+        o.upsert_network(serde_json::from_value(json).expect("a network"));
+    }
+    o
+}
 
 fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
     swarm_sim::captures::json(rel)
@@ -48,7 +78,7 @@ fn node_id(c: &Cluster, host: &str) -> String {
 #[test]
 fn the_captured_networks_count_as_the_allocator_did() {
     let c = lab_20();
-    let u = network_usage(&c.networks, &c.services, &c.tasks, &c.nodes);
+    let u = network_usage(&obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     // Only the swarm overlays: bridge, host, none, docker_gwbridge are not counted.
     let names: BTreeSet<&str> = u.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, BTreeSet::from(["ex_default", "ingress", "tnet"]));
@@ -110,7 +140,7 @@ fn the_mixed_version_capture_counts_the_same() {
     let services: Vec<Service> = capture("26.1.5/services.json");
     let tasks: Vec<Task> = capture("26.1.5/tasks.json");
     let nodes: Vec<Node> = capture("26.1.5/nodes-mixed-versions.json");
-    let u = network_usage(&networks, &services, &tasks, &nodes);
+    let u = network_usage(&obs(&nodes, &services, &networks, &tasks));
     let ex = by_name(&u, "ex_default");
     assert_eq!((ex.used(), ex.free, ex.lb_attachments), (29, 0, 4));
     // n1's shut-down tasks freed their addresses (.13 was reused by pvewfnxn).
@@ -127,14 +157,14 @@ fn allocator_counts_are_used_when_the_engine_reports_them() {
     let c = lab_20();
     // API < 1.52: no Status, the model decides.
     let inspect: NetworkInspect = serde_json::from_value(raw.clone()).unwrap();
-    let u = network_usage_inspected(&[inspect], &c.services, &c.tasks, &c.nodes);
+    let u = network_usage(&obs_inspected(&c.nodes, &c.services, &[inspect], &c.tasks));
     assert_eq!((u[0].free, u[0].allocator), (0, None));
 
     // API >= 1.52: Status.IPAM.Subnets (IPsInUse counts the 3 reserved too).
     raw["Status"] = serde_json::json!({"IPAM": {"Subnets": {"10.231.0.0/27": {
         "IPsInUse": 32, "DynamicIPsAvailable": 0}}}});
     let inspect: NetworkInspect = serde_json::from_value(raw.clone()).unwrap();
-    let u = network_usage_inspected(&[inspect], &c.services, &c.tasks, &c.nodes);
+    let u = network_usage(&obs_inspected(&c.nodes, &c.services, &[inspect], &c.tasks));
     let a = u[0].allocator.unwrap();
     assert_eq!((a.in_use, a.available, u[0].free), (32, 0, 0));
     assert_eq!(
@@ -146,7 +176,7 @@ fn allocator_counts_are_used_when_the_engine_reports_them() {
     // When they disagree the allocator's free count wins; the model stays visible.
     raw["Status"]["IPAM"]["Subnets"]["10.231.0.0/27"]["DynamicIPsAvailable"] = 3.into();
     let inspect: NetworkInspect = serde_json::from_value(raw).unwrap();
-    let u = network_usage_inspected(&[inspect], &c.services, &c.tasks, &c.nodes);
+    let u = network_usage(&obs_inspected(&c.nodes, &c.services, &[inspect], &c.tasks));
     assert_eq!((u[0].free, u[0].model_free()), (3, 0));
 }
 
@@ -155,7 +185,7 @@ fn the_seeds_exhaustion_is_predicted_before_draining_a_manager() {
     let c = lab_20();
     let n1 = node_id(&c, "n1");
     let n2 = node_id(&c, "n2");
-    let p = predict_drain(&n2, &c.networks, &c.services, &c.tasks, &c.nodes);
+    let p = predict_drain(&n2, &obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     // n2's 6 ex_service tasks all go to n1, the only node without one.
     let ex_moves: Vec<_> = p
         .moves
@@ -196,7 +226,7 @@ fn the_seeds_exhaustion_is_predicted_before_draining_a_manager() {
 fn draining_n1_moves_test_client_where_the_real_swarm_put_it() {
     let c = lab_20();
     let n1 = node_id(&c, "n1");
-    let p = predict_drain(&n1, &c.networks, &c.services, &c.tasks, &c.nodes);
+    let p = predict_drain(&n1, &obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     assert!(p.is_safe(), "{p}");
     // The 26.1.5 capture (taken after n1 was drained and upgraded) shows
     // test_client.1 running on n2 (n8l57hsa).
@@ -225,7 +255,7 @@ fn draining_every_manager_of_a_cluster_without_workers_leaves_tasks_nowhere() {
     c.nodes.retain(|n| n.manager_status.is_some());
     let ids: Vec<String> = c.nodes.iter().map(|n| n.id.clone().unwrap()).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let p = predict_drain_nodes(&refs, &c.networks, &c.services, &c.tasks, &c.nodes);
+    let p = predict_drain_nodes(&refs, &obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     assert!(!p.stranded.is_empty());
     let blocker = p
         .blockers
@@ -273,7 +303,7 @@ fn placement_constraints_decide_where_tasks_go() {
     placement.constraints = Some(vec!["node.role==worker".into()]);
     let n4 = node_id(&c, "n4");
     let n5 = node_id(&c, "n5");
-    let p = predict_drain(&n4, &c.networks, &c.services, &c.tasks, &c.nodes);
+    let p = predict_drain(&n4, &obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     assert!(
         p.moves
             .iter()
@@ -301,7 +331,7 @@ fn placement_constraints_decide_where_tasks_go() {
         .as_mut()
         .unwrap();
     placement.constraints = Some(vec!["node.hostname==N4".into()]);
-    let p = predict_drain(&n4, &c.networks, &c.services, &c.tasks, &c.nodes);
+    let p = predict_drain(&n4, &obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     assert_eq!(p.stranded.len(), 6);
     assert!(
         p.stranded[0]
@@ -571,7 +601,7 @@ fn schedulable(n: &Node) -> bool {
 
 fn check(c: &Cluster, drained: &[&str], seed: u64) {
     let ctx = format!("seed {seed}, drained {drained:?}");
-    let p = predict_drain_nodes(drained, &c.networks, &c.services, &c.tasks, &c.nodes);
+    let p = predict_drain_nodes(drained, &obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     let node = |id: &str| {
         c.nodes
             .iter()
@@ -625,7 +655,7 @@ fn check(c: &Cluster, drained: &[&str], seed: u64) {
             .unwrap();
         assert!(
             cons.iter()
-                .all(|k| swarm_upgrade::health::predict::constraint_matches(k, n)),
+                .all(|k| swarm_upgrade::health::predict::constraint_matches(k, &observed(n))),
             "{ctx}: {m:?} {cons:?}"
         );
     }
@@ -649,9 +679,9 @@ fn check(c: &Cluster, drained: &[&str], seed: u64) {
                     .iter()
                     .any(|n| !drained.contains(&n.id.as_deref().unwrap())
                         && schedulable(n)
-                        && cons
-                            .iter()
-                            .all(|k| swarm_upgrade::health::predict::constraint_matches(k, n))),
+                        && cons.iter().all(
+                            |k| swarm_upgrade::health::predict::constraint_matches(k, &observed(n))
+                        )),
                 "{ctx}: {s:?}"
             );
         }
@@ -698,14 +728,14 @@ fn check(c: &Cluster, drained: &[&str], seed: u64) {
 
     // The predicted steady state is what the usage model computes on the
     // cluster after the drain.
-    let before = network_usage(&c.networks, &c.services, &c.tasks, &c.nodes);
+    let before = network_usage(&obs(&c.nodes, &c.services, &c.networks, &c.tasks));
     let after_cluster = apply(c, &p);
-    let after = network_usage(
-        &after_cluster.networks,
-        &after_cluster.services,
-        &after_cluster.tasks,
+    let after = network_usage(&obs(
         &after_cluster.nodes,
-    );
+        &after_cluster.services,
+        &after_cluster.networks,
+        &after_cluster.tasks,
+    ));
     for n in &p.networks {
         let b = by_name(&before, &n.name);
         let a = by_name(&after, &n.name);
@@ -741,7 +771,10 @@ fn predictions_are_internally_consistent_on_random_clusters() {
             let second = (first + 1 + rng.below(ids.len() as u64 - 1) as usize) % ids.len();
             check(&c, &[ids[first].as_str(), ids[second].as_str()], seed);
         }
-        let p = predict_drain(&ids[first], &c.networks, &c.services, &c.tasks, &c.nodes);
+        let p = predict_drain(
+            &ids[first],
+            &obs(&c.nodes, &c.services, &c.networks, &c.tasks),
+        );
         blocked += usize::from(
             p.blockers
                 .iter()

@@ -3,6 +3,17 @@
 use bollard::models::*;
 use swarm_upgrade::health::{Reason, diagnose};
 
+/// The operator's observation of these engine objects (converted through their JSON).
+fn obs(
+    nodes: &[bollard::models::Node],
+    services: &[bollard::models::Service],
+    networks: &[bollard::models::Network],
+    tasks: &[bollard::models::Task],
+) -> swarm_upgrade::observe::Observation {
+    swarm_upgrade::observe::Observation::from_engine_models(nodes, services, networks, tasks)
+        .expect("bollard's models convert")
+}
+
 fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
     swarm_sim::captures::json(rel)
 }
@@ -26,7 +37,7 @@ fn lab() -> Lab {
 #[test]
 fn the_exhaustion_capture_is_diagnosed() {
     let l = lab();
-    let r = diagnose(&l.services, &l.tasks, &l.nodes, &l.networks);
+    let r = diagnose(&obs(&l.nodes, &l.services, &l.networks, &l.tasks));
     assert_eq!(r.services.len(), 1);
     let ex = &r.services[0];
     assert_eq!(
@@ -84,11 +95,11 @@ fn the_mixed_version_capture_has_the_same_rejections_and_shutdowns_are_not_probl
     let tasks: Vec<Task> = capture("26.1.5/tasks.json");
     let nodes: Vec<Node> = capture("26.1.5/nodes-mixed-versions.json");
     let networks: Vec<Network> = vec![capture("26.1.5/network-ex_default.json")];
-    let r = diagnose(&services, &tasks, &nodes, &networks);
+    let r = diagnose(&obs(&nodes, &services, &networks, &tasks));
     assert_eq!(r.services.len(), 1);
     assert_eq!(r.services[0].tasks.len(), 8);
     // test_service is global: 5 tasks desired running, 5 running.
-    let clean = diagnose(&services, &[], &nodes, &[]);
+    let clean = diagnose(&obs(&nodes, &services, &[], &[]));
     assert!(clean.is_clean());
     assert!(clean.to_string().starts_with("No rejected or failed tasks"));
 }
@@ -104,7 +115,7 @@ fn restart_policies_that_rejections_use_up_are_flagged() {
             ..Default::default()
         });
     }
-    let r = diagnose(&l.services, &l.tasks, &l.nodes, &l.networks);
+    let r = diagnose(&obs(&l.nodes, &l.services, &l.networks, &l.tasks));
     let ex = r
         .restart_risks
         .iter()

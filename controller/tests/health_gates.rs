@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use swarm_upgrade::health::gates::{Gate, GateFailure, GateInput, GateMetrics, evaluate, summary};
+use swarm_upgrade::observe::Observation;
 use swarm_upgrade::spec::{HealthSpec, PrometheusGate, SpecDuration, parse_spec};
 
 // ---------------------------------------------------------------------------------------------
@@ -67,10 +68,10 @@ impl<'a> Run<'a> {
         }
     }
     fn eval(&self, c: &Cluster) -> Vec<GateFailure> {
+        let observation =
+            Observation::from_engine_models(&c.nodes, &c.services, &[], &c.tasks).unwrap();
         evaluate(&GateInput {
-            services: &c.services,
-            tasks: &c.tasks,
-            nodes: &c.nodes,
+            observation: &observation,
             affected_nodes: &self.affected,
             since: self.since,
             probe_errors: self.probe_errors,

@@ -1,38 +1,31 @@
 //! RejectionTracker and the health metric families.
 
-use std::collections::HashMap;
-
 use bollard::models::{Network, Node, Service, Task, TaskState, TaskStatus};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use swarm_upgrade::health::{HealthMetrics, Reason, RejectionTracker, network_usage};
 
+/// The operator's observation of these engine objects (converted through their JSON).
+fn obs(
+    nodes: &[bollard::models::Node],
+    services: &[bollard::models::Service],
+    networks: &[bollard::models::Network],
+    tasks: &[bollard::models::Task],
+) -> swarm_upgrade::observe::Observation {
+    swarm_upgrade::observe::Observation::from_engine_models(nodes, services, networks, tasks)
+        .expect("bollard's models convert")
+}
+
 fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
     swarm_sim::captures::json(rel)
 }
 
-fn names(version: &str, nodes_file: &str) -> (HashMap<String, String>, HashMap<String, String>) {
-    let services: Vec<Service> = capture(&format!("{version}/services.json"));
-    let nodes: Vec<Node> = capture(&format!("{version}/{nodes_file}"));
-    let s = services
-        .iter()
-        .map(|s| {
-            (
-                s.id.clone().unwrap(),
-                s.spec.as_ref().unwrap().name.clone().unwrap(),
-            )
-        })
-        .collect();
-    let n = nodes
-        .iter()
-        .map(|n| {
-            (
-                n.id.clone().unwrap(),
-                n.description.as_ref().unwrap().hostname.clone().unwrap(),
-            )
-        })
-        .collect();
-    (s, n)
+/// The captured services and nodes, which name the tasks' service and node IDs.
+fn names(version: &str, nodes_file: &str) -> (Vec<Service>, Vec<Node>) {
+    (
+        capture(&format!("{version}/services.json")),
+        capture(&format!("{version}/{nodes_file}")),
+    )
 }
 
 fn failed_task(id: usize, err: &str) -> Task {
@@ -55,7 +48,7 @@ fn each_captured_rejection_is_reported_once() {
     let tasks: Vec<Task> = capture("20.10.24/tasks.json");
     let (svc, nodes) = names("20.10.24", "nodes.json");
     let mut tracker = RejectionTracker::new();
-    let first = tracker.observe(&tasks, &svc, &nodes);
+    let first = tracker.observe(&obs(&nodes, &svc, &[], &tasks));
     assert_eq!(first.len(), 8);
     for p in &first {
         assert_eq!(p.service, "ex_service");
@@ -71,21 +64,20 @@ fn each_captured_rejection_is_reported_once() {
     let mut sorted = stamps.clone();
     sorted.sort();
     assert_eq!(stamps, sorted);
-    assert!(tracker.observe(&tasks, &svc, &nodes).is_empty());
+    assert!(tracker.observe(&obs(&nodes, &svc, &[], &tasks)).is_empty());
     assert_eq!(tracker.len(), 8);
 
     // The later capture holds the same 8 rejections and no new problem.
     let later: Vec<Task> = capture("26.1.5/tasks.json");
     let (svc, nodes) = names("26.1.5", "nodes-mixed-versions.json");
-    assert!(tracker.observe(&later, &svc, &nodes).is_empty());
+    assert!(tracker.observe(&obs(&nodes, &svc, &[], &later)).is_empty());
 }
 
 #[test]
 fn unknown_names_fall_back_to_ids_and_prime_skips_history() {
     let tasks: Vec<Task> = capture("20.10.24/tasks.json");
-    let empty = HashMap::new();
     let mut tracker = RejectionTracker::new();
-    let got = tracker.observe(&tasks, &empty, &empty);
+    let got = tracker.observe(&obs(&[], &[], &[], &tasks));
     assert!(
         got.iter()
             .all(|p| p.service == "kfwgh4mng4wqku69zv78hama2"
@@ -93,33 +85,31 @@ fn unknown_names_fall_back_to_ids_and_prime_skips_history() {
     );
 
     let mut primed = RejectionTracker::new();
-    primed.prime(&tasks);
-    assert!(primed.observe(&tasks, &empty, &empty).is_empty());
+    primed.prime(&obs(&[], &[], &[], &tasks));
+    assert!(primed.observe(&obs(&[], &[], &[], &tasks)).is_empty());
 }
 
 #[test]
 fn a_state_change_is_a_new_problem_and_vanished_tasks_are_forgotten() {
-    let empty = HashMap::new();
     let mut tracker = RejectionTracker::new();
     let mut t = failed_task(1, "task: non-zero exit (1)");
     assert_eq!(
         tracker
-            .observe(std::slice::from_ref(&t), &empty, &empty)
+            .observe(&obs(&[], &[], &[], std::slice::from_ref(&t)))
             .len(),
         1
     );
     t.status.as_mut().unwrap().state = Some(TaskState::REJECTED);
-    let again = tracker.observe(std::slice::from_ref(&t), &empty, &empty);
+    let again = tracker.observe(&obs(&[], &[], &[], std::slice::from_ref(&t)));
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].state, TaskState::REJECTED);
     assert_eq!(again[0].reason, Reason::Other);
-    assert!(tracker.observe(&[], &empty, &empty).is_empty());
+    assert!(tracker.observe(&obs(&[], &[], &[], &[])).is_empty());
     assert!(tracker.is_empty());
 }
 
 #[test]
 fn memory_stays_bounded_over_a_long_run() {
-    let empty = HashMap::new();
     let mut tracker = RejectionTracker::new();
     let mut reported = 0usize;
     // A sliding window of 50 failed tasks, one new per round, for 20 000 rounds.
@@ -128,7 +118,7 @@ fn memory_stays_bounded_over_a_long_run() {
         let listing: Vec<Task> = (start..=round)
             .map(|i| failed_task(i, "No such image: x"))
             .collect();
-        reported += tracker.observe(&listing, &empty, &empty).len();
+        reported += tracker.observe(&obs(&[], &[], &[], &listing)).len();
         assert!(tracker.len() <= 50);
     }
     assert_eq!(reported, 20_000);
@@ -136,7 +126,7 @@ fn memory_stays_bounded_over_a_long_run() {
     // A hard cap below the listing's size.
     let mut capped = RejectionTracker::with_max_entries(10);
     let listing: Vec<Task> = (0..100).map(|i| failed_task(i, "x")).collect();
-    assert_eq!(capped.observe(&listing, &empty, &empty).len(), 10);
+    assert_eq!(capped.observe(&obs(&[], &[], &[], &listing)).len(), 10);
     assert_eq!(capped.len(), 10);
 }
 
@@ -154,13 +144,21 @@ fn metrics_come_out_with_the_fixed_names() {
     let tasks: Vec<Task> = capture("20.10.24/tasks.json");
     let (svc, nodes_by_id) = names("20.10.24", "nodes.json");
     let mut tracker = RejectionTracker::new();
-    let problems = tracker.observe(&tasks, &svc, &nodes_by_id);
+    let problems = tracker.observe(&obs(&nodes_by_id, &svc, &[], &tasks));
     metrics.record_problems(&problems);
-    metrics.record_problems(&tracker.observe(&tasks, &svc, &nodes_by_id));
+    metrics.record_problems(&tracker.observe(&obs(&nodes_by_id, &svc, &[], &tasks)));
+    let lone = obs(
+        &[],
+        &[],
+        &[],
+        &[failed_task(
+            7,
+            "error while removing network: unknown network tnet id x",
+        )],
+    );
     metrics.record_problems(&[swarm_upgrade::health::rejections::task_problem(
-        &failed_task(7, "error while removing network: unknown network tnet id x"),
-        &HashMap::new(),
-        &HashMap::new(),
+        lone.task("task7").unwrap(),
+        &lone,
     )
     .unwrap()]);
 
@@ -174,7 +172,7 @@ fn metrics_come_out_with_the_fixed_names() {
     let networks: Vec<Network> = capture("20.10.24/networks.json");
     let services: Vec<Service> = capture("20.10.24/services.json");
     let nodes: Vec<Node> = capture("20.10.24/nodes.json");
-    metrics.set_network_usage(&network_usage(&networks, &services, &tasks, &nodes));
+    metrics.set_network_usage(&network_usage(&obs(&nodes, &services, &networks, &tasks)));
 
     let text = encode_text(&registry);
     for line in [
@@ -205,7 +203,7 @@ fn metrics_come_out_with_the_fixed_names() {
         .into_iter()
         .filter(|n| n.name.as_deref() == Some("tnet"))
         .collect();
-    metrics.set_network_usage(&network_usage(&only_tnet, &services, &tasks, &nodes));
+    metrics.set_network_usage(&network_usage(&obs(&nodes, &services, &only_tnet, &tasks)));
     let text = encode_text(&registry);
     assert!(!text.contains("network=\"ex_default\""), "{text}");
     assert!(text.contains("swarm_upgrade_network_free_addresses{network=\"tnet\"} 240"));

@@ -26,6 +26,7 @@ use swarm_sim::state::{
 use swarm_sim::{SimConfig, SimHandle, Stack, Timings};
 use swarm_upgrade::docker::{Endpoint, Swarm};
 use swarm_upgrade::health::{DrainBlocker, DrainPrediction, network_usage, predict_drain};
+use swarm_upgrade::observe::Observation;
 use swarm_upgrade::reconciler::observe;
 
 const TIME_SCALE: f64 = 50.0;
@@ -307,8 +308,8 @@ fn service_networks(s: &Service, nets: &[Network]) -> Vec<String> {
 }
 
 /// The model's free count per network against the simulator's own pool.
-fn compare_usage(h: &SimHandle, networks: &[Network], raw: &Raw, when: &str) -> Vec<String> {
-    let usage = network_usage(networks, &raw.services, &raw.tasks, &raw.nodes);
+fn compare_usage(h: &SimHandle, raw: &Raw, when: &str) -> Vec<String> {
+    let usage = network_usage(&raw.observation);
     let pools: HashMap<String, u32> = h.sim().with(|c, _| {
         c.networks
             .values()
@@ -329,20 +330,24 @@ fn compare_usage(h: &SimHandle, networks: &[Network], raw: &Raw, when: &str) -> 
         .collect()
 }
 
+/// The engine's objects as bollard reads them (for the test's own checks), and the
+/// operator's observation of the same moment (for the predictions).
 struct Raw {
     nodes: Vec<Node>,
     tasks: Vec<Task>,
     services: Vec<Service>,
     networks: Vec<Network>,
+    observation: Observation,
 }
 
 async fn read(swarm: &Swarm) -> Raw {
-    let (_, raw) = observe(swarm).await.expect("observe");
+    let (_, observation) = observe(swarm).await.expect("observe");
     Raw {
-        nodes: raw.nodes,
-        tasks: raw.tasks,
-        services: raw.services,
-        networks: raw.networks,
+        nodes: swarm.nodes().await.expect("nodes"),
+        tasks: swarm.tasks().await.expect("tasks"),
+        services: swarm.services().await.expect("services"),
+        networks: swarm.networks().await.expect("networks"),
+        observation,
     }
 }
 
@@ -499,7 +504,7 @@ async fn run_case_on(
     }
     let before = read(swarm).await;
     rep.usage_mismatches
-        .extend(compare_usage(h, &before.networks, &before, "before"));
+        .extend(compare_usage(h, &before, "before"));
 
     // Pick an active, ready node that runs something (or any active node).
     let mut candidates: Vec<&Node> = before
@@ -530,13 +535,7 @@ async fn run_case_on(
     let victim = candidates[case.drain_pick as usize % candidates.len()];
     let victim_id = victim.id.clone().unwrap();
     let victim_host = hostname(victim);
-    let p: DrainPrediction = predict_drain(
-        &victim_id,
-        &before.networks,
-        &before.services,
-        &before.tasks,
-        &before.nodes,
-    );
+    let p: DrainPrediction = predict_drain(&victim_id, &before.observation);
     let known: HashSet<String> = before.tasks.iter().filter_map(|t| t.id.clone()).collect();
 
     // Drain, then wait past the attachment wait (a rejection shows up by then).
@@ -686,7 +685,7 @@ async fn run_case_on(
         hosts(&observed_moves),
     );
 
-    let usage_after = network_usage(&after.networks, &after.services, &after.tasks, &after.nodes);
+    let usage_after = network_usage(&after.observation);
     let judge = |exhaust: &BTreeSet<String>| -> Vec<String> {
         let mut dis = vec![];
         // WouldExhaust{network} => a service on that network had replacements rejected or stuck.
@@ -733,15 +732,10 @@ async fn run_case_on(
     // Wherever the simulator put a replacement, it must have been a node the
     // model considers eligible (a divergence is then a tie broken differently).
     let mut dis = vec![];
-    let node_by_id: HashMap<&str, &Node> = before
-        .nodes
-        .iter()
-        .filter_map(|n| Some((n.id.as_deref()?, n)))
-        .collect();
     for (sid, nid) in &observed_moves {
         let ok = nid != &victim_id
-            && node_by_id.get(nid.as_str()).is_some_and(|n| {
-                swarm_upgrade::health::predict::node_schedulable(n)
+            && before.observation.node(nid).is_some_and(|n| {
+                n.schedulable()
                     && constraints_of(&before.services, sid)
                         .iter()
                         .all(|c| swarm_upgrade::health::predict::constraint_matches(c, n))
@@ -783,7 +777,7 @@ async fn run_case_on(
     rep.alt_exhaust = !counted_lb.is_empty();
     if quiet {
         rep.usage_mismatches
-            .extend(compare_usage(h, &after.networks, &after, "after"));
+            .extend(compare_usage(h, &after, "after"));
     }
     rep.disagreements = dis;
     Ok(())

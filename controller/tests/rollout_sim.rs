@@ -43,17 +43,13 @@ impl Lab {
     async fn wait_converged(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let (services, tasks, nodes) = (
-                self.swarm.services().await.unwrap(),
-                self.swarm.tasks().await.unwrap(),
-                self.swarm.nodes().await.unwrap(),
-            );
-            let all: Vec<String> = nodes.iter().filter_map(|n| n.id.clone()).collect();
+            let (_, observation) = swarm_upgrade::reconciler::observe(&self.swarm)
+                .await
+                .unwrap();
+            let all: Vec<String> = observation.nodes().map(|n| n.id.clone()).collect();
             let failures =
                 swarm_upgrade::health::gates::evaluate(&swarm_upgrade::health::gates::GateInput {
-                    services: &services,
-                    tasks: &tasks,
-                    nodes: &nodes,
+                    observation: &observation,
                     affected_nodes: &all,
                     since: swarm_upgrade::clock::Clock::system().now(),
                     probe_errors: 0,

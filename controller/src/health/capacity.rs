@@ -18,16 +18,16 @@
 //! for tasks on a `/27` with one VIP and tasks on 5 nodes.
 //!
 //! Engines with API >= 1.52 report the allocator's own counts in
-//! `GET /networks/{id}` (`Status.IPAM.Subnets`): [`network_usage_inspected`] uses
-//! them for `free` when present and keeps the model's figures alongside.
+//! `GET /networks/{id}` (`Status.IPAM.Subnets`): [`network_usage`] uses them for `free`
+//! when present and keeps the model's figures alongside.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
-use bollard::models::{
-    EndpointPortConfigPublishModeEnum, EndpointSpecModeEnum, IpamStatus, Network, NetworkInspect,
-    Node, Service, Task, TaskState,
-};
+use bollard::models::TaskState;
+
+use crate::observe::views::NetworkAttachment;
+use crate::observe::{Observation, ObservedNetwork, ObservedService, ObservedTask};
 use serde::Serialize;
 
 /// The allocator's own counts (API >= 1.52, `Status.IPAM.Subnets`, summed over subnets).
@@ -84,7 +84,7 @@ impl NetworkUsage {
     }
 }
 
-/// One network as this module sees it, from either bollard network type.
+/// One network as this module sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct NetInfo {
     pub id: String,
@@ -103,53 +103,25 @@ pub(crate) struct Pool {
 }
 
 impl NetInfo {
-    pub(crate) fn from_network(n: &Network) -> Self {
-        Self::build(
-            n.id.clone(),
-            n.name.clone(),
-            n.driver.as_deref(),
-            n.ingress,
-            n.ipam.as_ref().and_then(|i| i.config.as_ref()),
-            None,
-        )
-    }
-
-    pub(crate) fn from_inspect(n: &NetworkInspect) -> Self {
-        Self::build(
-            n.id.clone(),
-            n.name.clone(),
-            n.driver.as_deref(),
-            n.ingress,
-            n.ipam.as_ref().and_then(|i| i.config.as_ref()),
-            n.status.as_ref().and_then(|s| s.ipam.as_ref()),
-        )
-    }
-
-    fn build(
-        id: Option<String>,
-        name: Option<String>,
-        driver: Option<&str>,
-        ingress: Option<bool>,
-        config: Option<&Vec<bollard::models::IpamConfig>>,
-        status: Option<&IpamStatus>,
-    ) -> Self {
-        let pools = config
-            .map(|c| {
-                c.iter()
-                    .filter_map(|p| {
-                        Some(Pool {
-                            subnet: p.subnet.clone()?,
-                            ip_range: p.ip_range.clone().filter(|r| !r.is_empty()),
-                            gateway: p.gateway.clone().filter(|g| !g.is_empty()),
-                        })
-                    })
-                    .collect()
+    pub(crate) fn from_observed(n: &ObservedNetwork) -> Self {
+        let pools = n
+            .ipam
+            .config
+            .iter()
+            .filter(|p| !p.subnet.is_empty())
+            .map(|p| Pool {
+                subnet: p.subnet.clone(),
+                ip_range: Some(p.ip_range.clone()).filter(|r| !r.is_empty()),
+                gateway: Some(p.gateway.clone()).filter(|g| !g.is_empty()),
             })
-            .unwrap_or_default();
-        let status = status.and_then(|s| s.subnets.as_ref()).and_then(|subnets| {
-            if subnets.is_empty() {
-                return None;
-            }
+            .collect();
+        let subnets = n
+            .status
+            .as_ref()
+            .and_then(|s| s.ipam.as_ref())
+            .map(|i| &i.subnets)
+            .filter(|s| !s.is_empty());
+        let status = subnets.and_then(|subnets| {
             let mut c = AllocatorCounts {
                 in_use: 0,
                 available: 0,
@@ -161,10 +133,10 @@ impl NetInfo {
             Some(c)
         });
         Self {
-            id: id.unwrap_or_default(),
-            name: name.unwrap_or_default(),
-            ingress: ingress.unwrap_or(false),
-            overlay: driver == Some("overlay"),
+            id: n.id.clone(),
+            name: n.name.clone(),
+            ingress: n.ingress,
+            overlay: n.is_overlay(),
             pools,
             status,
         }
@@ -243,6 +215,10 @@ pub(crate) struct NetIndex {
 }
 
 impl NetIndex {
+    pub(crate) fn of(observation: &Observation) -> Self {
+        Self::new(observation.networks().map(NetInfo::from_observed).collect())
+    }
+
     pub(crate) fn new(nets: Vec<NetInfo>) -> Self {
         let mut by_id = HashMap::new();
         let mut by_name = HashMap::new();
@@ -283,64 +259,46 @@ impl NetIndex {
 
 /// True when the service publishes a port through the routing mesh (ingress mode,
 /// the default), which attaches its tasks to `ingress` and gives it a VIP there.
-pub(crate) fn publishes_ingress(s: &Service) -> bool {
+pub(crate) fn publishes_ingress(s: &ObservedService) -> bool {
     s.spec
+        .endpoint_spec
         .as_ref()
-        .and_then(|sp| sp.endpoint_spec.as_ref())
-        .and_then(|e| e.ports.as_ref())
-        .is_some_and(|ports| {
-            ports.iter().any(|p| {
-                !matches!(
-                    p.publish_mode,
-                    Some(EndpointPortConfigPublishModeEnum::HOST)
-                )
-            })
-        })
+        .is_some_and(|e| e.ports.iter().any(|p| p.publish_mode != "host"))
 }
 
-pub(crate) fn is_dnsrr(s: &Service) -> bool {
-    let spec_mode = s
-        .spec
+pub(crate) fn is_dnsrr(s: &ObservedService) -> bool {
+    s.spec
+        .endpoint_spec
         .as_ref()
-        .and_then(|sp| sp.endpoint_spec.as_ref())
-        .and_then(|e| e.mode);
-    spec_mode == Some(EndpointSpecModeEnum::DNSRR)
+        .is_some_and(|e| e.mode == "dnsrr")
 }
 
 /// The network references of a service's tasks (TaskTemplate.Networks, else the
 /// deprecated Spec.Networks).
-pub(crate) fn service_network_targets(s: &Service) -> Vec<String> {
-    let Some(spec) = s.spec.as_ref() else {
-        return Vec::new();
-    };
-    let from_template = spec
-        .task_template
-        .as_ref()
-        .and_then(|t| t.networks.as_ref())
-        .filter(|n| !n.is_empty());
-    from_template
-        .or(spec.networks.as_ref())
-        .map(|v| v.iter().filter_map(|n| n.target.clone()).collect())
-        .unwrap_or_default()
+pub(crate) fn service_network_targets(s: &ObservedService) -> &[NetworkAttachment] {
+    let from_template = &s.spec.task_template.networks;
+    if from_template.is_empty() {
+        &s.spec.networks
+    } else {
+        from_template
+    }
 }
 
 /// Network indexes a task is attached to (its own Spec.Networks, else its
 /// service's; plus ingress when the service publishes ingress ports), deduplicated.
-pub(crate) fn task_networks(t: &Task, service: Option<&Service>, idx: &NetIndex) -> Vec<usize> {
-    let own: Vec<String> = t
-        .spec
-        .as_ref()
-        .and_then(|s| s.networks.as_ref())
-        .map(|v| v.iter().filter_map(|n| n.target.clone()).collect())
-        .unwrap_or_default();
-    let targets = if own.is_empty() {
+pub(crate) fn task_networks(
+    t: &ObservedTask,
+    service: Option<&ObservedService>,
+    idx: &NetIndex,
+) -> Vec<usize> {
+    let targets = if t.spec.networks.is_empty() {
         service.map(service_network_targets).unwrap_or_default()
     } else {
-        own
+        &t.spec.networks
     };
     let mut out: Vec<usize> = targets
         .iter()
-        .filter_map(|t| idx.resolve(t))
+        .filter_map(|t| idx.resolve(&t.target))
         .filter(|&i| idx.nets[i].overlay)
         .collect();
     if service.is_some_and(publishes_ingress)
@@ -354,12 +312,12 @@ pub(crate) fn task_networks(t: &Task, service: Option<&Service>, idx: &NetIndex)
 }
 
 /// VIP count per network index for one service.
-pub(crate) fn service_vips(s: &Service, idx: &NetIndex) -> Vec<usize> {
+pub(crate) fn service_vips(s: &ObservedService, idx: &NetIndex) -> Vec<usize> {
     if let Some(vips) = s.endpoint.as_ref().and_then(|e| e.virtual_ips.as_ref()) {
         return vips
             .iter()
-            .filter(|v| v.addr.as_deref().is_some_and(|a| !a.is_empty()))
-            .filter_map(|v| v.network_id.as_deref().and_then(|n| idx.resolve(n)))
+            .filter(|v| !v.addr.is_empty())
+            .filter_map(|v| idx.resolve(&v.network_id))
             .collect();
     }
     if s.endpoint.is_some() || is_dnsrr(s) {
@@ -368,7 +326,7 @@ pub(crate) fn service_vips(s: &Service, idx: &NetIndex) -> Vec<usize> {
     }
     let mut out: Vec<usize> = service_network_targets(s)
         .iter()
-        .filter_map(|t| idx.resolve(t))
+        .filter_map(|t| idx.resolve(&t.target))
         .filter(|&i| idx.nets[i].overlay)
         .collect();
     if publishes_ingress(s)
@@ -381,88 +339,53 @@ pub(crate) fn service_vips(s: &Service, idx: &NetIndex) -> Vec<usize> {
     out
 }
 
-fn state_of(t: &Task) -> TaskState {
-    t.status.as_ref().and_then(|s| s.state).unwrap_or_default()
-}
-
 /// The task holds its addresses: allocated (past `new`) and not reported past `running`.
-pub(crate) fn holds_addresses(t: &Task) -> bool {
-    let s = state_of(t);
+pub(crate) fn holds_addresses(t: &ObservedTask) -> bool {
+    let s = t.state();
     s > TaskState::NEW && s <= TaskState::RUNNING
 }
 
 /// The task keeps its node's load-balancer attachments: assigned to a node and not
 /// reported past `running`.
-pub(crate) fn needs_node_attachment(t: &Task) -> bool {
-    state_of(t) <= TaskState::RUNNING && t.node_id.as_deref().is_some_and(|n| !n.is_empty())
+pub(crate) fn needs_node_attachment(t: &ObservedTask) -> bool {
+    t.state() <= TaskState::RUNNING && t.node().is_some()
 }
 
-/// Address usage of every overlay network in `networks` (as listed by `GET /networks`).
-pub fn network_usage(
-    networks: &[Network],
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> Vec<NetworkUsage> {
-    let idx = NetIndex::new(networks.iter().map(NetInfo::from_network).collect());
-    usage_of(&idx, services, tasks, nodes)
+/// Address usage of every overlay network of the observation. Where the engine reports the
+/// allocator's counts (`GET /networks/{id}`, API >= 1.52), `free` is the allocator's.
+pub fn network_usage(observation: &Observation) -> Vec<NetworkUsage> {
+    usage_of(&NetIndex::of(observation), observation)
 }
 
-/// Like [`network_usage`], from `GET /networks/{id}` responses, whose
-/// `Status.IPAM` (API >= 1.52) gives the allocator's own counts when present.
-pub fn network_usage_inspected(
-    networks: &[NetworkInspect],
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> Vec<NetworkUsage> {
-    let idx = NetIndex::new(networks.iter().map(NetInfo::from_inspect).collect());
-    usage_of(&idx, services, tasks, nodes)
-}
-
-pub(crate) fn usage_of(
-    idx: &NetIndex,
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> Vec<NetworkUsage> {
+pub(crate) fn usage_of(idx: &NetIndex, observation: &Observation) -> Vec<NetworkUsage> {
     let n = idx.nets.len();
     let mut vips = vec![0u64; n];
     let mut task_addrs = vec![0u64; n];
     let mut lb: Vec<BTreeSet<String>> = vec![BTreeSet::new(); n];
-    let by_id: HashMap<&str, &Service> = services
-        .iter()
-        .filter_map(|s| Some((s.id.as_deref()?, s)))
-        .collect();
-    for s in services {
+    for s in observation.services() {
         for i in service_vips(s, idx) {
             vips[i] += 1;
         }
     }
-    for t in tasks {
+    for t in observation.tasks() {
         let hold = holds_addresses(t);
         let attach = needs_node_attachment(t);
         if !hold && !attach {
             continue;
         }
-        let svc = t
-            .service_id
-            .as_deref()
-            .and_then(|id| by_id.get(id).copied());
+        let svc = observation.service(&t.service_id);
         for i in task_networks(t, svc, idx) {
             if hold {
                 task_addrs[i] += 1;
             }
-            if attach && let Some(node) = t.node_id.as_deref() {
+            if attach && let Some(node) = t.node() {
                 lb[i].insert(node.to_string());
             }
         }
     }
     if let Some(i) = idx.ingress {
-        for node in nodes {
-            if let Some(id) = node.id.as_deref() {
-                lb[i].insert(id.to_string());
-            }
+        for node in observation.nodes() {
+            lb[i].insert(node.id.clone());
         }
     }
     idx.nets

@@ -6,12 +6,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use bollard::models::{Network, Node, Service, Task, TaskState};
+use bollard::models::TaskState;
 use serde::Serialize;
 
 use super::capacity::{NetworkUsage, network_usage};
-use super::predict::is_global;
 use super::signatures::{Reason, classify};
+use crate::observe::{Observation, ObservedService, ObservedTask};
 
 /// One rejected or failed task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,93 +110,50 @@ pub fn near_capacity(u: &NetworkUsage, nodes: usize) -> bool {
 }
 
 /// Builds the report. Pure: give it the cluster's listings.
-pub fn diagnose(
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-    networks: &[Network],
-) -> DiagnoseReport {
-    let hostnames: HashMap<&str, &str> = nodes
-        .iter()
-        .filter_map(|n| {
-            let id = n.id.as_deref()?;
-            Some((
-                id,
-                n.description
-                    .as_ref()
-                    .and_then(|d| d.hostname.as_deref())
-                    .unwrap_or(id),
-            ))
-        })
-        .collect();
-    let host = |id: &str| hostnames.get(id).copied().unwrap_or(id).to_string();
-
+pub fn diagnose(observation: &Observation) -> DiagnoseReport {
+    let o = observation;
     let mut report_services = Vec::new();
     let mut restart_risks = Vec::new();
-    let mut sorted: Vec<&Service> = services.iter().collect();
-    sorted.sort_by_key(|s| s.spec.as_ref().and_then(|sp| sp.name.clone()));
+    let mut sorted: Vec<&ObservedService> = o.services().collect();
+    sorted.sort_by_key(|s| &s.spec.name);
     for s in sorted {
-        let sid = s.id.clone().unwrap_or_default();
-        let name = s
-            .spec
-            .as_ref()
-            .and_then(|sp| sp.name.clone())
-            .unwrap_or_else(|| sid.clone());
-        let global = is_global(s);
-        let own: Vec<&Task> = tasks
-            .iter()
-            .filter(|t| t.service_id.as_deref() == Some(sid.as_str()))
-            .collect();
-        let running = own
-            .iter()
-            .filter(|t| {
-                t.desired_state == Some(TaskState::RUNNING)
-                    && t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING)
-            })
-            .count() as u64;
+        let sid = s.id.clone();
+        let name = s.name().to_string();
+        let global = s.is_global();
+        let own: Vec<&ObservedTask> = o.tasks_of(&sid).collect();
+        let running = own.iter().filter(|t| t.is_running()).count() as u64;
         let desired = if global {
             own.iter()
-                .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+                .filter(|t| t.desired_state == TaskState::RUNNING)
                 .count() as u64
         } else {
             s.spec
+                .mode
                 .as_ref()
-                .and_then(|sp| sp.mode.as_ref())
                 .and_then(|m| m.replicated.as_ref())
                 .and_then(|r| r.replicas)
                 .unwrap_or(0)
                 .max(0) as u64
         };
-        let slot_key = |t: &Task| -> String {
+        let slot_key = |t: &ObservedTask| -> String {
             if global {
-                t.node_id.clone().unwrap_or_default()
+                t.node_id.clone()
             } else {
                 t.slot.map(|n| n.to_string()).unwrap_or_default()
             }
         };
         let mut rows: Vec<DiagnosedTask> = own
             .iter()
-            .filter(|t| {
-                matches!(
-                    t.status.as_ref().and_then(|st| st.state),
-                    Some(TaskState::REJECTED | TaskState::FAILED)
-                )
-            })
-            .map(|t| {
-                let st = t.status.as_ref();
-                let err = st.and_then(|st| st.err.clone()).unwrap_or_default();
-                DiagnosedTask {
-                    task_id: t.id.clone().unwrap_or_default(),
-                    name: format!("{name}.{}", slot_key(t)),
-                    node: host(t.node_id.as_deref().unwrap_or("")),
-                    desired_state: state_text(t.desired_state),
-                    state: state_text(st.and_then(|st| st.state)),
-                    reason: classify(&err),
-                    err,
-                    timestamp: st
-                        .and_then(|st| st.timestamp.as_ref())
-                        .map(|t| t.to_string()),
-                }
+            .filter(|t| t.is_problem())
+            .map(|t| DiagnosedTask {
+                task_id: t.id.clone(),
+                name: format!("{name}.{}", slot_key(t)),
+                node: o.hostname(&t.node_id).to_string(),
+                desired_state: state_text(Some(t.desired_state)),
+                state: state_text(Some(t.state())),
+                reason: classify(&t.status.err),
+                err: t.status.err.clone(),
+                timestamp: t.status.timestamp.clone(),
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -208,20 +165,15 @@ pub fn diagnose(
         // Restart policy: rejected and failed tasks are attempts of their slot.
         let max_attempts = s
             .spec
+            .task_template
+            .restart_policy
             .as_ref()
-            .and_then(|sp| sp.task_template.as_ref())
-            .and_then(|t| t.restart_policy.as_ref())
             .and_then(|r| r.max_attempts)
             .filter(|&m| m > 0)
             .map(|m| m as u64);
         if let Some(max) = max_attempts {
             let mut per_slot: HashMap<String, u64> = HashMap::new();
-            for t in own.iter().filter(|t| {
-                matches!(
-                    t.status.as_ref().and_then(|st| st.state),
-                    Some(TaskState::REJECTED | TaskState::FAILED)
-                )
-            }) {
+            for t in own.iter().filter(|t| t.is_problem()) {
                 *per_slot.entry(slot_key(t)).or_default() += 1;
             }
             let worst = per_slot.values().copied().max().unwrap_or(0);
@@ -283,10 +235,11 @@ pub fn diagnose(
         });
     }
 
-    let usage = network_usage(networks, services, tasks, nodes);
+    let usage = network_usage(o);
+    let nodes = o.nodes().count();
     let networks_near_capacity = usage
         .iter()
-        .filter(|u| near_capacity(u, nodes.len()))
+        .filter(|u| near_capacity(u, nodes))
         .map(|u| NetworkNote {
             message: format!(
                 "{} free of {}: a node that gets its first task on {} takes one more, and {} \

@@ -12,10 +12,10 @@
 //!   since the step began.
 //! - `prometheus_query`: the configured query returned no series (and could be run).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use bollard::models::{Node, Service, Task, TaskState};
+use bollard::models::TaskState;
 use jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,16 +24,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Serialize, Serializer};
 
-use super::predict::{constraint_matches, node_schedulable};
+use super::predict::constraint_matches;
 use super::signatures::classify;
+use crate::observe::{Observation, ObservedNode, ObservedService, ObservedTask, Wanted};
 use crate::spec::HealthSpec;
 
 /// Everything the gates look at, for one step.
 #[derive(Debug, Clone)]
 pub struct GateInput<'a> {
-    pub services: &'a [Service],
-    pub tasks: &'a [Task],
-    pub nodes: &'a [Node],
+    pub observation: &'a Observation,
     /// Nodes the step affects (the node about to start, or the one just reactivated), by node ID
     /// or hostname. Empty: every service is checked.
     pub affected_nodes: &'a [String],
@@ -139,132 +138,38 @@ pub fn evaluate(input: &GateInput) -> Vec<GateFailure> {
     out
 }
 
-fn task_state(t: &Task) -> Option<TaskState> {
-    t.status.as_ref().and_then(|s| s.state)
-}
-
-fn is_running(t: &Task) -> bool {
-    task_state(t) == Some(TaskState::RUNNING) && t.desired_state == Some(TaskState::RUNNING)
-}
-
-fn service_name(s: &Service) -> String {
-    s.spec
-        .as_ref()
-        .and_then(|sp| sp.name.clone())
-        .or_else(|| s.id.clone())
-        .unwrap_or_default()
-}
-
-fn constraints(s: &Service) -> Vec<String> {
-    s.spec
-        .as_ref()
-        .and_then(|sp| sp.task_template.as_ref())
-        .and_then(|t| t.placement.as_ref())
-        .and_then(|p| p.constraints.clone())
-        .unwrap_or_default()
-}
-
-fn hostname(n: &Node) -> String {
-    n.description
-        .as_ref()
-        .and_then(|d| d.hostname.clone())
-        .or_else(|| n.id.clone())
-        .unwrap_or_default()
-}
-
-enum Want {
-    Replicas(u64),
-    Global,
-}
-
-fn wanted(s: &Service) -> Option<Want> {
-    let mode = s.spec.as_ref()?.mode.as_ref();
-    let Some(mode) = mode else {
-        // No mode: the engine's default is replicated with 1 replica.
-        return Some(Want::Replicas(1));
-    };
-    if let Some(r) = &mode.replicated {
-        return Some(Want::Replicas(r.replicas.unwrap_or(1).max(0) as u64));
-    }
-    if mode.global.is_some() {
-        return Some(Want::Global);
-    }
-    // Jobs run to completion: nothing to converge.
-    None
-}
-
 fn services_converged(input: &GateInput) -> Option<GateFailure> {
+    let o = input.observation;
     // Affected node IDs (the list may hold IDs or hostnames).
-    let affected: HashSet<&str> = input
-        .nodes
-        .iter()
+    let affected: HashSet<&str> = o
+        .nodes()
         .filter(|n| {
             input
                 .affected_nodes
                 .iter()
-                .any(|a| n.id.as_deref() == Some(a.as_str()) || hostname(n) == *a)
+                .any(|a| n.id == *a || n.hostname() == a)
         })
-        .filter_map(|n| n.id.as_deref())
+        .map(|n| n.id.as_str())
         .chain(input.affected_nodes.iter().map(String::as_str))
         .collect();
     let relevant: Option<HashSet<&str>> = (!input.affected_nodes.is_empty()).then(|| {
-        input
-            .tasks
+        affected
             .iter()
-            .filter(|t| t.node_id.as_deref().is_some_and(|n| affected.contains(n)))
-            .filter_map(|t| t.service_id.as_deref())
+            .flat_map(|n| o.tasks_on(n))
+            .map(|t| t.service_id.as_str())
             .collect()
     });
     let mut short = Vec::new();
-    for s in input.services {
-        let Some(id) = s.id.as_deref() else { continue };
-        if relevant.as_ref().is_some_and(|r| !r.contains(id)) {
+    for s in o.services() {
+        if relevant
+            .as_ref()
+            .is_some_and(|r| !r.contains(s.id.as_str()))
+        {
             continue;
         }
-        let Some(want) = wanted(s) else { continue };
-        let running: Vec<&Task> = input
-            .tasks
-            .iter()
-            .filter(|t| t.service_id.as_deref() == Some(id) && is_running(t))
-            .collect();
-        match want {
-            Want::Replicas(replicas) => {
-                let n = running.len() as u64;
-                if n != replicas {
-                    short.push(format!(
-                        "service {}: {n}/{replicas} running",
-                        service_name(s)
-                    ));
-                }
-            }
-            Want::Global => {
-                let cons = constraints(s);
-                let eligible: Vec<&Node> = input
-                    .nodes
-                    .iter()
-                    .filter(|n| {
-                        node_schedulable(n) && cons.iter().all(|c| constraint_matches(c, n))
-                    })
-                    .collect();
-                let on: HashSet<&str> = running
-                    .iter()
-                    .filter_map(|t| t.node_id.as_deref())
-                    .collect();
-                let missing: Vec<String> = eligible
-                    .iter()
-                    .filter(|n| !n.id.as_deref().is_some_and(|id| on.contains(id)))
-                    .map(|n| hostname(n))
-                    .collect();
-                if !missing.is_empty() {
-                    short.push(format!(
-                        "service {}: {}/{} running (global; none on {})",
-                        service_name(s),
-                        eligible.len() - missing.len(),
-                        eligible.len(),
-                        missing.join(", ")
-                    ));
-                }
-            }
+        let Some(want) = s.wanted() else { continue };
+        if let Some(gap) = convergence_gap(o, s, want) {
+            short.push(gap);
         }
     }
     (!short.is_empty()).then(|| GateFailure {
@@ -273,28 +178,49 @@ fn services_converged(input: &GateInput) -> Option<GateFailure> {
     })
 }
 
+/// What the service lacks, or `None` when it runs every task it wants.
+fn convergence_gap(o: &Observation, s: &ObservedService, want: Wanted) -> Option<String> {
+    let running: Vec<&ObservedTask> = o.tasks_of(&s.id).filter(|t| t.is_running()).collect();
+    match want {
+        Wanted::Replicas(replicas) => {
+            let n = running.len() as u64;
+            (n != replicas).then(|| format!("service {}: {n}/{replicas} running", s.name()))
+        }
+        Wanted::Global => {
+            let eligible: Vec<&ObservedNode> = o
+                .nodes()
+                .filter(|n| {
+                    n.schedulable() && s.constraints().iter().all(|c| constraint_matches(c, n))
+                })
+                .collect();
+            let on: HashSet<&str> = running.iter().filter_map(|t| t.node()).collect();
+            let missing: Vec<&str> = eligible
+                .iter()
+                .filter(|n| !on.contains(n.id.as_str()))
+                .map(|n| n.hostname())
+                .collect();
+            (!missing.is_empty()).then(|| {
+                format!(
+                    "service {}: {}/{} running (global; none on {})",
+                    s.name(),
+                    eligible.len() - missing.len(),
+                    eligible.len(),
+                    missing.join(", ")
+                )
+            })
+        }
+    }
+}
+
 fn no_new_rejections(input: &GateInput) -> Option<GateFailure> {
-    let services: HashMap<&str, String> = input
-        .services
-        .iter()
-        .filter_map(|s| Some((s.id.as_deref()?, service_name(s))))
-        .collect();
-    let hostnames: HashMap<&str, String> = input
-        .nodes
-        .iter()
-        .filter_map(|n| Some((n.id.as_deref()?, hostname(n))))
-        .collect();
+    let o = input.observation;
     let mut rejected = 0usize;
     let mut failed = 0usize;
     // (reason, node) -> (count, services)
     let mut groups: BTreeMap<(&'static str, String), (usize, Vec<String>)> = BTreeMap::new();
-    for t in input.tasks {
-        let Some(status) = &t.status else { continue };
-        let state = status.state;
-        if !matches!(state, Some(TaskState::REJECTED | TaskState::FAILED)) {
-            continue;
-        }
-        let Some(ts) = status
+    for t in o.tasks().filter(|t| t.is_problem()) {
+        let Some(ts) = t
+            .status
             .timestamp
             .as_deref()
             .and_then(|ts| ts.parse::<Timestamp>().ok())
@@ -304,23 +230,14 @@ fn no_new_rejections(input: &GateInput) -> Option<GateFailure> {
         if ts <= input.since {
             continue;
         }
-        if state == Some(TaskState::REJECTED) {
+        if t.state() == TaskState::REJECTED {
             rejected += 1;
         } else {
             failed += 1;
         }
-        let reason = classify(status.err.as_deref().unwrap_or_default()).label();
-        let node = t
-            .node_id
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .map(|n| hostnames.get(n).cloned().unwrap_or_else(|| n.to_string()))
-            .unwrap_or_else(|| "no node".to_string());
-        let service = t
-            .service_id
-            .as_deref()
-            .map(|s| services.get(s).cloned().unwrap_or_else(|| s.to_string()))
-            .unwrap_or_default();
+        let reason = classify(&t.status.err).label();
+        let node = t.node().map_or("no node", |n| o.hostname(n)).to_string();
+        let service = o.service_name(&t.service_id).to_string();
         let g = groups.entry((reason, node)).or_default();
         g.0 += 1;
         if !g.1.contains(&service) {

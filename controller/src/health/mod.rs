@@ -12,13 +12,13 @@ pub mod prometheus;
 pub mod rejections;
 pub mod signatures;
 
-pub use capacity::{AllocatorCounts, NetworkUsage, network_usage, network_usage_inspected};
+pub use capacity::{AllocatorCounts, NetworkUsage, network_usage};
 pub use diagnose::{DiagnoseReport, diagnose};
 pub use gates::{Gate, GateFailure, GateInput, GateMetrics};
 pub use metrics::{HealthMetrics, NetworkLabels, ProbeMetrics, ProblemLabels, TargetLabels};
 pub use predict::{
     DrainBlocker, DrainPrediction, NetworkImpact, Stranded, TaskGone, TaskMove, predict_drain,
-    predict_drain_inspected, predict_drain_nodes,
+    predict_drain_nodes,
 };
 pub use probing::ProbeRunner;
 pub use rejections::{RejectionTracker, TaskProblem};

@@ -36,13 +36,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use bollard::models::{
-    Network, NetworkInspect, Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Service,
-    Task, TaskState,
-};
+use bollard::models::TaskState;
 use serde::Serialize;
 
-use super::capacity::{NetIndex, NetInfo, NetworkUsage, holds_addresses, task_networks, usage_of};
+use super::capacity::{NetIndex, NetworkUsage, holds_addresses, task_networks, usage_of};
+use crate::observe::{Observation, ObservedNode, ObservedTask};
 
 /// A replacement task placed on another node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -213,54 +211,9 @@ impl fmt::Display for DrainPrediction {
     }
 }
 
-fn node_id(n: &Node) -> &str {
-    n.id.as_deref().unwrap_or("")
-}
-
-fn hostname(n: &Node) -> &str {
-    n.description
-        .as_ref()
-        .and_then(|d| d.hostname.as_deref())
-        .unwrap_or_else(|| node_id(n))
-}
-
-fn service_name(s: &Service) -> &str {
-    s.spec
-        .as_ref()
-        .and_then(|sp| sp.name.as_deref())
-        .unwrap_or_else(|| s.id.as_deref().unwrap_or(""))
-}
-
-/// Global (or global job): one task per node, nothing is rescheduled.
-pub(crate) fn is_global(s: &Service) -> bool {
-    s.spec
-        .as_ref()
-        .and_then(|sp| sp.mode.as_ref())
-        .is_some_and(|m| m.global.is_some() || m.global_job.is_some())
-}
-
-fn constraints(s: &Service) -> Vec<String> {
-    s.spec
-        .as_ref()
-        .and_then(|sp| sp.task_template.as_ref())
-        .and_then(|t| t.placement.as_ref())
-        .and_then(|p| p.constraints.clone())
-        .unwrap_or_default()
-}
-
-fn max_replicas(s: &Service) -> Option<u64> {
-    s.spec
-        .as_ref()
-        .and_then(|sp| sp.task_template.as_ref())
-        .and_then(|t| t.placement.as_ref())
-        .and_then(|p| p.max_replicas)
-        .filter(|&m| m > 0)
-        .map(|m| m as u64)
-}
-
 /// Evaluates one placement constraint (`key==value` or `key!=value`) on a node,
 /// as swarmkit's constraint package does. An unknown key never matches.
-pub fn constraint_matches(constraint: &str, node: &Node) -> bool {
+pub fn constraint_matches(constraint: &str, node: &ObservedNode) -> bool {
     let (key, value, eq) = if let Some((k, v)) = constraint.split_once("==") {
         (k, v, true)
     } else if let Some((k, v)) = constraint.split_once("!=") {
@@ -270,42 +223,26 @@ pub fn constraint_matches(constraint: &str, node: &Node) -> bool {
     };
     let key = key.trim();
     let value = value.trim();
-    let spec = node.spec.as_ref();
-    let desc = node.description.as_ref();
+    let desc = &node.description;
+    // A field the engine did not report never matches (a label is a different case).
+    let field = |v: &'_ str| Some(v.to_string()).filter(|v| !v.is_empty());
     let actual: Option<String> = match key.to_ascii_lowercase().as_str() {
-        "node.id" => node.id.clone(),
-        "node.hostname" => desc.and_then(|d| d.hostname.clone()),
-        "node.role" => spec.and_then(|s| s.role).map(|r| match r {
-            NodeSpecRoleEnum::MANAGER => "manager".to_string(),
-            NodeSpecRoleEnum::WORKER => "worker".to_string(),
-            NodeSpecRoleEnum::EMPTY => String::new(),
-        }),
-        "node.platform.os" => desc
-            .and_then(|d| d.platform.as_ref())
-            .and_then(|p| p.os.clone()),
-        "node.platform.arch" => desc
-            .and_then(|d| d.platform.as_ref())
-            .and_then(|p| p.architecture.clone()),
+        "node.id" => field(&node.id),
+        "node.hostname" => field(&desc.hostname),
+        "node.role" => field(&node.spec.role),
+        "node.platform.os" => field(&desc.platform.os),
+        "node.platform.arch" => field(&desc.platform.architecture),
         _ => {
-            if let Some(label) = key.strip_prefix("node.labels.") {
-                match spec
-                    .and_then(|s| s.labels.as_ref())
-                    .and_then(|l| l.get(label))
-                {
-                    Some(v) => Some(v.clone()),
-                    None => return !eq,
-                }
+            let labels = if let Some(label) = key.strip_prefix("node.labels.") {
+                node.spec.labels.get(label)
             } else if let Some(label) = key.strip_prefix("engine.labels.") {
-                match desc
-                    .and_then(|d| d.engine.as_ref())
-                    .and_then(|e| e.labels.as_ref())
-                    .and_then(|l| l.get(label))
-                {
-                    Some(v) => Some(v.clone()),
-                    None => return !eq,
-                }
+                desc.engine.labels.get(label)
             } else {
                 return false;
+            };
+            match labels {
+                Some(v) => Some(v.clone()),
+                None => return !eq,
             }
         }
     };
@@ -313,109 +250,48 @@ pub fn constraint_matches(constraint: &str, node: &Node) -> bool {
     matched == eq
 }
 
-/// The node takes new tasks: availability `active` and status `ready`.
-pub fn node_schedulable(n: &Node) -> bool {
-    n.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE)
-        && n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY)
-}
-
-fn task_state(t: &Task) -> TaskState {
-    t.status.as_ref().and_then(|s| s.state).unwrap_or_default()
-}
-
 /// Counted by the scheduler's spread: desired and current state at or before `running`.
-fn counts_for_spread(t: &Task) -> bool {
-    t.desired_state.unwrap_or(TaskState::RUNNING) <= TaskState::RUNNING
-        && task_state(t) <= TaskState::RUNNING
-        && t.node_id.as_deref().is_some_and(|n| !n.is_empty())
+fn counts_for_spread(t: &ObservedTask) -> bool {
+    t.desired_state <= TaskState::RUNNING && t.state() <= TaskState::RUNNING && t.node().is_some()
 }
 
 /// Predicts draining `node_id` (see the module docs for the model).
-pub fn predict_drain(
-    node_id: &str,
-    networks: &[Network],
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> DrainPrediction {
-    predict_drain_nodes(&[node_id], networks, services, tasks, nodes)
+pub fn predict_drain(node_id: &str, observation: &Observation) -> DrainPrediction {
+    predict_drain_nodes(&[node_id], observation)
 }
 
 /// Predicts draining every node of `node_ids` at once.
-pub fn predict_drain_nodes(
-    node_ids: &[&str],
-    networks: &[Network],
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> DrainPrediction {
-    let idx = NetIndex::new(networks.iter().map(NetInfo::from_network).collect());
-    predict_with(&idx, node_ids, services, tasks, nodes)
-}
-
-/// Like [`predict_drain_nodes`], from `GET /networks/{id}` responses (whose
-/// `Status.IPAM`, API >= 1.52, gives the allocator's free count).
-pub fn predict_drain_inspected(
-    node_ids: &[&str],
-    networks: &[NetworkInspect],
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> DrainPrediction {
-    let idx = NetIndex::new(networks.iter().map(NetInfo::from_inspect).collect());
-    predict_with(&idx, node_ids, services, tasks, nodes)
-}
-
-fn predict_with(
-    idx: &NetIndex,
-    node_ids: &[&str],
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> DrainPrediction {
+pub fn predict_drain_nodes(node_ids: &[&str], observation: &Observation) -> DrainPrediction {
+    let idx = NetIndex::of(observation);
+    let o = observation;
     let drained: HashSet<&str> = node_ids.iter().copied().collect();
-    let usage: Vec<NetworkUsage> = usage_of(idx, services, tasks, nodes);
-    let svc_by_id: HashMap<&str, &Service> = services
-        .iter()
-        .filter_map(|s| Some((s.id.as_deref()?, s)))
-        .collect();
-    let node_by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (node_id(n), n)).collect();
+    let usage: Vec<NetworkUsage> = usage_of(&idx, o);
 
     // Spread counts: per (service, node) and per node.
     let mut svc_count: HashMap<(String, String), u64> = HashMap::new();
     let mut node_count: HashMap<String, u64> = HashMap::new();
-    for t in tasks.iter().filter(|t| counts_for_spread(t)) {
-        let node = t.node_id.clone().unwrap_or_default();
-        let svc = t.service_id.clone().unwrap_or_default();
-        *svc_count.entry((svc, node.clone())).or_default() += 1;
+    for t in o.tasks().filter(|t| counts_for_spread(t)) {
+        let node = t.node_id.clone();
+        *svc_count
+            .entry((t.service_id.clone(), node.clone()))
+            .or_default() += 1;
         *node_count.entry(node).or_default() += 1;
     }
 
     // Displaced tasks, in a stable order.
-    let mut displaced: Vec<&Task> = tasks
+    let mut displaced: Vec<&ObservedTask> = node_ids
         .iter()
-        .filter(|t| {
-            t.node_id.as_deref().is_some_and(|n| drained.contains(n))
-                && task_state(t) <= TaskState::RUNNING
-        })
+        .flat_map(|n| o.tasks_on(n))
+        .filter(|t| t.state() <= TaskState::RUNNING)
         .collect();
-    displaced.sort_by(|a, b| {
-        (a.service_id.as_deref(), a.slot, a.id.as_deref()).cmp(&(
-            b.service_id.as_deref(),
-            b.slot,
-            b.id.as_deref(),
-        ))
-    });
+    displaced.sort_by(|a, b| (&a.service_id, a.slot, &a.id).cmp(&(&b.service_id, b.slot, &b.id)));
+    displaced.dedup_by(|a, b| a.id == b.id);
 
-    let mut candidates: Vec<&Node> = nodes
-        .iter()
-        .filter(|n| !drained.contains(node_id(n)) && node_schedulable(n))
+    let mut candidates: Vec<&ObservedNode> = o
+        .nodes()
+        .filter(|n| !drained.contains(n.id.as_str()) && n.schedulable())
         .collect();
-    candidates.sort_by(|a, b| {
-        hostname(a)
-            .cmp(hostname(b))
-            .then(node_id(a).cmp(node_id(b)))
-    });
+    candidates.sort_by(|a, b| a.hostname().cmp(b.hostname()).then(a.id.cmp(&b.id)));
 
     let mut moves = Vec::new();
     let mut gone = Vec::new();
@@ -425,17 +301,17 @@ fn predict_with(
     let mut freed_tasks: Vec<Vec<usize>> = Vec::new();
 
     for t in &displaced {
-        let task_id = t.id.clone().unwrap_or_default();
-        let service_id = t.service_id.clone().unwrap_or_default();
-        let from = t.node_id.clone().unwrap_or_default();
-        let svc = svc_by_id.get(service_id.as_str()).copied();
-        let name = svc.map_or(service_id.clone(), |s| service_name(s).to_string());
-        let nets = task_networks(t, svc, idx);
+        let task_id = t.id.clone();
+        let service_id = t.service_id.clone();
+        let from = t.node_id.clone();
+        let svc = o.service(&service_id);
+        let name = o.service_name(&service_id).to_string();
+        let nets = task_networks(t, svc, &idx);
         if holds_addresses(t) {
             freed_tasks.push(nets.clone());
         }
-        let wants_replacement = t.desired_state.unwrap_or(TaskState::RUNNING) <= TaskState::RUNNING
-            && svc.is_some_and(|s| !is_global(s));
+        let wants_replacement =
+            t.desired_state <= TaskState::RUNNING && svc.is_some_and(|s| !s.is_global());
         let Some(svc) = svc.filter(|_| wants_replacement) else {
             gone.push(TaskGone {
                 task_id,
@@ -445,8 +321,8 @@ fn predict_with(
             });
             continue;
         };
-        let cons = constraints(svc);
-        let max = max_replicas(svc);
+        let cons = svc.constraints();
+        let max = svc.max_replicas();
         let count_of = |n: &str, c: &HashMap<(String, String), u64>| {
             c.get(&(service_id.clone(), n.to_string()))
                 .copied()
@@ -455,17 +331,17 @@ fn predict_with(
         let best = candidates
             .iter()
             .filter(|n| cons.iter().all(|c| constraint_matches(c, n)))
-            .filter(|n| max.is_none_or(|m| count_of(node_id(n), &svc_count) < m))
+            .filter(|n| max.is_none_or(|m| count_of(&n.id, &svc_count) < m))
             .min_by_key(|n| {
                 (
-                    count_of(node_id(n), &svc_count),
-                    node_count.get(node_id(n)).copied().unwrap_or(0),
+                    count_of(&n.id, &svc_count),
+                    node_count.get(&n.id).copied().unwrap_or(0),
                 )
             })
             .copied();
         match best {
             Some(n) => {
-                let to = node_id(n).to_string();
+                let to = n.id.clone();
                 *svc_count
                     .entry((service_id.clone(), to.clone()))
                     .or_default() += 1;
@@ -475,13 +351,13 @@ fn predict_with(
                     service_id,
                     service: name,
                     from_node: from,
-                    to_hostname: hostname(n).to_string(),
+                    to_hostname: n.hostname().to_string(),
                     to_node: to.clone(),
                 });
-                replacements.push((task_networks(t, Some(svc), idx), Some(to)));
+                replacements.push((task_networks(t, Some(svc), &idx), Some(to)));
             }
             None => {
-                let reason = why_nowhere(nodes, &drained, &cons, max);
+                let reason = why_nowhere(o, &drained, cons, max);
                 stranded.push(Stranded {
                     task_id,
                     service_id,
@@ -489,7 +365,7 @@ fn predict_with(
                     node: from,
                     reason,
                 });
-                replacements.push((task_networks(t, Some(svc), idx), None));
+                replacements.push((task_networks(t, Some(svc), &idx), None));
             }
         }
     }
@@ -566,11 +442,7 @@ fn predict_with(
             let hosts: Vec<&str> = impact
                 .new_lb_attachments
                 .iter()
-                .map(|id| {
-                    node_by_id
-                        .get(id.as_str())
-                        .map_or(id.as_str(), |n| hostname(n))
-                })
+                .map(|id| o.hostname(id))
                 .collect();
             blockers.push(DrainBlocker::WouldExhaust {
                 network: u.name.clone(),
@@ -606,7 +478,7 @@ fn predict_with(
         nodes: node_ids.iter().map(|s| s.to_string()).collect(),
         hostnames: node_ids
             .iter()
-            .map(|id| node_by_id.get(id).map_or(*id, |n| hostname(n)).to_string())
+            .map(|id| o.hostname(id).to_string())
             .collect(),
         moves,
         gone,
@@ -617,25 +489,28 @@ fn predict_with(
 }
 
 fn why_nowhere(
-    nodes: &[Node],
+    o: &Observation,
     drained: &HashSet<&str>,
     cons: &[String],
     max: Option<u64>,
 ) -> String {
-    let others: Vec<&Node> = nodes
-        .iter()
-        .filter(|n| !drained.contains(node_id(n)))
+    let others: Vec<&ObservedNode> = o
+        .nodes()
+        .filter(|n| !drained.contains(n.id.as_str()))
         .collect();
     if others.is_empty() {
         return format!(
             "every node ({}) would be drained",
-            nodes.iter().map(hostname).collect::<Vec<_>>().join(", ")
+            o.nodes()
+                .map(ObservedNode::hostname)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    let unavailable = others.iter().filter(|n| !node_schedulable(n)).count();
+    let unavailable = others.iter().filter(|n| !n.schedulable()).count();
     let unmatched = others
         .iter()
-        .filter(|n| node_schedulable(n) && !cons.iter().all(|c| constraint_matches(c, n)))
+        .filter(|n| n.schedulable() && !cons.iter().all(|c| constraint_matches(c, n)))
         .count();
     let mut parts = vec![format!("{} node(s) drained", drained.len())];
     if unavailable > 0 {

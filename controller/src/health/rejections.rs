@@ -3,10 +3,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use bollard::models::{Task, TaskState};
+use bollard::models::TaskState;
 use serde::Serialize;
 
 use super::signatures::{Reason, classify};
+use crate::observe::{Observation, ObservedTask};
 
 /// One rejected or failed task, as first seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,49 +57,35 @@ impl fmt::Display for TaskProblem {
     }
 }
 
-/// True when a task is a rejection or failure this module reports.
-pub fn is_problem_state(state: Option<TaskState>) -> bool {
-    matches!(state, Some(TaskState::REJECTED | TaskState::FAILED))
-}
-
-/// Builds the [`TaskProblem`] for a task in `rejected` or `failed` state, or `None`.
-pub fn task_problem(
-    task: &Task,
-    service_names: &HashMap<String, String>,
-    node_hostnames: &HashMap<String, String>,
-) -> Option<TaskProblem> {
-    let status = task.status.as_ref()?;
-    if !is_problem_state(status.state) {
+/// Builds the [`TaskProblem`] for a task in `rejected` or `failed` state, or `None`; names
+/// come from the observation (IDs where it does not know them).
+pub fn task_problem(task: &ObservedTask, observation: &Observation) -> Option<TaskProblem> {
+    if !task.is_problem() {
         return None;
     }
-    let task_id = task.id.clone()?;
-    let service_id = task.service_id.clone().unwrap_or_default();
-    let node_id = task.node_id.clone().unwrap_or_default();
-    let err = status.err.clone().unwrap_or_default();
     Some(TaskProblem {
-        task_id,
-        service: service_names
-            .get(&service_id)
-            .cloned()
-            .unwrap_or(service_id),
-        node: node_hostnames.get(&node_id).cloned().unwrap_or(node_id),
-        state: status.state.unwrap_or_default(),
-        reason: classify(&err),
-        err,
-        timestamp: status.timestamp.as_ref().map(|t| t.to_string()),
+        task_id: task.id.clone(),
+        service: observation.service_name(&task.service_id).to_string(),
+        node: observation.hostname(&task.node_id).to_string(),
+        state: task.state(),
+        reason: classify(&task.status.err),
+        err: task.status.err.clone(),
+        timestamp: task.status.timestamp.clone(),
     })
 }
 
+/// A task in one problem state: a task rejected after it failed is a second problem.
+type ProblemKey = (String, u8);
+
 /// Remembers which rejected/failed tasks were already reported.
 ///
-/// Memory is bounded: after each [`observe`](Self::observe) it remembers only the
-/// problem tasks present in that listing (swarm deletes old tasks by its task
-/// history retention limit, so a forgotten task never comes back), and never more
-/// than `max_entries` of them. Pass the complete, unfiltered task listing: a task
-/// missing from one listing is forgotten and reported again if it reappears.
+/// Memory is bounded: it remembers only problem tasks still in the observation (swarm deletes
+/// old tasks by its task history retention limit, so a forgotten task never comes back), and
+/// never more than `max_entries` of them (the oldest by timestamp are forgotten first).
 #[derive(Debug, Clone)]
 pub struct RejectionTracker {
-    seen: HashSet<(String, u8)>,
+    /// Each reported problem with its timestamp, to forget the oldest first.
+    seen: HashMap<ProblemKey, Option<String>>,
     max_entries: usize,
 }
 
@@ -116,12 +103,12 @@ impl RejectionTracker {
         Self::with_max_entries(Self::DEFAULT_MAX_ENTRIES)
     }
 
-    /// A tracker remembering at most `max_entries` tasks (at least 1). If a single
-    /// listing holds more problem tasks than that, the excess (oldest by timestamp)
-    /// are not remembered and are reported again by the next listing.
+    /// A tracker remembering at most `max_entries` tasks (at least 1). If one observation
+    /// holds more new problem tasks than that, the excess (oldest by timestamp) are not
+    /// remembered and are reported again by the next full [`observe`](Self::observe).
     pub fn with_max_entries(max_entries: usize) -> Self {
         Self {
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             max_entries: max_entries.max(1),
         }
     }
@@ -135,49 +122,83 @@ impl RejectionTracker {
         self.seen.is_empty()
     }
 
-    /// Marks every problem task in `tasks` as seen without reporting it (e.g. to
+    /// Marks every problem task of the observation as seen without reporting it (e.g. to
     /// ignore history at start-up).
-    pub fn prime(&mut self, tasks: &[Task]) {
-        let empty = HashMap::new();
-        let _ = self.observe(tasks, &empty, &empty);
+    pub fn prime(&mut self, observation: &Observation) {
+        let _ = self.observe(observation);
     }
 
-    /// Returns each rejected or failed task of `tasks` not reported before (by task
-    /// ID and state), oldest first.
-    pub fn observe(
+    /// Returns each rejected or failed task of the observation not reported before (by task
+    /// ID and state), oldest first. Looks at every task: see [`Self::observe_changes`].
+    pub fn observe(&mut self, observation: &Observation) -> Vec<TaskProblem> {
+        self.forget_vanished(observation);
+        self.report(observation, observation.tasks())
+    }
+
+    /// Like [`Self::observe`], looking only at the tasks that changed since the last call
+    /// (`Observation::take_changed_tasks`): a pass costs what changed, not the fleet's size.
+    pub fn observe_changes(
         &mut self,
-        tasks: &[Task],
-        service_names: &HashMap<String, String>,
-        node_hostnames: &HashMap<String, String>,
+        observation: &Observation,
+        changed: &[String],
     ) -> Vec<TaskProblem> {
-        let mut current: Vec<TaskProblem> = Vec::new();
-        let mut present: HashSet<(String, u8)> = HashSet::new();
-        for t in tasks {
-            if let Some(p) = task_problem(t, service_names, node_hostnames)
-                && present.insert((p.task_id.clone(), p.state as u8))
-            {
-                current.push(p);
+        self.forget_vanished(observation);
+        self.report(
+            observation,
+            changed.iter().filter_map(|id| observation.task(id)),
+        )
+    }
+
+    fn forget_vanished(&mut self, observation: &Observation) {
+        self.seen.retain(|(id, state), _| {
+            observation
+                .task(id)
+                .is_some_and(|t| t.state() as u8 == *state)
+        });
+    }
+
+    fn report<'a>(
+        &mut self,
+        observation: &Observation,
+        candidates: impl Iterator<Item = &'a ObservedTask>,
+    ) -> Vec<TaskProblem> {
+        let mut fresh: Vec<TaskProblem> = Vec::new();
+        let mut keys: HashSet<ProblemKey> = HashSet::new();
+        for p in candidates.filter_map(|t| task_problem(t, observation)) {
+            let key = (p.task_id.clone(), p.state as u8);
+            if !self.seen.contains_key(&key) && keys.insert(key) {
+                fresh.push(p);
             }
         }
         // Newest first, so the bound keeps the newest.
-        current.sort_by(|a, b| {
+        fresh.sort_by(|a, b| {
             b.timestamp
                 .cmp(&a.timestamp)
                 .then(a.task_id.cmp(&b.task_id))
         });
-        current.truncate(self.max_entries);
-
-        let mut next = HashSet::with_capacity(current.len());
-        let mut fresh = Vec::new();
-        for p in current {
-            let key = (p.task_id.clone(), p.state as u8);
-            if !self.seen.contains(&key) {
-                fresh.push(p);
-            }
-            next.insert(key);
+        fresh.truncate(self.max_entries);
+        for p in &fresh {
+            self.seen
+                .insert((p.task_id.clone(), p.state as u8), p.timestamp.clone());
         }
-        self.seen = next;
+        self.evict_oldest();
         fresh.reverse();
         fresh
+    }
+
+    fn evict_oldest(&mut self) {
+        let excess = self.seen.len().saturating_sub(self.max_entries);
+        if excess == 0 {
+            return;
+        }
+        let mut by_age: Vec<(Option<String>, ProblemKey)> = self
+            .seen
+            .iter()
+            .map(|(k, ts)| (ts.clone(), k.clone()))
+            .collect();
+        by_age.sort();
+        for (_, key) in by_age.into_iter().take(excess) {
+            self.seen.remove(&key);
+        }
     }
 }
