@@ -1,6 +1,8 @@
 //! swarm-upgrade: keeps every Docker Swarm node's engine at a declared version.
 //!
-//! One reconcile pass (`reconciler`): observe the cluster (`cluster`, `docker`, `health`), plan
+//! One reconcile pass (`reconciler`): observe the cluster (`observe`: one store kept current from
+//! the event stream and targeted re-reads through `docker`; `cluster` is the planner's view of
+//! it; `health` reads it for gates, predictions, capacity and rejections), plan
 //! with the pure `planner` (which alone decides every change to a node's labels, `marks`, and
 //! availability, from the observation, the spec and the outcomes of the commands that ended),
 //! carry the plan out (`executor`: node writes, `events`, node-side commands, whose outcomes go

@@ -36,9 +36,14 @@ fn source_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The code of a file without its `#[cfg(test)]` module (tests may reach anywhere).
-fn code_without_tests(text: &str) -> &str {
-    text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
+/// The code of a file without its `#[cfg(test)]` module (tests may reach anywhere) and without
+/// comments (a doc comment naming a module is not an import).
+fn code_without_tests(text: &str) -> String {
+    let code = text.find("#[cfg(test)]").map_or(text, |i| &text[..i]);
+    code.lines()
+        .map(|l| l.find("//").map_or(l, |i| &l[..i]))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `crate::{a, b::c}` -> `crate::a`, `crate::b::c` (one level of grouping is what rustfmt writes
@@ -135,7 +140,7 @@ fn graph(src: &Path) -> Graph {
             continue;
         }
         let text = std::fs::read_to_string(file).expect("readable source");
-        let edges = references(&module, code_without_tests(&text), &known)
+        let edges = references(&module, &code_without_tests(&text), &known)
             .into_iter()
             .filter(|t| !related(&module, t))
             .collect();
@@ -271,6 +276,20 @@ fn a_cycle_is_found_and_named() {
     g.get_mut("c").unwrap().clear();
     assert_eq!(find_cycle(&g), None);
     assert!(tangles(&g).is_empty());
+}
+
+#[test]
+fn comments_are_not_imports() {
+    let code =
+        code_without_tests("//! see `crate::observe`\nuse crate::spec; // not crate::health\n");
+    let known: BTreeSet<String> = ["observe", "spec", "health"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        references("docker", &code, &known),
+        BTreeSet::from(["spec".to_string()])
+    );
 }
 
 #[test]

@@ -1,0 +1,475 @@
+//! What the operator costs a fleet, measured with the simulator and the operator in separate
+//! processes (`swarm-sim serve` as a child of this bench, `swarm-upgrade run` as another), so the
+//! figures are the operator's own: resident memory (VmHWM), CPU seconds, bytes read from the
+//! managers (its `swarm_upgrade_docker_api_response_bytes_total`), and how soon it acts once a node
+//! it upgraded is Ready again. Prints a table; asserts nothing about time.
+//!
+//! `cargo bench -p swarm-upgrade --bench fleet_cost`
+//! env: `FLEET_NODES` (default `100,1000,5000`), `FLEET_TASKS_PER_NODE` (30), `FLEET_IDLE_SECS`
+//! (60), `FLEET_ROLL_SECS` (60), `FLEET_TIME_SCALE` (5).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+const FROM: &str = "20.10.24";
+const TO: &str = "26.1.5";
+const OPERATOR: &str = env!("CARGO_BIN_EXE_swarm-upgrade");
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs the simulator when this bench starts itself as `serve-sim ARGS...`.
+fn serve_sim_child() -> Option<()> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some("serve-sim") {
+        return None;
+    }
+    let argv = std::iter::once("swarm-sim".to_string())
+        .chain(std::iter::once("serve".to_string()))
+        .chain(args);
+    let cli = <swarm_sim::cli::SimCli as clap::Parser>::parse_from(argv);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    if let Err(e) = rt.block_on(swarm_sim::cli::run(cli)) {
+        eprintln!("swarm-sim: {e:#}");
+        std::process::exit(1);
+    }
+    Some(())
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start past the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// VmHWM or VmRSS of a process, in MB.
+fn mem_mb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct SimUp {
+    _proc: Proc,
+    control: String,
+    managers: Vec<String>,
+}
+
+fn start_sim(nodes: usize, tasks_per_node: usize, scale: f64) -> SimUp {
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .args(["serve-sim", "--listen", "127.0.0.1:0", "--nodes"])
+        .arg(nodes.to_string())
+        .arg("--tasks-per-node")
+        .arg(tasks_per_node.to_string())
+        .arg("--time-scale")
+        .arg(scale.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting the simulator");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut control = String::new();
+    let mut managers = vec![];
+    // `control URL`, then one `HOST ROLE URL` line per endpoint, then nothing until it stops.
+    for line in lines.by_ref() {
+        let line = line.expect("simulator output");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["control", url] => control = url.to_string(),
+            [_, "manager", url, ..] => managers.push(url.to_string()),
+            _ => {}
+        }
+        if managers.len() == 3 {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    SimUp {
+        _proc: Proc(child),
+        control,
+        managers,
+    }
+}
+
+fn write_spec(path: &Path, version: &str, control: &str) {
+    let spec = format!(
+        r#"apiVersion: swarm-upgrade.io/v1alpha1
+kind: EngineUpgrade
+metadata: {{ name: fleet-bench }}
+spec:
+  version: "{version}"
+  upgrade:
+    command: {command}
+    timeout: 2m
+  strategy:
+    maxUnavailableWorkers: 1
+    drainTimeout: 5m
+    readyTimeout: 5m
+    settle: 0s
+"#,
+        command = upgrade_command(control)
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, spec).expect("spec");
+    std::fs::rename(&tmp, path).expect("spec");
+}
+
+/// The simulated host's upgrade command, as the demo's spec has it.
+fn upgrade_command(control: &str) -> String {
+    let control = control.trim_start_matches("http://");
+    format!(
+        r#"["{OPERATOR}", "sim", "node", "upgrade", "--sim", "{control}", "{{hostname}}", "{{version}}"]"#
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_operator(dir: &Path, managers: &[String], listen: &str) -> Proc {
+    let log = std::fs::File::create(dir.join("operator.log")).expect("log");
+    let hosts = managers.join(",");
+    let child = Command::new(OPERATOR)
+        .args(["run", "--spec"])
+        .arg(dir.join("spec.yaml"))
+        .args(["--docker-host", &hosts, "--listen", listen, "--events"])
+        .arg(dir.join("events.jsonl"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting the operator");
+    Proc(child)
+}
+
+fn http_client() -> swarm_upgrade::http_client::HttpClient {
+    swarm_upgrade::http_client::HttpClient::new(
+        "swarm-upgrade-fleet-bench",
+        Duration::from_secs(10),
+    )
+}
+
+/// The operator's `/metrics` text, or `None` while it does not answer.
+async fn scrape(listen: &str) -> Option<String> {
+    let response = http_client()
+        .get(&format!("http://{listen}/metrics"), "text/plain")
+        .await
+        .ok()?;
+    String::from_utf8(response.body.to_vec()).ok()
+}
+
+/// Sum of every sample of a metric family (all label sets).
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+const BYTES: &str = "swarm_upgrade_docker_api_response_bytes_total";
+const REQUESTS: &str = "swarm_upgrade_docker_api_requests_total";
+
+struct Phase {
+    secs: f64,
+    cpu: f64,
+    bytes: f64,
+    requests: f64,
+}
+
+impl Phase {
+    fn cpu_pct(&self) -> f64 {
+        100.0 * self.cpu / self.secs
+    }
+    fn mb_per_s(&self) -> f64 {
+        self.bytes / self.secs / 1e6
+    }
+}
+
+async fn measure(pid: u32, listen: &str, secs: f64) -> Phase {
+    let m0 = scrape(listen).await.unwrap_or_default();
+    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let m1 = scrape(listen).await.unwrap_or_default();
+    let (c1, took) = (cpu_secs(pid), t0.elapsed().as_secs_f64());
+    Phase {
+        secs: took,
+        cpu: c1 - c0,
+        bytes: metric_sum(&m1, BYTES) - metric_sum(&m0, BYTES),
+        requests: metric_sum(&m1, REQUESTS) - metric_sum(&m0, REQUESTS),
+    }
+}
+
+/// Waits until the operator answers `/metrics` and has finished a pass.
+async fn operator_ready(listen: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if let Some(m) = scrape(listen).await
+            && metric_sum(&m, "swarm_upgrade_reconciles_total") >= 1.0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the operator did not complete a pass within 300 s");
+}
+
+type ReadyTimes = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<jiff::Timestamp>>>>;
+
+/// Wall-clock instants at which the simulator reported each node `ready`, from its event stream
+/// (read as it arrives: an event is timed when this process receives it).
+fn watch_ready(control: &str) -> ReadyTimes {
+    let seen = ReadyTimes::default();
+    let out = seen.clone();
+    let url = format!(
+        "{}/events?filters=%7B%22type%22%3A%5B%22node%22%5D%7D",
+        control.trim_end_matches('/')
+    );
+    tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let Ok(uri) = url.parse::<hyper::Uri>() else {
+            return;
+        };
+        // A stream: the library client reads whole bodies, so hyper's client directly.
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let Ok(response) = client.get(uri).await else {
+            return;
+        };
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                record_ready(&line, &out);
+            }
+        }
+    });
+    seen
+}
+
+fn record_ready(line: &[u8], out: &ReadyTimes) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return;
+    };
+    let attrs = &v["Actor"]["Attributes"];
+    if attrs["state.new"] == "ready"
+        && let Some(name) = attrs["name"].as_str()
+    {
+        #[allow(clippy::disallowed_methods)] // compared with the operator's wall-clock event times
+        let now = jiff::Timestamp::now();
+        out.lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .push(now);
+    }
+}
+
+/// For each node the operator saw `upgraded`: from the simulator's first `ready` after that to
+/// the operator's next event for the node (its `ready` step), in ms.
+fn reaction_ms(events: &Path, ready: &BTreeMap<String, Vec<jiff::Timestamp>>) -> Vec<f64> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let mut upgraded_at: BTreeMap<String, jiff::Timestamp> = BTreeMap::new();
+    let mut out = vec![];
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(host), Some(step), Some(time)) = (
+            v["hostname"].as_str(),
+            v["step"].as_str(),
+            v["time"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok()),
+        ) else {
+            continue;
+        };
+        match step {
+            "upgraded" => {
+                upgraded_at.insert(host.to_string(), time);
+            }
+            "ready" => {
+                let Some(after) = upgraded_at.remove(host) else {
+                    continue;
+                };
+                let sim_ready = ready
+                    .get(host)
+                    .and_then(|ts| ts.iter().find(|t| **t >= after).copied());
+                if let Some(r) = sim_ready {
+                    out.push(time.duration_since(r).as_secs_f64() * 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn count_step(events: &Path, step: &str) -> usize {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("\"step\":\"{step}\"")))
+        .count()
+}
+
+struct Row {
+    nodes: usize,
+    tasks: usize,
+    idle: Phase,
+    roll: Phase,
+    hwm_mb: f64,
+    upgraded: usize,
+    reaction: Vec<f64>,
+}
+
+async fn one_fleet(
+    nodes: usize,
+    per_node: usize,
+    idle_secs: f64,
+    roll_secs: f64,
+    scale: f64,
+) -> Row {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("fleet-cost-{nodes}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    eprintln!("fleet {nodes} nodes: starting the simulator");
+    let sim = start_sim(nodes, per_node, scale);
+    write_spec(&dir.join("spec.yaml"), FROM, &sim.control);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let op = start_operator(&dir, &sim.managers, &listen);
+    operator_ready(&listen).await;
+    // Let the first full listing and any start-up work pass before measuring the idle state.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    eprintln!("fleet {nodes} nodes: idle for {idle_secs} s");
+    let idle = measure(op.pid(), &listen, idle_secs).await;
+    let ready = watch_ready(&sim.control);
+    write_spec(&dir.join("spec.yaml"), TO, &sim.control);
+    eprintln!("fleet {nodes} nodes: rolling for {roll_secs} s");
+    let roll = measure(op.pid(), &listen, roll_secs).await;
+    let events = dir.join("events.jsonl");
+    let reaction = reaction_ms(&events, &ready.lock().unwrap());
+    let row = Row {
+        nodes,
+        tasks: nodes * per_node,
+        idle,
+        roll,
+        hwm_mb: mem_mb(op.pid(), "VmHWM:"),
+        upgraded: count_step(&events, "upgraded"),
+        reaction,
+    };
+    drop(op);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
+    row
+}
+
+fn print(rows: &mut [Row]) {
+    println!(
+        "\n| nodes | tasks | operator VmHWM MB | CPU idle % | CPU rolling % | MB/s idle | MB/s rolling | req/s idle | req/s rolling | nodes upgraded | ready->next p50 ms | p99 ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (p50, p99) = (
+            percentile(&mut r.reaction, 0.5),
+            percentile(&mut r.reaction, 0.99),
+        );
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} | {:.0} |",
+            r.nodes,
+            r.tasks,
+            r.hwm_mb,
+            r.idle.cpu_pct(),
+            r.roll.cpu_pct(),
+            r.idle.mb_per_s(),
+            r.roll.mb_per_s(),
+            r.idle.requests / r.idle.secs,
+            r.roll.requests / r.roll.secs,
+            r.upgraded,
+            p50,
+            p99
+        );
+    }
+}
+
+fn main() {
+    if serve_sim_child().is_some() {
+        return;
+    }
+    let fleets: Vec<usize> = std::env::var("FLEET_NODES")
+        .unwrap_or_else(|_| "100,1000,5000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let per_node = env_or("FLEET_TASKS_PER_NODE", 30);
+    let idle = env_or("FLEET_IDLE_SECS", 60.0);
+    let roll = env_or("FLEET_ROLL_SECS", 60.0);
+    let scale = env_or("FLEET_TIME_SCALE", 5.0);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut rows = vec![];
+    for n in fleets {
+        rows.push(rt.block_on(one_fleet(n, per_node, idle, roll, scale)));
+    }
+    print(&mut rows);
+}
