@@ -103,6 +103,9 @@ fn start_sim(nodes: usize, tasks_per_node: usize, scale: f64) -> SimUp {
         .arg(tasks_per_node.to_string())
         .arg("--time-scale")
         .arg(scale.to_string())
+        // An idle swarm does not rewrite its nodes every few seconds (the simulator's default,
+        // there to exercise "update out of sequence"): one rewrite per node per 10 minutes.
+        .args(["--node-rewrite-secs", "600"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

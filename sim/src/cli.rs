@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// Engine version of every node, reported exactly as given.
     #[arg(long, default_value = "20.10.24")]
     pub version: String,
+    /// Mean simulated seconds between the managers' own rewrites of each node (each moves its
+    /// version index and sends a node event). Short by default so that "update out of sequence"
+    /// is exercised; a real idle swarm rewrites its nodes rarely, so measure cost with a long one.
+    #[arg(long, default_value_t = Timings::default().version_bump)]
+    pub node_rewrite_secs: f64,
     /// Control address: `/_sim/...` and the current leader's Docker API.
     #[arg(long, default_value = "127.0.0.1:2375")]
     pub listen: String,
@@ -155,7 +160,10 @@ impl ServeArgs {
             tasks_per_node: self.tasks_per_node.unwrap_or(30),
             fleet_history: !self.no_task_history,
             faults,
-            timings: Timings::default(),
+            timings: Timings {
+                version_bump: self.node_rewrite_secs,
+                ..Timings::default()
+            },
             listen: self.listen.clone(),
             base_port: self.base_port,
             worker_endpoints: self.worker_endpoints,
