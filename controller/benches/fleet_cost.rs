@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p swarm-upgrade --bench fleet_cost`
 //! env: `FLEET_NODES` (default `100,1000,5000`), `FLEET_TASKS_PER_NODE` (30), `FLEET_IDLE_SECS`
-//! (60), `FLEET_ROLL_SECS` (60), `FLEET_TIME_SCALE` (5).
+//! (60), `FLEET_ROLL_SECS` (60), `FLEET_TIME_SCALE` (5), `FLEET_KEEP` (keep each fleet's spec, events
+//! and operator log).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -162,7 +163,7 @@ spec:
 fn upgrade_command(control: &str) -> String {
     let control = control.trim_start_matches("http://");
     format!(
-        r#"["{OPERATOR}", "sim", "node", "upgrade", "--sim", "{control}", "{{hostname}}", "{{version}}"]"#
+        r#"["{OPERATOR}", "demo", "upgrade-node", "--sim", "{control}", "{{hostname}}", "{{version}}"]"#
     )
 }
 
@@ -321,11 +322,12 @@ fn record_ready(line: &[u8], out: &ReadyTimes) {
     }
 }
 
-/// For each node the operator saw `upgraded`: from the simulator's first `ready` after that to
-/// the operator's next event for the node (its `ready` step), in ms.
+/// For each node the operator upgraded: from the simulator's last `ready` for that node between
+/// the start of its upgrade command and the operator's `ready` step, to that step, in ms (a node
+/// whose engine came back before the command returned is timed from then, too).
 fn reaction_ms(events: &Path, ready: &BTreeMap<String, Vec<jiff::Timestamp>>) -> Vec<f64> {
     let text = std::fs::read_to_string(events).unwrap_or_default();
-    let mut upgraded_at: BTreeMap<String, jiff::Timestamp> = BTreeMap::new();
+    let mut upgrade_at: BTreeMap<String, jiff::Timestamp> = BTreeMap::new();
     let mut out = vec![];
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -341,16 +343,19 @@ fn reaction_ms(events: &Path, ready: &BTreeMap<String, Vec<jiff::Timestamp>>) ->
             continue;
         };
         match step {
-            "upgraded" => {
-                upgraded_at.insert(host.to_string(), time);
+            "upgrade" => {
+                upgrade_at.insert(host.to_string(), time);
             }
             "ready" => {
-                let Some(after) = upgraded_at.remove(host) else {
+                let Some(since) = upgrade_at.remove(host) else {
                     continue;
                 };
-                let sim_ready = ready
-                    .get(host)
-                    .and_then(|ts| ts.iter().find(|t| **t >= after).copied());
+                let sim_ready = ready.get(host).and_then(|ts| {
+                    ts.iter()
+                        .filter(|t| **t >= since && **t <= time)
+                        .max()
+                        .copied()
+                });
                 if let Some(r) = sim_ready {
                     out.push(time.duration_since(r).as_secs_f64() * 1000.0);
                 }
@@ -424,7 +429,14 @@ async fn one_fleet(
     };
     drop(op);
     drop(sim);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("FLEET_KEEP").is_some() {
+        eprintln!(
+            "fleet {nodes} nodes: spec, events and operator log kept in {}",
+            dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     row
 }
 
