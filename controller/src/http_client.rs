@@ -102,6 +102,20 @@ impl HttpError {
     }
 }
 
+/// `s` escaped for a URL query value: every byte but the unreserved characters of RFC 3986
+/// (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The text of the innermost error of a source chain.
 fn innermost(error: &(dyn StdError + 'static)) -> String {
     let mut current = error;

@@ -202,7 +202,7 @@ pub async fn prom_query(expr: &str) -> Result<Vec<(serde_json::Value, f64)>> {
     let url = format!(
         "{}/api/v1/query?query={}",
         prometheus_url(),
-        url_encode(expr)
+        swarm_upgrade::http_client::query_escape(expr)
     );
     let client = swarm_upgrade::http_client::HttpClient::new(
         "swarm-upgrade-e2e",
@@ -232,17 +232,6 @@ pub async fn prom_query(expr: &str) -> Result<Vec<(serde_json::Value, f64)>> {
         })
         .collect();
     Ok(samples)
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Every PromQL expression the bundle ships: the dashboard's panel queries (its variables filled

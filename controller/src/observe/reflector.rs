@@ -74,16 +74,7 @@ impl Drop for Reflector {
 
 /// A `filters` value (`{"node":[...]}`), URL-encoded for a query string.
 fn filters(key: &str, values: &BTreeSet<String>) -> String {
-    let json = serde_json::json!({ key: values });
-    let mut out = String::new();
-    for b in json.to_string().bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::http_client::query_escape(&serde_json::json!({ key: values }).to_string())
 }
 
 impl Reflector {
