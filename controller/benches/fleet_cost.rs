@@ -105,8 +105,8 @@ fn start_sim(nodes: usize, tasks_per_node: usize, scale: f64) -> SimUp {
         .arg("--time-scale")
         .arg(scale.to_string())
         // An idle swarm does not rewrite its nodes every few seconds (the simulator's default,
-        // there to exercise "update out of sequence"): one rewrite per node per 10 minutes.
-        .args(["--node-rewrite-secs", "600"])
+        // there to exercise "update out of sequence"): one rewrite per node per 10 real minutes.
+        .args(["--node-rewrite-secs", &(600.0 * scale).to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -218,6 +218,28 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Per `call` label: the sum of a metric family's samples.
+fn metric_by_call(text: &str, name: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let call = rest
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("call=\""))
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("?");
+        if let Some(v) = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+        {
+            *out.entry(call.to_string()).or_default() += v;
+        }
+    }
+    out
+}
+
 const BYTES: &str = "swarm_upgrade_docker_api_response_bytes_total";
 const REQUESTS: &str = "swarm_upgrade_docker_api_requests_total";
 
@@ -226,6 +248,8 @@ struct Phase {
     cpu: f64,
     bytes: f64,
     requests: f64,
+    /// Per call: (requests, bytes) over the phase.
+    by_call: BTreeMap<String, (f64, f64)>,
 }
 
 impl Phase {
@@ -248,7 +272,61 @@ async fn measure(pid: u32, listen: &str, secs: f64) -> Phase {
         cpu: c1 - c0,
         bytes: metric_sum(&m1, BYTES) - metric_sum(&m0, BYTES),
         requests: metric_sum(&m1, REQUESTS) - metric_sum(&m0, REQUESTS),
+        by_call: per_call_delta(&m0, &m1),
     }
+}
+
+fn per_call_delta(before: &str, after: &str) -> BTreeMap<String, (f64, f64)> {
+    let (r0, b0) = (
+        metric_by_call(before, REQUESTS),
+        metric_by_call(before, BYTES),
+    );
+    let (r1, b1) = (
+        metric_by_call(after, REQUESTS),
+        metric_by_call(after, BYTES),
+    );
+    r1.iter()
+        .map(|(call, r)| {
+            let bytes = b1.get(call).copied().unwrap_or(0.0) - b0.get(call).copied().unwrap_or(0.0);
+            let requests = r - r0.get(call).copied().unwrap_or(0.0);
+            (call.clone(), (requests, bytes))
+        })
+        .filter(|(_, (r, _))| *r > 0.0)
+        .collect()
+}
+
+/// Waits until every service of the simulated swarm runs all the tasks it wants.
+async fn sim_converged(manager: &str) {
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        #[serde(rename = "RunningTasks")]
+        running: u64,
+        #[serde(rename = "DesiredTasks")]
+        desired: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Service {
+        #[serde(rename = "ServiceStatus")]
+        status: Option<Counts>,
+    }
+    let url = format!(
+        "{}/services?status=true",
+        manager.replace("tcp://", "http://")
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if let Ok(r) = http_client().get(&url, "application/json").await
+            && let Ok(services) = serde_json::from_slice::<Vec<Service>>(&r.body)
+            && !services.is_empty()
+            && services
+                .iter()
+                .all(|s| s.status.as_ref().is_some_and(|c| c.running == c.desired))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the simulated swarm did not converge in 10 minutes");
 }
 
 /// Waits until the operator answers `/metrics` and has finished a pass.
@@ -408,7 +486,9 @@ async fn one_fleet(
     let listen = format!("127.0.0.1:{}", free_port());
     let op = start_operator(&dir, &sim.managers, &listen);
     operator_ready(&listen).await;
-    // Let the first full listing and any start-up work pass before measuring the idle state.
+    // Idle means a converged swarm: while tasks are still starting the operator rightly reads
+    // the unconverged services' tasks. Then let the operator's passes catch up.
+    sim_converged(&sim.managers[0]).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     eprintln!("fleet {nodes} nodes: idle for {idle_secs} s");
     let idle = measure(op.pid(), &listen, idle_secs).await;
@@ -438,6 +518,22 @@ async fn one_fleet(
         let _ = std::fs::remove_dir_all(&dir);
     }
     row
+}
+
+/// Where each phase's requests and bytes went, per call, per second.
+fn print_calls(rows: &[Row]) {
+    for r in rows {
+        for (phase, p) in [("idle", &r.idle), ("rolling", &r.roll)] {
+            let calls: Vec<String> = p
+                .by_call
+                .iter()
+                .map(|(call, (n, b))| {
+                    format!("{call} {:.1}/s {:.3} MB/s", n / p.secs, b / p.secs / 1e6)
+                })
+                .collect();
+            println!("{} nodes, {phase}: {}", r.nodes, calls.join("; "));
+        }
+    }
 }
 
 fn print(rows: &mut [Row]) {
@@ -487,4 +583,5 @@ fn main() {
         rows.push(rt.block_on(one_fleet(n, per_node, idle, roll, scale)));
     }
     print(&mut rows);
+    print_calls(&rows);
 }

@@ -53,6 +53,9 @@ pub enum Command {
     /// host's upgrade command the demo's spec runs.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoCommand),
+    /// Draw a rollout's timeline from its events file (`run --events`): one row per node, a bar
+    /// per step, failures and pauses marked; SVG, or PNG when Chromium is installed.
+    Timeline(TimelineArgs),
     /// The in-swarm connectivity client of the manual upgrade procedure's test stack: connects
     /// to every address behind each target each interval, logs each failure as
     /// `<date>: Connectivity error: ...`, serves /metrics.
@@ -102,6 +105,41 @@ pub struct RunArgs {
     /// Re-read the spec file this often even without a file event (config mounts, editors).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub spec_reread: Duration,
+    #[command(flatten)]
+    pub ha: HaArgs,
+}
+
+/// Running two or more replicas: one acts, the others stand by.
+#[derive(Debug, Args)]
+pub struct HaArgs {
+    /// Act only while holding the lease kept in the swarm's own labels
+    /// (`docker swarm inspect`: swarm-upgrade.lease.*); otherwise observe, and take over once
+    /// the holder has not renewed it for --ha-lease-duration. Run two replicas on different
+    /// nodes with this flag.
+    #[arg(long, env = "SWARM_UPGRADE_HA")]
+    pub ha: bool,
+    /// This operator's name in the lease [default: the host name (a swarm task's container
+    /// ID) and a random suffix].
+    #[arg(long, env = "SWARM_UPGRADE_HA_IDENTITY", requires = "ha")]
+    pub ha_identity: Option<String>,
+    /// How long the lease stands without a renewal; the holder renews every third of it and
+    /// stops acting after two thirds without one.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "SWARM_UPGRADE_HA_LEASE_DURATION")]
+    pub ha_lease_duration: Duration,
+}
+
+impl HaArgs {
+    fn config(&self) -> Option<crate::lease::HaConfig> {
+        self.ha.then(|| crate::lease::HaConfig {
+            identity: self
+                .ha_identity
+                .clone()
+                .unwrap_or_else(crate::lease::default_identity),
+            timings: crate::lease::LeaseTimings {
+                duration: self.ha_lease_duration,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +161,20 @@ pub struct DiagnoseArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// The events file a rollout wrote (`run --events FILE`).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Where to write the picture: FILE.svg, or FILE.png (drawn by a headless Chromium).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The browser that draws a PNG [default: the first of chromium, chromium-browser,
+    /// google-chrome on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub renderer: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, crate::spec::duration::DurationError> {
@@ -201,6 +253,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::probe::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Timeline(args) => {
+            crate::page::export::export(&args.events, &args.out, args.renderer.as_deref())?;
+            println!("wrote {}", args.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             print!("{}", crate::spec::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -274,7 +331,7 @@ fn describe(action: &crate::planner::Action) -> String {
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Fail early and clearly on a bad spec at start; later bad edits keep the last good one.
     load(&args.spec)?;
-    let operator = Operator::start(
+    let mut operator = Operator::start(
         args.cluster.swarm()?,
         crate::operator::Config {
             spec: args.spec.clone(),
@@ -284,22 +341,28 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             options: Options {
                 poll_active: args.poll_interval,
                 once: args.once,
+                ha: args.ha.config(),
                 ..Options::default()
             },
         },
     )
     .await?;
     tracing::info!(listen = %operator.listen, endpoints = ?operator.endpoints(), "swarm-upgrade running");
+    let lease = operator.take_lease();
     let outcome = tokio::select! {
-        outcome = operator.run() => outcome,
+        outcome = operator.run() => Some(outcome),
         _ = shutdown_signal() => {
             tracing::info!("stopping; node state is kept in node labels");
-            return Ok(ExitCode::SUCCESS);
+            None
         }
     };
+    // The loop is stopped: no write of this operator follows the release.
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     Ok(match outcome {
-        Outcome::Complete => ExitCode::SUCCESS,
-        Outcome::PausedByFailure => ExitCode::from(2),
+        None | Some(Outcome::Complete) => ExitCode::SUCCESS,
+        Some(Outcome::PausedByFailure) => ExitCode::from(2),
     })
 }
 

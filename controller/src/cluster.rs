@@ -30,6 +30,9 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     /// `Version.Index`: an update must name it, and fails if it is stale.
     pub version_index: u64,
+    /// A manager whose own engine says its swarm component is locked (autolock): not a working
+    /// manager until unlocked. From the node's own `/info`, not from the swarm's node list.
+    pub locked: bool,
 }
 
 impl NodeView {
@@ -89,6 +92,7 @@ impl NodeView {
             addr,
             labels,
             version_index,
+            locked: false,
         })
     }
 
@@ -135,23 +139,34 @@ impl TaskView {
 
     /// Whether the task still occupies its node: assigned to it and not yet past `running`.
     pub fn occupies_node(&self) -> bool {
-        matches!(
-            self.state,
-            TaskState::ASSIGNED
-                | TaskState::ACCEPTED
-                | TaskState::PREPARING
-                | TaskState::READY
-                | TaskState::STARTING
-                | TaskState::RUNNING
-        )
+        occupies_node(self.state)
     }
 }
 
-/// Everything one reconcile pass observed.
+/// Whether a task in this state still occupies its node: assigned and not yet past `running`.
+pub fn occupies_node(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::ASSIGNED
+            | TaskState::ACCEPTED
+            | TaskState::PREPARING
+            | TaskState::READY
+            | TaskState::STARTING
+            | TaskState::RUNNING
+    )
+}
+
+/// What the planner decides from: every node, and how many tasks still occupy each. Counts,
+/// not tasks: at 30,000 tasks a copy of each per pass would be most of the operator's work.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Snapshot {
     pub nodes: Vec<NodeView>,
-    pub tasks: Vec<TaskView>,
+    /// Per node ID: its tasks not yet past `running` (nodes without any are absent).
+    pub occupied: BTreeMap<String, usize>,
+    /// The swarm is autolocked (`EncryptionConfig.AutoLockManagers`), as a manager reports it.
+    pub autolock: bool,
+    /// Node IDs whose own engine runs with `live-restore` (only engines the operator reaches).
+    pub live_restore: std::collections::BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -161,10 +176,14 @@ impl Snapshot {
 
     /// Tasks that still keep a node busy (a drained node is empty when this is 0).
     pub fn tasks_on(&self, node_id: &str) -> usize {
-        self.tasks
-            .iter()
-            .filter(|t| t.node_id.as_deref() == Some(node_id) && t.occupies_node())
-            .count()
+        self.occupied.get(node_id).copied().unwrap_or(0)
+    }
+
+    /// Counts a task, if it occupies its node.
+    pub fn add_task(&mut self, task: &TaskView) {
+        if let Some(node) = task.node_id.as_ref().filter(|_| task.occupies_node()) {
+            *self.occupied.entry(node.clone()).or_default() += 1;
+        }
     }
 }
 
@@ -221,10 +240,8 @@ mod tests {
         let tasks: Vec<Task> = serde_json::from_str(&capture("20.10.24/tasks.json")).unwrap();
         let views: Vec<TaskView> = tasks.iter().filter_map(TaskView::from_engine).collect();
         assert_eq!(views.len(), tasks.len());
-        let snapshot = Snapshot {
-            nodes: vec![],
-            tasks: views.clone(),
-        };
+        let mut snapshot = Snapshot::default();
+        views.iter().for_each(|t| snapshot.add_task(t));
         for node in views.iter().filter_map(|t| t.node_id.clone()) {
             let busy = snapshot.tasks_on(&node);
             let running = views

@@ -89,9 +89,12 @@ pub struct DemoArgs {
     /// Append one JSON line per step to this file (as `run --events`).
     #[arg(long)]
     pub events: Option<PathBuf>,
-    /// Serve /metrics, /healthz and /status here while the demo runs.
+    /// Serve the live rollout page (/), /metrics, /healthz and /status here.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
+    /// How long the page stays up after the rollout, to look at it (Ctrl-C ends it sooner).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub serve_for: Duration,
     /// How much faster than real time the simulated swarm runs.
     #[arg(long, default_value_t = 5.0)]
     pub time_scale: f64,
@@ -156,16 +159,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .events
         .clone()
         .unwrap_or_else(|| dir.join("events.jsonl"));
-
-    let endpoints: Vec<Endpoint> = sim
-        .manager_endpoints()
-        .iter()
-        .map(|e| Endpoint::parse(e, None))
-        .collect::<Result<_, _>>()?;
     let operator = Operator::start(
-        Swarm::new(endpoints),
+        managers(&sim)?,
         crate::operator::Config {
-            spec: spec_path.clone(),
+            spec: spec_path,
             spec_reread: Duration::from_secs(10),
             events: Some(events_path.clone()),
             listen: args.listen,
@@ -176,38 +173,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
-    let (addr, metrics, status) = (
-        operator.listen,
-        operator.metrics.clone(),
-        operator.status.clone(),
-    );
-    let swarm = Swarm::new(
-        sim.manager_endpoints()
-            .iter()
-            .map(|e| Endpoint::parse(e, None))
-            .collect::<Result<_, _>>()?,
-    );
+    let (metrics, status) = (operator.metrics.clone(), operator.status.clone());
+    let swarm = managers(&sim)?;
+    let operator_listen = operator.listen;
+    print_banner(&args, operator_listen, sim.manager_endpoints().len());
 
-    println!(
-        "Simulated swarm: {} managers + {} workers on {}, running the test stack of the manual upgrade procedure.",
-        args.managers, args.workers, args.from
-    );
-    println!(
-        "Operator: upgrading to {} through {} manager endpoints; metrics on http://{addr}/metrics\n",
-        args.to,
-        sim.manager_endpoints().len()
-    );
-
-    let mut rollout = tokio::spawn(operator.run());
+    let rollout = tokio::spawn(operator.run());
     let mut progress = Progress::new(std::io::stdout().is_terminal(), started);
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut rollout => break outcome.context("the reconciler stopped")?,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                progress.show(&read_events(&events_path).unwrap_or_default(), &status);
-            }
-        }
-    };
+    let outcome = follow(rollout, &mut progress, &events_path, &status).await?;
     let events = read_events(&events_path).unwrap_or_default();
     progress.show(&events, &status);
     progress.finish();
@@ -215,11 +188,70 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let rejections = count_rejections(&swarm).await;
     let text = metrics.encode();
     println!("{}", summary(&events, started, rejections, &text));
+    serve_a_while(operator_listen, args.serve_for).await;
     sim.shutdown().await;
     Ok(match outcome {
         Outcome::Complete => ExitCode::SUCCESS,
         Outcome::PausedByFailure => ExitCode::from(2),
     })
+}
+
+/// The simulated swarm's managers, as the operator reaches them.
+fn managers(sim: &swarm_sim::SimHandle) -> anyhow::Result<Swarm> {
+    let endpoints: Vec<Endpoint> = sim
+        .manager_endpoints()
+        .iter()
+        .map(|e| Endpoint::parse(e, None))
+        .collect::<Result<_, _>>()?;
+    Ok(Swarm::new(endpoints))
+}
+
+fn print_banner(args: &DemoArgs, listen: SocketAddr, endpoints: usize) {
+    println!(
+        "Simulated swarm: {} managers + {} workers on {}, running the test stack of the manual upgrade procedure.",
+        args.managers, args.workers, args.from
+    );
+    println!(
+        "Operator: upgrading to {} through {endpoints} manager endpoints; metrics on http://{listen}/metrics",
+        args.to,
+    );
+    println!("Watch the rollout: http://{listen}/\n");
+}
+
+/// Keeps the process (and so the page) up for `how_long` after the rollout, or until Ctrl-C.
+async fn serve_a_while(listen: SocketAddr, how_long: Duration) {
+    if how_long.is_zero() {
+        return;
+    }
+    println!(
+        "\nThe page stays at http://{listen}/ for {} (Ctrl-C ends it sooner).",
+        crate::page::timeline::human(jiff::SignedDuration::try_from(how_long).unwrap_or_default())
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(how_long) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, crate::spec::duration::DurationError> {
+    crate::spec::SpecDuration::parse(s).map(|d| d.get())
+}
+
+/// Shows the rollout's progress from its events until the reconciler returns.
+async fn follow(
+    mut rollout: tokio::task::JoinHandle<Outcome>,
+    progress: &mut Progress,
+    events_path: &Path,
+    status: &RwLock<RolloutStatus>,
+) -> anyhow::Result<Outcome> {
+    loop {
+        tokio::select! {
+            outcome = &mut rollout => return outcome.context("the reconciler stopped"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                progress.show(&read_events(events_path).unwrap_or_default(), status);
+            }
+        }
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -1,7 +1,7 @@
 //! The edge to the Docker Engine API: several manager endpoints, API-version negotiation per
 //! engine, failover when the manager being upgraded is away, and typed errors.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,12 +18,31 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 mod lean_get;
+mod tls_failure;
 
 use lean_get::LeanClient;
 pub use lean_get::{GetError, TlsError};
+pub use tls_failure::{TlsFailure, TlsProblem};
 
 /// Seconds bollard waits for one request.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
+
+/// The largest answer the operator reads whole from an engine (its own reads: nodes, services,
+/// networks, tasks): three times the 41 MB task list of a 30,000-task swarm.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 128 * 1024 * 1024;
+
+/// The oldest Docker Engine API the operator speaks: 1.24 (Docker 1.12) brought swarm mode's
+/// node, service and task endpoints.
+pub const MIN_API_VERSION: (usize, usize) = (1, 24);
+
+/// How long a manager whose endpoint took a request and never answered (a partition hangs, it
+/// does not refuse) is asked last in failover and left out of the per-manager views: without
+/// it, every pass would wait out the request timeout on it.
+const UNRESPONSIVE_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// A per-manager view (`/info`, a network's gossip) is optional: one manager's is waited for
+/// this long at most.
+const PER_MANAGER_VIEW_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What went wrong talking to the swarm, in the terms an operator acts on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,6 +67,9 @@ pub enum ApiError {
         endpoint: String,
         source: Arc<TlsError>,
     },
+    /// The TLS handshake with one manager failed: a certificate or endpoint misconfigured.
+    #[error("{0}")]
+    TlsHandshake(Box<TlsFailure>),
     #[error("no manager endpoint configured; set --docker-host or DOCKER_HOST")]
     NoEndpoints,
     /// bollard failed in a way that is neither a connection error nor an engine's answer.
@@ -60,6 +82,33 @@ pub enum ApiError {
     },
     #[error("node version index {0} is beyond what the Docker API takes")]
     VersionOverflow(u64),
+    /// The engine's `/version` gave no API version the operator can speak.
+    #[error(
+        "the engine at {endpoint} reports {}; this operator needs API {}.{} or newer (Docker Engine 1.12 and later)",
+        reported.as_ref().map_or("no readable API version".to_string(), |v| format!("API version {v}")),
+        MIN_API_VERSION.0,
+        MIN_API_VERSION.1
+    )]
+    ApiVersion {
+        endpoint: String,
+        /// `None` when `/version` had no `ApiVersion` or one that is not `MAJOR.MINOR`.
+        reported: Option<String>,
+    },
+    /// An answer grew past the bound on what the operator holds in memory; reading stopped.
+    #[error(
+        "the answer of {endpoint} to {call} is larger than {limit} bytes; the operator stopped reading it"
+    )]
+    TooLarge {
+        endpoint: String,
+        call: &'static str,
+        limit: usize,
+    },
+    /// Two manager endpoints' engines each say they are the same node: which of them is that
+    /// node cannot be told, so neither engine's word about itself is used.
+    #[error(
+        "the engines at {endpoints} all say they are node {node_id}; their own descriptions are not used until they differ (check that --docker-host lists each manager once)"
+    )]
+    IdentityConflict { node_id: String, endpoints: String },
     #[error(transparent)]
     Conversion(#[from] crate::cluster::ConversionError),
 }
@@ -75,9 +124,13 @@ impl ApiError {
             ApiError::Status { .. } => "status",
             ApiError::Config { .. } | ApiError::NoEndpoints => "config",
             ApiError::Tls { .. } => "tls",
+            ApiError::TlsHandshake(failure) => failure.problem.metric_label(),
             ApiError::Client(_) => "client",
             ApiError::Decode { .. } => "decode",
             ApiError::VersionOverflow(_) => "invalid_version",
+            ApiError::ApiVersion { .. } => "api_version",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::IdentityConflict { .. } => "identity_conflict",
             ApiError::Conversion(_) => "conversion",
         }
     }
@@ -113,18 +166,60 @@ impl ApiError {
         }
     }
 
-    /// Whether another manager endpoint may succeed where this one failed.
+    /// Whether another manager endpoint may succeed where this one failed (a misconfigured
+    /// manager does not stop the operator from using the others).
+    ///
+    /// An engine's 5xx is a manager failing for now (raft busy, an RPC cut short); retrying a
+    /// write is safe too, as every node update carries the version index it was read at.
     fn try_elsewhere(&self) -> bool {
         matches!(
             self,
-            ApiError::NoQuorum(_) | ApiError::Client(_) | ApiError::Decode { .. }
+            ApiError::NoQuorum(_)
+                | ApiError::Client(_)
+                | ApiError::Decode { .. }
+                | ApiError::TlsHandshake(_)
+                | ApiError::ApiVersion { .. }
+                | ApiError::TooLarge { .. }
+                | ApiError::Status {
+                    status: 500..=599,
+                    ..
+                }
         )
     }
 
-    /// Whether the whole round is worth retrying after a pause.
+    /// Whether the whole round is worth retrying after a pause: not for a certificate that
+    /// will not change by itself (the next reconcile pass tries again).
     fn try_elsewhere_or_later(&self) -> bool {
-        self.try_elsewhere() || matches!(self, ApiError::Unreachable { .. })
+        (self.try_elsewhere() && !self.is_misconfigured())
+            || matches!(self, ApiError::Unreachable { .. })
     }
+
+    /// A manager's endpoint or certificates are wrong: a person must fix something.
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, ApiError::TlsHandshake(_))
+    }
+
+    /// A failed call to `endpoint`: a TLS verdict, a connection that failed, or the engine's
+    /// answer.
+    fn from_call(endpoint: &Endpoint, err: bollard::errors::Error) -> Self {
+        if let Some(failure) = endpoint.tls_failure(&err) {
+            return ApiError::TlsHandshake(Box::new(failure));
+        }
+        if is_connectivity(&err) {
+            return ApiError::Unreachable {
+                endpoints: endpoint.display(),
+                last: err.to_string(),
+            };
+        }
+        ApiError::from_bollard(err)
+    }
+}
+
+/// Whether a call that failed `Unreachable` after `took` waited out its request timeout (the
+/// endpoint took it and never answered) rather than being refused or dropped.
+fn hung(result: &Result<impl Sized, ApiError>, took: Duration) -> bool {
+    matches!(result, Err(ApiError::Unreachable { .. }))
+        && took >= Duration::from_secs(REQUEST_TIMEOUT_SECS).mul_f64(0.9)
 }
 
 fn is_connectivity(err: &bollard::errors::Error) -> bool {
@@ -256,6 +351,25 @@ impl Endpoint {
         }
     }
 
+    /// The TLS verdict in a failed call's error, when the endpoint uses TLS and it was one.
+    fn tls_failure(&self, err: &bollard::errors::Error) -> Option<TlsFailure> {
+        use bollard::errors::Error as E;
+        let Endpoint::Tcp {
+            addr,
+            tls: Some(files),
+        } = self
+        else {
+            return None;
+        };
+        // bollard's transparent variants skip their inner error in `source()`: start there.
+        let chain: &(dyn std::error::Error + 'static) = match err {
+            E::IOError { err } => err,
+            E::HyperResponseError { err } => err,
+            other => other,
+        };
+        TlsFailure::find(chain, addr, files)
+    }
+
     fn connect(&self, version: &ClientVersion) -> Result<Docker, bollard::errors::Error> {
         match self {
             Endpoint::Unix(path) => {
@@ -298,10 +412,6 @@ pub fn max_version_from_error(message: &str) -> Option<ClientVersion> {
 /// what the engine supports. `negotiate_version` alone is not enough: it asks `/v1.53/version`,
 /// which an engine older than 1.53 refuses with 400 "client version … is too new".
 pub async fn connect_negotiated(endpoint: &Endpoint) -> Result<(Docker, String), ApiError> {
-    let unreachable = |e: bollard::errors::Error| ApiError::Unreachable {
-        endpoints: endpoint.display(),
-        last: e.to_string(),
-    };
     let docker = endpoint
         .connect(API_DEFAULT_VERSION)
         .map_err(|e| ApiError::Config {
@@ -319,20 +429,28 @@ pub async fn connect_negotiated(endpoint: &Endpoint) -> Result<(Docker, String),
                 endpoint: endpoint.display(),
                 message: e.to_string(),
             })?;
-            docker.version().await.map_err(|e| {
-                if is_connectivity(&e) {
-                    unreachable(e)
-                } else {
-                    ApiError::from_bollard(e)
-                }
-            })?;
+            docker
+                .version()
+                .await
+                .map_err(|e| ApiError::from_call(endpoint, e))?;
             docker
         }
-        Err(e) if is_connectivity(&e) => return Err(unreachable(e)),
-        Err(e) => return Err(ApiError::from_bollard(e)),
+        Err(bollard::errors::Error::APIVersionParseError {}) => {
+            return Err(ApiError::ApiVersion {
+                endpoint: endpoint.display(),
+                reported: None,
+            });
+        }
+        Err(e) => return Err(ApiError::from_call(endpoint, e)),
     };
     let v = docker.client_version();
     let version = format!("{}.{}", v.major_version, v.minor_version);
+    if (v.major_version, v.minor_version) < MIN_API_VERSION {
+        return Err(ApiError::ApiVersion {
+            endpoint: endpoint.display(),
+            reported: Some(version),
+        });
+    }
     Ok((docker, version))
 }
 
@@ -352,6 +470,14 @@ struct ManagerClient {
     connected: Mutex<Option<Connected>>,
     /// The swarm node behind the endpoint, as its engine last said (`/info`).
     node_id: std::sync::Mutex<Option<String>>,
+    /// That node's address (`/info` `Swarm.NodeAddr`), which a locked manager still reports
+    /// when it no longer knows its node ID.
+    node_addr: std::sync::Mutex<Option<String>>,
+    /// Why the endpoint is misconfigured, as last logged.
+    problem: std::sync::Mutex<Option<String>>,
+    /// When a request to it last went unanswered until its timeout (see
+    /// [`UNRESPONSIVE_COOLDOWN`]); cleared by an answer.
+    unresponsive_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl ManagerClient {
@@ -379,10 +505,41 @@ impl ManagerClient {
         *self.connected.lock().await = None;
     }
 
-    fn unreachable(&self, last: impl ToString) -> ApiError {
+    /// Whether a request to it hung within the last [`UNRESPONSIVE_COOLDOWN`].
+    fn is_unresponsive(&self) -> bool {
+        self.unresponsive_at
+            .lock()
+            .expect("poisoned")
+            .is_some_and(|at| at.elapsed() < UNRESPONSIVE_COOLDOWN)
+    }
+
+    /// Notes how a request ended: `hung` (taken and not answered within its timeout), or
+    /// answered (`ok`); a refused or dropped connection changes nothing.
+    fn note_responsive(&self, hung: bool, ok: bool) {
+        let mut at = self.unresponsive_at.lock().expect("poisoned");
+        if hung {
+            if at.is_none() {
+                tracing::warn!(endpoint = %self.endpoint.display(), "the manager's endpoint takes requests and does not answer; asking the other managers first");
+            }
+            *at = Some(tokio::time::Instant::now());
+        } else if ok {
+            *at = None;
+        }
+    }
+
+    /// A GET with no answer: a TLS verdict, else the endpoint is unreachable.
+    fn get_failed(&self, err: GetError) -> ApiError {
+        if let Endpoint::Tcp {
+            addr,
+            tls: Some(files),
+        } = &self.endpoint
+            && let Some(failure) = TlsFailure::find(&err, addr, files)
+        {
+            return ApiError::TlsHandshake(Box::new(failure));
+        }
         ApiError::Unreachable {
             endpoints: self.endpoint.display(),
-            last: last.to_string(),
+            last: err.to_string(),
         }
     }
 
@@ -393,39 +550,154 @@ impl ManagerClient {
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
         let docker = self.connected().await?.docker;
-        op(docker).await.map_err(|e| {
-            if is_connectivity(&e) {
-                self.unreachable(e)
-            } else {
-                ApiError::from_bollard(e)
-            }
-        })
+        op(docker)
+            .await
+            .map_err(|e| ApiError::from_call(&self.endpoint, e))
     }
 
     /// One GET on this endpoint: the answer's body, or the engine's error as `ApiError`.
-    async fn get(&self, path_and_query: &str) -> Result<bytes::Bytes, ApiError> {
+    async fn get(
+        &self,
+        call: &'static str,
+        path_and_query: &str,
+        max_body: usize,
+    ) -> Result<bytes::Bytes, ApiError> {
         let c = self.connected().await?;
         let timeout = Duration::from_secs(REQUEST_TIMEOUT_SECS);
         let answer = c
             .lean
-            .get(&c.version, path_and_query, timeout)
+            .get(&c.version, path_and_query, timeout, max_body)
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| match e {
+                GetError::TooLarge { limit } => ApiError::TooLarge {
+                    endpoint: self.endpoint.display(),
+                    call,
+                    limit,
+                },
+                e => self.get_failed(e),
+            })?;
         if answer.status.is_success() {
             return Ok(answer.body);
         }
-        #[derive(serde::Deserialize)]
-        struct EngineMessage {
-            message: String,
-        }
-        let message = serde_json::from_slice::<EngineMessage>(&answer.body)
-            .map(|m| m.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&answer.body).into_owned());
-        Err(ApiError::from_answer(answer.status.as_u16(), message))
+        Err(ApiError::from_answer(
+            answer.status.as_u16(),
+            engine_message(&answer.body),
+        ))
     }
 
     fn node_id(&self) -> Option<String> {
         self.node_id.lock().expect("poisoned").clone()
+    }
+
+    fn node_addr(&self) -> Option<String> {
+        self.node_addr.lock().expect("poisoned").clone()
+    }
+
+    /// Remembers which node this endpoint is; a locked manager's `/info` has no node ID, so
+    /// the one remembered from before is filled in.
+    fn remember(&self, info: &mut SystemInfo) {
+        let Some(swarm) = info.swarm.as_mut() else {
+            return;
+        };
+        if let Some(addr) = swarm.node_addr.clone().filter(|a| !a.is_empty()) {
+            *self.node_addr.lock().expect("poisoned") = Some(addr);
+        }
+        match swarm.node_id.clone().filter(|id| !id.is_empty()) {
+            Some(id) => *self.node_id.lock().expect("poisoned") = Some(id),
+            None => swarm.node_id = self.node_id(),
+        }
+    }
+
+    /// `POST /swarm/unlock` on this endpoint.
+    async fn unlock(&self, key: &str) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(&bollard::models::SwarmUnlockRequest {
+            unlock_key: Some(key.to_string()),
+        })
+        .expect("an unlock request serializes");
+        // The engine answers once the swarm component has started again.
+        let timeout = Duration::from_secs(REQUEST_TIMEOUT_SECS * 3);
+        self.post("/swarm/unlock", body.into(), timeout).await
+    }
+
+    /// One POST of a JSON body on this endpoint; an error answer as `ApiError`.
+    async fn post(
+        &self,
+        path_and_query: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let c = self.connected().await?;
+        let answer = c
+            .lean
+            .post_json(&c.version, path_and_query, body, timeout)
+            .await
+            .map_err(|e| self.get_failed(e))?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        Err(ApiError::from_answer(
+            answer.status.as_u16(),
+            engine_message(&answer.body),
+        ))
+    }
+}
+
+/// The node ID an engine's `/info` says it is, if any.
+fn claimed_node_id(info: &SystemInfo) -> Option<&str> {
+    let id = info.swarm.as_ref()?.node_id.as_deref()?;
+    Some(id).filter(|id| !id.is_empty())
+}
+
+/// One [`ApiError::IdentityConflict`] per node ID that more than one endpoint's engine claims.
+fn identity_conflicts(infos: &[(&ManagerClient, SystemInfo)]) -> Vec<ApiError> {
+    let mut claims: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (manager, info) in infos {
+        if let Some(id) = claimed_node_id(info) {
+            claims
+                .entry(id)
+                .or_default()
+                .push(manager.endpoint.display());
+        }
+    }
+    claims
+        .into_iter()
+        .filter(|(_, endpoints)| endpoints.len() > 1)
+        .map(|(node_id, endpoints)| ApiError::IdentityConflict {
+            node_id: node_id.to_string(),
+            endpoints: endpoints.join(", "),
+        })
+        .collect()
+}
+
+/// The `message` of an engine's error answer, or the body as text.
+fn engine_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct EngineMessage {
+        message: String,
+    }
+    serde_json::from_slice::<EngineMessage>(body)
+        .map(|m| m.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
+}
+
+impl ManagerClient {
+    /// Logs a misconfigured endpoint once per change (calls on it fail every pass), and when
+    /// it is fixed.
+    fn note_problem(&self, problem: Option<&ApiError>) {
+        let text = problem.map(ApiError::to_string);
+        let mut known = self.problem.lock().expect("poisoned");
+        if *known == text {
+            return;
+        }
+        match (&text, problem) {
+            (Some(text), Some(e)) => {
+                tracing::error!(endpoint = %self.endpoint.display(), error = e.metric_label(), "{text}")
+            }
+            _ => {
+                tracing::info!(endpoint = %self.endpoint.display(), "the manager's endpoint answers again")
+            }
+        }
+        *known = text;
     }
 }
 
@@ -467,10 +739,15 @@ pub struct Swarm {
     managers: Arc<Vec<ManagerClient>>,
     preferred: Arc<AtomicUsize>,
     standby: StandbyNodes,
+    /// Nodes last seen (or just made) workers: their endpoints can no longer serve cluster
+    /// calls, and a demoted leader's held a request for 8 s on the real lab before failing.
+    workers: Arc<std::sync::Mutex<BTreeSet<String>>>,
     on_error: Option<ErrorHook>,
     on_request: Option<RequestHook>,
     /// How long a call keeps trying every endpoint before it gives up.
     patience: Duration,
+    /// The largest answer [`Self::get_json`] reads.
+    max_answer_bytes: usize,
 }
 
 impl Swarm {
@@ -483,15 +760,26 @@ impl Swarm {
                         endpoint,
                         connected: Mutex::new(None),
                         node_id: std::sync::Mutex::new(None),
+                        node_addr: std::sync::Mutex::new(None),
+                        problem: std::sync::Mutex::new(None),
+                        unresponsive_at: std::sync::Mutex::new(None),
                     })
                     .collect(),
             ),
             preferred: Arc::new(AtomicUsize::new(0)),
             standby: StandbyNodes::default(),
+            workers: Arc::default(),
             on_error: None,
             on_request: None,
             patience: Duration::from_secs(30),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
+    }
+
+    /// Refuse answers to [`Self::get_json`] larger than `bytes` (a [`ApiError::TooLarge`]).
+    pub fn with_max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.max_answer_bytes = bytes;
+        self
     }
 
     pub fn with_error_hook(mut self, hook: ErrorHook) -> Self {
@@ -548,17 +836,19 @@ impl Swarm {
         call: &'static str,
         path_and_query: &str,
     ) -> Result<T, ApiError> {
-        let body = self
-            .with_failover(|m: &ManagerClient| async move {
-                let body = m.get(path_and_query).await;
-                self.count_request(call, body.as_ref().map_or(0, |b| b.len() as u64));
-                body
+        // Decoded inside the failover: a malformed answer is counted and retried like any
+        // other failure of that manager.
+        self.with_failover(|m: &ManagerClient| async move {
+            let body = m.get(call, path_and_query, self.max_answer_bytes).await;
+            let bytes = body.as_ref().map_or(0, |b| b.len() as u64);
+            tracing::trace!(call, path = path_and_query, bytes, "read");
+            self.count_request(call, bytes);
+            serde_json::from_slice(&body?).map_err(|e| ApiError::Decode {
+                call,
+                source: Arc::new(e),
             })
-            .await?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-            call,
-            source: Arc::new(e),
         })
+        .await
     }
 
     async fn with_failover<'a, T, F, Fut>(&'a self, op: F) -> Result<T, ApiError>
@@ -597,20 +887,47 @@ impl Swarm {
     }
 
     fn on_standby(&self, manager: &ManagerClient) -> bool {
-        manager
-            .node_id()
-            .is_some_and(|id| self.standby.lock().expect("poisoned").contains_key(&id))
+        manager.node_id().is_some_and(|id| self.avoids(&id))
+    }
+
+    /// The nodes that are workers now, as observed: their endpoints go last, like a standby.
+    pub fn note_workers<'a>(&self, workers: impl IntoIterator<Item = &'a str>) {
+        *self.workers.lock().expect("poisoned") = workers.into_iter().map(str::to_string).collect();
+    }
+
+    /// A manager just demoted: its endpoint goes last from the next call on, before the next
+    /// observation says so. Both are needed: each observation replaces the set (a node promoted
+    /// back leaves it), and between the demotion and that observation a request to the demoted
+    /// node's own endpoint hangs for seconds (about 9 s on the lab).
+    pub fn note_demoted(&self, node_id: &str) {
+        self.workers
+            .lock()
+            .expect("poisoned")
+            .insert(node_id.to_string());
     }
 
     /// The order of one round: from the endpoint that answered last, managers on standby last
     /// (still tried: with a single endpoint the operator waits for that manager to come back).
+    /// Unresponsive managers are left out while another one may answer: a round that reached
+    /// one would wait out its request timeout; the next round, after a backoff, asks again.
     fn round_order(&self) -> Vec<usize> {
         let n = self.managers.len();
         let start = self.preferred.load(Ordering::Relaxed);
-        let (mut order, standby): (Vec<usize>, Vec<usize>) = (0..n)
-            .map(|k| (start + k) % n)
-            .partition(|&i| !self.on_standby(&self.managers[i]));
-        order.extend(standby);
+        let (mut order, mut standby, mut unresponsive) = (vec![], vec![], vec![]);
+        for i in (0..n).map(|k| (start + k) % n) {
+            let m = &self.managers[i];
+            if m.is_unresponsive() {
+                unresponsive.push(i);
+            } else if self.on_standby(m) {
+                standby.push(i);
+            } else {
+                order.push(i);
+            }
+        }
+        order.append(&mut standby);
+        if order.is_empty() {
+            order = unresponsive;
+        }
         order
     }
 
@@ -620,12 +937,16 @@ impl Swarm {
         F: Fn(&'a ManagerClient) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let mut last = None;
+        let (mut last, mut misconfigured) = (None, None);
         for i in self.round_order() {
             let manager = &self.managers[i];
-            match op(manager).await {
+            let asked = tokio::time::Instant::now();
+            let result = op(manager).await;
+            manager.note_responsive(hung(&result, asked.elapsed()), result.is_ok());
+            match result {
                 Ok(v) => {
                     self.preferred.store(i, Ordering::Relaxed);
+                    manager.note_problem(None);
                     return Ok(v);
                 }
                 Err(e) => {
@@ -636,11 +957,16 @@ impl Swarm {
                         return Err(e);
                     }
                     tracing::debug!(endpoint = %manager.endpoint.display(), error = %e, "trying another manager");
+                    if e.is_misconfigured() {
+                        manager.note_problem(Some(&e));
+                        misconfigured.get_or_insert_with(|| e.clone());
+                    }
                     last = Some(e);
                 }
             }
         }
-        Err(match last {
+        // A certificate to fix says more than "unreachable" from another manager being upgraded.
+        Err(match misconfigured.or(last) {
             Some(ApiError::Unreachable { last, .. }) => ApiError::Unreachable {
                 endpoints: self.endpoints().join(", "),
                 last,
@@ -707,22 +1033,83 @@ impl Swarm {
 
     /// Every manager's `/info` (its own view of itself), remembering which node each endpoint
     /// is, so that [`Self::standby`] can name endpoints by node. Managers on standby are skipped.
+    /// A locked manager's answer carries the node ID remembered for its endpoint, if any.
     pub async fn manager_infos(&self) -> Vec<SystemInfo> {
-        let infos = self
+        let infos: Vec<(&ManagerClient, SystemInfo)> = self
             .each_manager("info", |d| async move { d.info().await })
-            .await;
+            .await
+            .into_iter()
+            .filter_map(|(manager, info)| Some((manager, info.ok()?)))
+            .collect();
+        let conflicts = identity_conflicts(&infos);
+        for conflict in &conflicts {
+            tracing::warn!(error = conflict.metric_label(), "{conflict}");
+            self.report(conflict);
+        }
         infos
             .into_iter()
-            .filter_map(|(manager, info)| {
-                let info = info.ok()?;
-                if let Some(id) = info.swarm.as_ref().and_then(|s| s.node_id.clone())
-                    && !id.is_empty()
-                {
-                    *manager.node_id.lock().expect("poisoned") = Some(id);
-                }
-                Some(info)
+            .filter(|(_, info)| {
+                let id = claimed_node_id(info);
+                !conflicts.iter().any(|c| {
+                    matches!(c, ApiError::IdentityConflict { node_id, .. } if Some(node_id.as_str()) == id)
+                })
+            })
+            .map(|(manager, mut info)| {
+                manager.remember(&mut info);
+                info
             })
             .collect()
+    }
+
+    /// `POST /swarm/unlock` with `key` on the node's own engine (found by the node ID or the
+    /// address its endpoint reported in [`Self::manager_infos`]); never on another manager.
+    pub async fn unlock(&self, node_id: &str, node_addr: &str, key: &str) -> Result<(), ApiError> {
+        let own = self
+            .managers
+            .iter()
+            .find(|m| m.node_id().as_deref() == Some(node_id))
+            .or_else(|| {
+                let addr = Some(node_addr).filter(|a| !a.is_empty());
+                self.managers
+                    .iter()
+                    .find(|m| m.node_addr().as_deref() == addr)
+            })
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no --docker-host endpoint is node {node_id}'s own engine"
+                ))
+            })?;
+        self.count_request("unlock", 0);
+        let result = own.unlock(key).await;
+        if let Err(e) = &result {
+            self.report(e);
+        }
+        result
+    }
+
+    /// `GET /swarm` as the engine sent it, every field kept: for a read-modify-write of the
+    /// spec that must not drop a setting this operator's API model does not know.
+    pub async fn swarm_object(&self) -> Result<serde_json::Value, ApiError> {
+        self.get_json("swarm", "/swarm").await
+    }
+
+    /// `POST /swarm/update?version=N` with the whole `spec` as read (and changed) from
+    /// [`Self::swarm_object`]; rotates no token or key. A stale `version` is `OutOfSequence`.
+    pub async fn update_swarm_spec(
+        &self,
+        spec: &serde_json::Value,
+        version: u64,
+    ) -> Result<(), ApiError> {
+        let path = format!(
+            "/swarm/update?version={version}&rotateWorkerToken=false&rotateManagerToken=false&rotateManagerUnlockKey=false"
+        );
+        let body = bytes::Bytes::from(serde_json::to_vec(spec).expect("JSON serializes"));
+        let timeout = Duration::from_secs(REQUEST_TIMEOUT_SECS);
+        self.with_failover(|m: &ManagerClient| {
+            self.count_request("swarm_update", 0);
+            m.post(&path, body.clone(), timeout)
+        })
+        .await
     }
 
     /// Runs `op` once on every configured manager not on standby (no failover, no retry): for
@@ -748,29 +1135,73 @@ impl Swarm {
         F: Fn(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
-        let available = self.managers.iter().filter(|m| !self.on_standby(m));
-        let calls = available.map(|manager| {
-            let op = &op;
+        let op = &op;
+        self.per_manager(|manager| async move {
             self.count_request(call, 0);
-            async move { (manager, manager.call(op).await) }
+            manager.call(op).await
+        })
+        .await
+    }
+
+    /// `view` on every available manager at once, each waited for [`PER_MANAGER_VIEW_TIMEOUT`]
+    /// at most: a manager that hangs is noted unresponsive, a misconfigured one reported.
+    async fn per_manager<'a, T, F, Fut>(
+        &'a self,
+        view: F,
+    ) -> Vec<(&'a ManagerClient, Result<T, ApiError>)>
+    where
+        F: Fn(&'a ManagerClient) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let available = self
+            .managers
+            .iter()
+            .filter(|m| !self.on_standby(m) && !m.is_unresponsive());
+        let calls = available.map(|manager| {
+            let view = &view;
+            async move {
+                let result =
+                    match tokio::time::timeout(PER_MANAGER_VIEW_TIMEOUT, view(manager)).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            let hung = ApiError::Unreachable {
+                                endpoints: manager.endpoint.display(),
+                                last: format!("no answer within {PER_MANAGER_VIEW_TIMEOUT:?}"),
+                            };
+                            self.report(&hung);
+                            manager.note_responsive(true, false);
+                            return (manager, Err(hung));
+                        }
+                    };
+                manager.note_responsive(false, result.is_ok());
+                if let Err(e) = &result
+                    && e.is_misconfigured()
+                {
+                    self.report(e);
+                    manager.note_problem(Some(e));
+                }
+                (manager, result)
+            }
         });
         futures::future::join_all(calls).await
     }
 
-    /// A network with its gossiped service endpoints, as the answering node sees them.
-    pub async fn network_verbose_on_every_manager(
+    /// A network's gossiped service endpoints as each manager sees them (`GET
+    /// /networks/{id}?verbose=true&scope=swarm`), parsed lean: at 30,000 tasks the answer is
+    /// megabytes per manager, and only each task's host address is kept.
+    pub async fn network_endpoints_on_every_manager(
         &self,
         id: &str,
-    ) -> Vec<Result<bollard::models::NetworkInspect, ApiError>> {
-        self.each_manager("network_verbose", |d| async move {
-            d.inspect_network(
-                id,
-                Some(bollard::query_parameters::InspectNetworkOptions {
-                    verbose: true,
-                    scope: Some("swarm".into()),
-                }),
-            )
-            .await
+    ) -> Vec<Result<NetworkEndpoints, ApiError>> {
+        let path = &format!("/networks/{id}?verbose=true&scope=swarm");
+        let call = "network_verbose";
+        self.per_manager(|manager| async move {
+            let body = manager.get(call, path, self.max_answer_bytes).await;
+            self.count_request(call, body.as_ref().map_or(0, |b| b.len() as u64));
+            serde_json::from_slice(&body?).map_err(|e| ApiError::Decode {
+                call,
+                source: Arc::new(e),
+            })
         })
         .await
         .into_iter()
@@ -779,13 +1210,26 @@ impl Swarm {
     }
 
     /// Node, service and network events from the preferred manager: what changed, for the
-    /// reflector to re-read (the events are not a source of truth themselves).
+    /// reflector to re-read (the events are not a source of truth themselves). Also says which
+    /// node serves the stream, when another could: see [`Self::avoids`].
     pub async fn events(
         &self,
-    ) -> Result<impl Stream<Item = Result<EventMessage, bollard::errors::Error>> + use<>, ApiError>
-    {
-        let docker = self
-            .call_named("events", |d| async move { d.ping().await.map(|_| d) })
+    ) -> Result<
+        (
+            Option<String>,
+            impl Stream<Item = Result<EventMessage, bollard::errors::Error>> + use<>,
+        ),
+        ApiError,
+    > {
+        let (docker, node_id) = self
+            .with_failover(|m: &ManagerClient| async move {
+                self.count_request("events", 0);
+                let ping = |d: Docker| async move { d.ping().await.map(|_| d) };
+                let docker = m.call(&ping).await?;
+                // Served by a manager to avoid only because no other answered: keep it.
+                let node_id = m.node_id().filter(|id| !self.avoids(id));
+                Ok((docker, node_id))
+            })
             .await?;
         let filters = HashMap::from([(
             "type".to_string(),
@@ -795,17 +1239,82 @@ impl Swarm {
                 "network".to_string(),
             ],
         )]);
-        Ok(docker.events(Some(EventsOptions {
+        let stream = docker.events(Some(EventsOptions {
             since: None,
             until: None,
             filters: Some(filters),
-        })))
+        }));
+        Ok((node_id, stream))
     }
+
+    /// Whether calls should avoid the node's endpoint now: it is on standby (its engine is
+    /// being upgraded) or it is a worker (demoted). An open request on a manager whose engine
+    /// stops holds up its shutdown.
+    pub fn avoids(&self, node_id: &str) -> bool {
+        self.standby.lock().expect("poisoned").contains_key(node_id)
+            || self.workers.lock().expect("poisoned").contains(node_id)
+    }
+}
+
+/// The part of a verbose network inspect the operator reads: per service, the host address
+/// (`Info["Host IP"]`) of each of its tasks' endpoints.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct NetworkEndpoints {
+    #[serde(
+        rename = "Services",
+        default,
+        deserialize_with = "crate::engine_json::null_as_default"
+    )]
+    pub services: HashMap<String, ServiceEndpoints>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ServiceEndpoints {
+    #[serde(
+        rename = "Tasks",
+        default,
+        deserialize_with = "crate::engine_json::null_as_default"
+    )]
+    pub tasks: Vec<TaskEndpoint>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TaskEndpoint {
+    #[serde(
+        rename = "Info",
+        default,
+        deserialize_with = "crate::engine_json::null_as_default"
+    )]
+    pub info: TaskEndpointInfo,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TaskEndpointInfo {
+    #[serde(rename = "Host IP", default)]
+    pub host_ip: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_task_hosts_of_a_captured_verbose_network() {
+        let raw = swarm_sim::captures::read("20.10.24/network-tnet-verbose.json");
+        let view: NetworkEndpoints = serde_json::from_str(&raw).unwrap();
+        let hosts = |service: &str| -> Vec<&str> {
+            view.services[service]
+                .tasks
+                .iter()
+                .map(|t| t.info.host_ip.as_str())
+                .collect()
+        };
+        assert_eq!(hosts("test_client"), ["10.98.0.11", "10.98.0.15"]);
+        assert_eq!(hosts("test_service").len(), 5);
+        // a network without gossiped services (null or missing) reads as none
+        let empty: NetworkEndpoints = serde_json::from_str(r#"{"Services": null}"#).unwrap();
+        assert!(empty.services.is_empty());
+    }
 
     #[test]
     fn parses_endpoints_like_the_docker_cli() {

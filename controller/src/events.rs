@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,16 @@ pub enum EventStep {
     Reactivated,
     Failed,
     Rollback,
+    /// An upgraded manager came up locked (autolock) and is being unlocked with the key.
+    Unlock,
+    /// The drained leader is demoted to a worker: leadership moves to another manager
+    /// (`strategy.leaderHandover`).
+    Demote,
+    /// A manager demoted for its upgrade is promoted back, Ready at the target.
+    Promote,
     Paused,
+    /// A paused rollout goes on (a failure cleared, or `strategy.paused` set back to false).
+    Resumed,
     Completed,
 }
 
@@ -37,7 +47,11 @@ impl EventStep {
             EventStep::Reactivated => "reactivated",
             EventStep::Failed => "failed",
             EventStep::Rollback => "rollback",
+            EventStep::Unlock => "unlock",
+            EventStep::Demote => "demote",
+            EventStep::Promote => "promote",
             EventStep::Paused => "paused",
+            EventStep::Resumed => "resumed",
             EventStep::Completed => "completed",
         }
     }
@@ -110,15 +124,40 @@ impl Event {
     }
 }
 
-/// Writes each event to the log and, when configured, appends it to the events file.
-#[derive(Debug, Clone, Default)]
+/// Told of every event as it is written (the notification webhooks). It must not wait: the
+/// reconcile loop writes the events.
+pub trait EventListener: Send + Sync {
+    fn events_written(&self, events: &[Event]);
+}
+
+/// Writes each event to the log and, when configured, appends it to the events file and
+/// tells the listener (the notification webhooks, queued, never waited for).
+#[derive(Clone, Default)]
 pub struct EventSink {
     path: Option<PathBuf>,
+    listener: Option<Arc<dyn EventListener>>,
+}
+
+impl fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSink")
+            .field("path", &self.path)
+            .field("listener", &self.listener.is_some())
+            .finish()
+    }
 }
 
 impl EventSink {
     pub fn new(path: Option<PathBuf>) -> Self {
-        Self { path }
+        Self {
+            path,
+            listener: None,
+        }
+    }
+
+    pub fn with_listener(mut self, listener: Arc<dyn EventListener>) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -126,28 +165,45 @@ impl EventSink {
     }
 
     pub async fn emit(&self, event: &Event) -> std::io::Result<()> {
-        tracing::info!(
-            step = %event.step,
-            node = %event.hostname,
-            node_id = %event.node_id,
-            role = %event.role,
-            from_version = %event.from_version,
-            to_version = %event.to_version,
-            "{}",
-            event.message
-        );
+        self.emit_all(std::slice::from_ref(event)).await
+    }
+
+    /// Writes the events of one step (a node update) to the log and as one append to the
+    /// file: a crash writes them all or none, never the first without the rest.
+    pub async fn emit_all(&self, events: &[Event]) -> std::io::Result<()> {
+        let mut lines = vec![];
+        for event in events {
+            tracing::info!(
+                step = %event.step,
+                node = %event.hostname,
+                node_id = %event.node_id,
+                role = %event.role,
+                from_version = %event.from_version,
+                to_version = %event.to_version,
+                "{}",
+                event.message
+            );
+            serde_json::to_writer(&mut lines, event).map_err(std::io::Error::other)?;
+            lines.push(b'\n');
+        }
+        if let Some(listener) = &self.listener
+            && !events.is_empty()
+        {
+            listener.events_written(events);
+        }
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        // One write per line with O_APPEND, so concurrent writers never interleave a line.
+        if lines.is_empty() {
+            return Ok(());
+        }
+        // One write with O_APPEND, so concurrent writers never interleave a line.
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .await?;
-        file.write_all(&line).await?;
+        file.write_all(&lines).await?;
         file.flush().await
     }
 }

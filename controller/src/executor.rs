@@ -8,21 +8,27 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::models::NodeSpec;
+use bollard::models::{NodeSpec, NodeSpecRoleEnum};
 use jiff::Timestamp;
 
+use crate::autolock::read_unlock_key;
 use crate::clock::Clock;
-use crate::cluster::{Availability, NodeView};
+use crate::cluster::{Availability, NodeView, Role};
 use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink};
 use crate::marks::{self, Mark, Step};
 use crate::metrics::Metrics;
 use crate::planner::{Action, CommandEnded, CommandKind, NodeRef, NodeUpdate, node_vars};
 use crate::spec::EngineUpgradeSpec;
+use crate::ssh_check::{SshCheckFailure, SshLogin, check_login};
 pub use crate::vocab::CommandOutcome;
 
 /// How often a node update is retried after "update out of sequence".
 const MAX_UPDATE_ATTEMPTS: usize = 8;
+
+/// How long a failed ssh login to a node stands before it is tried again (the loop asks every
+/// pass; a node's sshd, or fail2ban, should not see a login every quarter second).
+const SSH_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -37,6 +43,9 @@ pub enum ExecError {
     },
     #[error("could not write the events file: {0}")]
     Events(#[from] std::io::Error),
+    /// The upgrade command's ssh cannot log in to the node: it is not drained.
+    #[error("{0}")]
+    SshLogin(Box<SshCheckFailure>),
 }
 
 impl ExecError {
@@ -45,28 +54,39 @@ impl ExecError {
             ExecError::Api(e) => e.metric_label(),
             ExecError::Moved { .. } => "moved",
             ExecError::Events(_) => "events_file",
+            ExecError::SshLogin(f) => f.problem.metric_label(),
         }
     }
 }
 
 /// The node spec as the operator wants it: what it read, with availability and marks changed.
-fn modified_spec(
-    current: &NodeView,
-    raw: &NodeSpec,
-    availability: Option<Availability>,
-    mark: Option<&Mark>,
-) -> NodeSpec {
+fn modified_spec(current: &NodeView, raw: &NodeSpec, change: &SpecChange<'_>) -> NodeSpec {
     let mut labels: BTreeMap<String, String> = current.labels.clone();
-    match mark {
+    match change.mark {
         Some(m) => m.write_to(&mut labels),
         None => marks::clear(&mut labels),
     }
     let mut spec = raw.clone();
     spec.labels = Some(labels.into_iter().collect());
-    if let Some(a) = availability {
+    if let Some(a) = change.availability {
         spec.availability = Some(a.to_engine());
     }
+    if let Some(role) = change.role {
+        spec.role = Some(match role {
+            Role::Manager => NodeSpecRoleEnum::MANAGER,
+            Role::Worker => NodeSpecRoleEnum::WORKER,
+        });
+    }
     spec
+}
+
+/// What one node update changes in the node's spec (`None`: kept as it is; no mark: the
+/// operator's labels removed).
+#[derive(Debug, Clone, Copy)]
+struct SpecChange<'a> {
+    availability: Option<Availability>,
+    role: Option<Role>,
+    mark: Option<&'a Mark>,
 }
 
 /// Runs `argv` with the node's placeholders and environment, within `timeout`.
@@ -203,6 +223,8 @@ pub struct Commands(Arc<Mutex<CommandTable>>);
 struct CommandTable {
     running: BTreeSet<String>,
     ended: BTreeMap<String, CommandEnded>,
+    /// Per node id: the last failed ssh login before a drain, and when.
+    ssh_failures: BTreeMap<String, (Timestamp, SshCheckFailure)>,
 }
 
 impl Commands {
@@ -231,6 +253,27 @@ impl Commands {
         let mut table = self.table();
         table.running.remove(id);
         table.ended.insert(id.to_string(), ended);
+    }
+
+    /// The command did not happen (nothing to report): the planner may ask for it again.
+    fn abandon(&self, id: &str) {
+        self.table().running.remove(id);
+    }
+
+    /// A failed ssh login to `id` younger than [`SSH_RECHECK`]; an older one is forgotten.
+    fn recent_ssh_failure(&self, id: &str, now: Timestamp) -> Option<SshCheckFailure> {
+        let mut table = self.table();
+        let (at, failure) = table.ssh_failures.get(id)?;
+        if now.duration_since(*at).unsigned_abs() < SSH_RECHECK {
+            return Some(failure.clone());
+        }
+        table.ssh_failures.remove(id);
+        None
+    }
+
+    fn ssh_failed(&self, id: &str, now: Timestamp, failure: &SshCheckFailure) {
+        let entry = (now, failure.clone());
+        self.table().ssh_failures.insert(id.to_string(), entry);
     }
 
     /// The node moved off the step its ended command ran at: the outcome is used up.
@@ -265,7 +308,11 @@ impl Executor {
         spec: &Arc<EngineUpgradeSpec>,
     ) -> Result<(), ExecError> {
         match action {
-            Action::Start(update) | Action::Update(update) => self.update(update).await?,
+            Action::Start(update) => {
+                self.ssh_login_before_drain(update, spec).await?;
+                self.update(update).await?
+            }
+            Action::Update(update) => self.update(update).await?,
             Action::Run { command, update } => {
                 if self.commands.running().contains(&update.node.id) {
                     return Ok(());
@@ -274,25 +321,64 @@ impl Executor {
                 let started = update.mark.as_ref().map_or(self.clock.now(), |m| m.since);
                 self.spawn_command(*command, update.node.clone(), started, spec.clone());
             }
+            Action::Unlock(update) => {
+                self.emit_events(update).await?;
+                let started = update.mark.as_ref().map_or(self.clock.now(), |m| m.since);
+                self.spawn_unlock(update.node.clone(), started, spec.clone());
+                // The node stays at its step: the outcome (maybe in already) is not used up.
+                return Ok(());
+            }
         }
         let update = action.update();
         self.commands.consumed(&update.node.id, update.expect);
         Ok(())
     }
 
+    /// When the upgrade command runs ssh, its login must work before the node is drained
+    /// (see [`crate::ssh_check`]).
+    async fn ssh_login_before_drain(
+        &self,
+        u: &NodeUpdate,
+        spec: &EngineUpgradeSpec,
+    ) -> Result<(), ExecError> {
+        let argv = node_vars(&u.node, &spec.version).expand_argv(&spec.upgrade.command);
+        let Some(login) = SshLogin::from_argv(&argv) else {
+            return Ok(());
+        };
+        if u.availability != Some(Availability::Drain) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        if let Some(failure) = self.commands.recent_ssh_failure(&u.node.id, now) {
+            return Err(ExecError::SshLogin(Box::new(failure)));
+        }
+        check_login(&login, &u.node.hostname)
+            .await
+            .map_err(|failure| {
+                self.commands.ssh_failed(&u.node.id, now, &failure);
+                ExecError::SshLogin(Box::new(failure))
+            })
+    }
+
     /// Writes the update, then emits the events it stands for.
     async fn update(&self, u: &NodeUpdate) -> Result<(), ExecError> {
-        write_node(
-            &self.swarm,
-            &u.node,
-            u.expect,
-            u.availability,
-            u.mark.as_ref(),
-        )
-        .await?;
+        let change = SpecChange {
+            availability: u.availability,
+            role: u.role,
+            mark: u.mark.as_ref(),
+        };
+        write_node(&self.swarm, &u.node, u.expect, &change).await?;
+        if u.role == Some(Role::Worker) {
+            self.swarm.note_demoted(&u.node.id);
+        }
         if let Some((step, took)) = u.finished {
             self.metrics.observe_step(step, took.as_secs_f64());
         }
+        self.emit_events(u).await
+    }
+
+    /// The events an update stands for (or its message as a log line when it has none).
+    async fn emit_events(&self, u: &NodeUpdate) -> Result<(), ExecError> {
         let (from, to) = match &u.mark {
             Some(m) => (m.from_version.as_str(), m.target.as_str()),
             None => (
@@ -300,17 +386,13 @@ impl Executor {
                 u.node.engine_version.as_str(),
             ),
         };
-        for e in &u.events {
-            let event = Event::node(
-                self.clock.now(),
-                e.step,
-                &u.node,
-                from,
-                to,
-                e.message.clone(),
-            );
-            self.events.emit(&event).await?;
-        }
+        let now = self.clock.now();
+        let events: Vec<Event> = u
+            .events
+            .iter()
+            .map(|e| Event::node(now, e.step, &u.node, from, to, e.message.clone()))
+            .collect();
+        self.events.emit_all(&events).await?;
         if u.events.is_empty() {
             tracing::info!(node = %u.node.hostname, "{}", u.message);
         }
@@ -333,6 +415,8 @@ impl Executor {
             let argv = match command {
                 CommandKind::Upgrade => Some(&spec.upgrade.command),
                 CommandKind::Rollback => spec.upgrade.rollback.as_ref(),
+                // Not a node-side command: planned as `Action::Unlock` (see `spawn_unlock`).
+                CommandKind::Unlock => None,
             };
             let outcome = match argv {
                 Some(argv) => {
@@ -356,6 +440,69 @@ impl Executor {
     }
 }
 
+/// How long an unlock that did not happen (the engine away, a passing error) waits before the
+/// planner may ask for it again.
+const UNLOCK_RETRY: Duration = Duration::from_secs(2);
+
+impl Executor {
+    /// Unlocks a locked manager in a task of its own; its outcome is recorded for the next pass.
+    fn spawn_unlock(&self, node: NodeRef, started: Timestamp, spec: Arc<EngineUpgradeSpec>) {
+        if !self.commands.begin(&node.id) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.unlock(&node, &spec).await {
+                Some(outcome) => {
+                    let ended = CommandEnded {
+                        command: CommandKind::Unlock,
+                        started,
+                        outcome,
+                    };
+                    this.commands.end(&node.id, ended);
+                }
+                None => {
+                    tokio::time::sleep(UNLOCK_RETRY).await;
+                    this.commands.abandon(&node.id);
+                }
+            }
+            this.wake.notify_one();
+        });
+    }
+
+    /// `None`: it did not happen this time and may be asked again. The key is read now (a
+    /// rotated secret is picked up) and goes nowhere but the request.
+    async fn unlock(&self, node: &NodeRef, spec: &EngineUpgradeSpec) -> Option<CommandOutcome> {
+        let Some(source) = &spec.upgrade.unlock_key else {
+            return Some(CommandOutcome::Failed(
+                "the spec no longer has an upgrade.unlockKey".into(),
+            ));
+        };
+        let key = match read_unlock_key(source) {
+            Ok(key) => key,
+            Err(e) => return Some(CommandOutcome::Failed(e.to_string())),
+        };
+        match self.swarm.unlock(&node.id, &node.addr, key.expose()).await {
+            Ok(()) => {
+                tracing::info!(node = %node.hostname, "unlocked with the key from {source}");
+                Some(CommandOutcome::Succeeded)
+            }
+            // 400: not a key at all; 401: not this swarm's key.
+            Err(ApiError::Status {
+                status: 400 | 401,
+                message,
+            }) => Some(CommandOutcome::Failed(format!(
+                "the unlock key was refused by {} ({message}); check {source}",
+                node.hostname
+            ))),
+            Err(e) => {
+                tracing::warn!(node = %node.hostname, "unlocking failed, trying again: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// Read the node, check it is where the planner saw it, change availability and marks,
 /// write with its version index; on "out of sequence" read again. Never overwrites what
 /// the admin or the managers changed meanwhile: every attempt starts from a fresh read.
@@ -363,8 +510,7 @@ async fn write_node(
     swarm: &Swarm,
     node: &NodeRef,
     expect: Option<Step>,
-    availability: Option<Availability>,
-    mark: Option<&Mark>,
+    change: &SpecChange<'_>,
 ) -> Result<(), ExecError> {
     let mut attempt = 0;
     loop {
@@ -373,25 +519,31 @@ async fn write_node(
         let current = NodeView::from_engine(&raw).map_err(ApiError::from)?;
         let found = current.mark().and_then(Result::ok).map(|m| m.step);
         if found != expect {
+            if attempt > 1 && already_written(&current, change) {
+                // An earlier attempt was applied and its answer lost (a dropped connection,
+                // a 5xx after the commit): the node is as this update wants it.
+                tracing::debug!(node = %node.hostname, "the update was applied before; its answer was lost");
+                return Ok(());
+            }
             return Err(ExecError::Moved {
                 node: node.hostname.clone(),
                 expected: expect,
                 found,
             });
         }
-        let mut mark = mark.cloned();
+        let mut mark = change.mark.cloned();
         if let Some(m) = mark.as_mut()
             && expect.is_none()
         {
             // Record the availability as it is now, not as it was when planned.
             m.previous = current.availability;
         }
-        let spec = modified_spec(
-            &current,
-            raw.spec.as_ref().expect("from_engine checked Spec"),
-            availability,
-            mark.as_ref(),
-        );
+        let change = SpecChange {
+            mark: mark.as_ref(),
+            ..*change
+        };
+        let raw_spec = raw.spec.as_ref().expect("from_engine checked Spec");
+        let spec = modified_spec(&current, raw_spec, &change);
         match swarm
             .update_node(&node.id, spec, current.version_index)
             .await
@@ -404,6 +556,16 @@ async fn write_node(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether `current` is what the update writes: its mark's step, availability and role.
+fn already_written(current: &NodeView, change: &SpecChange<'_>) -> bool {
+    let step = current.mark().and_then(Result::ok).map(|m| m.step);
+    step == change.mark.map(|m| m.step)
+        && change
+            .availability
+            .is_none_or(|a| a == current.availability)
+        && change.role.is_none_or(|r| r == current.role)
 }
 
 /// `swarm-upgrade resume`: hands failed nodes back so the rollout retries them in order.
@@ -424,7 +586,12 @@ pub async fn clear_failures(swarm: &Swarm, _events: &EventSink) -> Result<Vec<St
                 addr: node.addr.clone(),
                 engine_version: node.engine_version.clone(),
             };
-            write_node(swarm, &r, Some(Step::Failed), Some(mark.previous), None).await?;
+            let change = SpecChange {
+                availability: Some(mark.previous),
+                role: None,
+                mark: None,
+            };
+            write_node(swarm, &r, Some(Step::Failed), &change).await?;
             cleared.push(node.hostname.clone());
         }
     }
@@ -434,7 +601,6 @@ pub async fn clear_failures(swarm: &Swarm, _events: &EventSink) -> Result<Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::Role;
 
     fn node() -> NodeRef {
         NodeRef {

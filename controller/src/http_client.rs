@@ -1,15 +1,19 @@
 //! The one HTTP client of the operator, its tests and the e2e harness: hyper-util's legacy
-//! client for plain `http://` GETs (the Prometheus gate, the operator's own endpoints) and
-//! hyper's HTTP/1 connection over a stream the caller connected (the probes, which connect to
-//! each resolved address themselves). Every error names the URL or address it was for.
+//! client for GETs (the Prometheus gate, the operator's own endpoints) and POSTs (the
+//! notification webhooks, over `https://` too, checked against the system's CA certificates),
+//! and hyper's HTTP/1 connection over a stream the caller connected (the probes, which connect
+//! to each resolved address themselves). Every error names the URL or address it was for (a
+//! POST names it as the caller shows it, since a webhook's URL is secret).
 
 use std::error::Error as StdError;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::Request;
-use hyper::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
+use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -132,11 +136,42 @@ fn boxed_with_cause(
     (cause, Box::new(error))
 }
 
-/// A pooled HTTP/1 client for plain `http://` URLs, each GET bounded by one timeout (connect,
-/// request and the whole body).
+/// The system's CA certificates (read once); none when they cannot be read, so that
+/// `https://` fails with an unknown-issuer error naming the cause rather than at start.
+fn tls_roots() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            use hyper_rustls::ConfigBuilderExt;
+            let config = rustls::ClientConfig::builder()
+                .with_native_roots()
+                .unwrap_or_else(|e| {
+                    tracing::warn!("no CA certificates for https:// webhooks: {e}");
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                })
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// A POST: where, how it is shown in errors, its extra headers and its body.
+#[derive(Debug, Clone)]
+pub struct Post<'a> {
+    pub uri: &'a hyper::Uri,
+    /// The URL as errors name it (a webhook's is redacted).
+    pub shown_as: &'a str,
+    pub content_type: &'static str,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// A pooled HTTP/1 client for `http://` (and `https://`) URLs, each request bounded by one
+/// timeout (connect, request and the whole body).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     user_agent: &'static str,
     timeout: Duration,
     max_body: usize,
@@ -147,6 +182,12 @@ impl HttpClient {
     pub fn new(user_agent: &'static str, timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls_roots()).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Self {
             client,
@@ -171,11 +212,38 @@ impl HttpClient {
         let request = Request::get(url)
             .header(USER_AGENT, self.user_agent)
             .header(ACCEPT, accept)
-            .body(Empty::new())
+            .body(Full::default())
             .map_err(|source| HttpError::InvalidUrl {
                 url: url.to_string(),
                 source,
             })?;
+        self.exchange(request, url).await
+    }
+
+    /// POSTs `post.body`; any status is a response (the caller judges it).
+    pub async fn post(&self, post: Post<'_>) -> Result<Response, HttpError> {
+        let mut request = Request::post(post.uri.clone())
+            .header(USER_AGENT, self.user_agent)
+            .header(CONTENT_TYPE, post.content_type);
+        for (name, value) in post.headers {
+            request = request.header(name, value);
+        }
+        let request =
+            request
+                .body(Full::new(post.body))
+                .map_err(|source| HttpError::InvalidUrl {
+                    url: post.shown_as.to_string(),
+                    source,
+                })?;
+        self.exchange(request, post.shown_as).await
+    }
+
+    /// Sends `request` and reads the answer, within the timeout; errors name `url`.
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+        url: &str,
+    ) -> Result<Response, HttpError> {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|error| {
                 let connect = error.is_connect();

@@ -8,26 +8,35 @@
 //! carry the plan out (`executor`: node writes, `events`, node-side commands, whose outcomes go
 //! back to the planner), wait. `vocab` holds the words all of them share and imports nothing of
 //! the crate; `clock` is the one clock, handed down from the loop.
+//!
+//! `pub` are the modules the binary, the integration tests, the benches and the real-swarm suite
+//! use; the rest is `pub(crate)`, so that the compiler reports what nothing calls.
 
+pub mod autolock;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
 #[cfg(feature = "demo")]
-pub mod demo;
+pub(crate) mod demo;
 pub mod docker;
+mod engine_json;
 pub mod events;
-pub mod executor;
+pub(crate) mod executor;
 pub mod health;
-pub mod http;
+pub(crate) mod http;
 pub mod http_client;
+pub mod lease;
 pub mod marks;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod operator;
-pub mod planner;
+pub mod page;
+pub(crate) mod planner;
 pub mod probe;
 pub mod reconciler;
 pub mod rollout_check;
 pub mod spec;
-pub mod status;
-pub mod vocab;
+pub mod ssh_check;
+pub(crate) mod status;
+pub(crate) mod vocab;

@@ -2,6 +2,8 @@
 //!
 //! All keys share one prefix; a node without them is untouched by the operator. They are written
 //! in the same node update as the availability change they describe, so the two never disagree.
+//! One key of that prefix is the admin's, never written or removed by the operator:
+//! [`HOLD`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +21,12 @@ pub const FROM: &str = "swarm-upgrade.from-version";
 pub const SINCE: &str = "swarm-upgrade.since";
 pub const REASON: &str = "swarm-upgrade.reason";
 pub const SPEC_HASH: &str = "swarm-upgrade.spec-hash";
+/// The operator demoted this manager (the leader) to hand raft leadership over before its
+/// engine stops (`strategy.leaderHandover`); it is promoted back in the write that drops this.
+pub const DEMOTED: &str = "swarm-upgrade.demoted";
+/// The admin's per-node hold: `docker node update --label-add swarm-upgrade.hold=REASON NODE`
+/// keeps the node out of the rollout until the label is removed.
+pub const HOLD: &str = "swarm-upgrade.hold";
 
 /// Where a node is in its upgrade cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -69,6 +77,15 @@ impl Step {
         Step::ALL.into_iter().find(|step| step.as_str() == s)
     }
 
+    /// Whether the operator has the node's engine in hand: its upgrade or rollback is under way,
+    /// or it failed (after its command ran, its engine may be half-upgraded).
+    pub fn engine_in_hand(self) -> bool {
+        matches!(
+            self,
+            Step::Upgrading | Step::Upgraded | Step::RollingBack | Step::Failed
+        )
+    }
+
     /// Whether a node at this step is out of service because of the operator.
     pub fn holds_node(self) -> bool {
         matches!(
@@ -96,6 +113,8 @@ pub struct Mark {
     pub reason: Option<String>,
     /// For a failed node: the spec it failed under. A different spec retries the node.
     pub spec_hash: Option<String>,
+    /// A manager the operator demoted to a worker for its upgrade ([`DEMOTED`]).
+    pub demoted: bool,
 }
 
 /// Labels under the prefix that do not make a valid mark: the planner will not guess.
@@ -137,6 +156,7 @@ impl Mark {
             since,
             reason: labels.get(REASON).cloned(),
             spec_hash: labels.get(SPEC_HASH).cloned(),
+            demoted: labels.get(DEMOTED).is_some_and(|v| v == "true"),
         })
     }
 
@@ -154,6 +174,9 @@ impl Mark {
         if let Some(hash) = &self.spec_hash {
             labels.insert(SPEC_HASH.into(), hash.clone());
         }
+        if self.demoted {
+            labels.insert(DEMOTED.into(), "true".into());
+        }
     }
 
     /// The same mark moved to another step, timed from `now`.
@@ -168,13 +191,26 @@ impl Mark {
     }
 }
 
-/// Removes every operator label, leaving the admin's.
+/// A label the operator writes (and removes): the prefix's, but the admin's [`HOLD`].
+pub fn is_operator_label(key: &str) -> bool {
+    key.starts_with(PREFIX) && key != HOLD
+}
+
+/// Removes every operator label, leaving the admin's (a hold among them).
 pub fn clear(labels: &mut BTreeMap<String, String>) {
-    labels.retain(|k, _| !k.starts_with(PREFIX));
+    labels.retain(|k, _| !is_operator_label(k));
 }
 
 pub fn has_any(labels: &BTreeMap<String, String>) -> bool {
-    labels.keys().any(|k| k.starts_with(PREFIX))
+    labels.keys().any(|k| is_operator_label(k))
+}
+
+/// The reason of the admin's hold on the node, if held (an empty reason reads "no reason given").
+pub fn hold_reason(labels: &BTreeMap<String, String>) -> Option<&str> {
+    labels.get(HOLD).map(|r| match r.trim() {
+        "" => "no reason given",
+        r => r,
+    })
 }
 
 #[cfg(test)]
@@ -190,6 +226,7 @@ mod tests {
             since: "2026-11-25T10:00:00Z".parse().unwrap(),
             reason: None,
             spec_hash: None,
+            demoted: false,
         }
     }
 
@@ -199,12 +236,19 @@ mod tests {
         mark().write_to(&mut labels);
         assert_eq!(Mark::from_labels(&labels).unwrap().unwrap(), mark());
         assert_eq!(labels.get("zone").map(String::as_str), Some("a"));
+        labels.insert(HOLD.into(), "disk swap on Friday".into());
         clear(&mut labels);
         assert_eq!(
             labels,
-            BTreeMap::from([("zone".to_string(), "a".to_string())])
+            BTreeMap::from([
+                ("zone".to_string(), "a".to_string()),
+                (HOLD.to_string(), "disk swap on Friday".to_string())
+            ])
         );
-        assert!(!has_any(&labels));
+        assert!(!has_any(&labels), "a hold is the admin's label");
+        assert_eq!(hold_reason(&labels), Some("disk swap on Friday"));
+        labels.insert(HOLD.into(), " ".into());
+        assert_eq!(hold_reason(&labels), Some("no reason given"));
     }
 
     #[test]
@@ -221,6 +265,24 @@ mod tests {
         let next = failed.at(Step::Draining, failed.since);
         assert_eq!(next.reason, None);
         assert_eq!(next.previous, Availability::Pause);
+    }
+
+    #[test]
+    fn a_demoted_manager_is_remembered_across_steps() {
+        let demoted = Mark {
+            demoted: true,
+            ..mark()
+        };
+        let mut labels = BTreeMap::new();
+        demoted.write_to(&mut labels);
+        assert_eq!(labels.get(DEMOTED).map(String::as_str), Some("true"));
+        assert_eq!(Mark::from_labels(&labels).unwrap().unwrap(), demoted);
+        assert!(demoted.at(Step::Upgraded, demoted.since).demoted);
+        mark().write_to(&mut labels);
+        assert!(
+            !labels.contains_key(DEMOTED),
+            "a new mark replaces the flag"
+        );
     }
 
     #[test]

@@ -8,11 +8,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Metric;
 use prometheus_client::registry::Registry;
 
 use crate::cluster::Role;
 use crate::marks::Step;
 use crate::planner::Plan;
+use crate::planner::preflight::{Check, Finding};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
@@ -37,8 +39,21 @@ pub struct RoleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// The pre-flight check (`planner::preflight::Check::name`).
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub call: String,
+}
+
+/// A notification that did not reach its webhook: the webhook's name (never its URL) and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationFailureLabels {
+    pub webhook: String,
+    pub reason: String,
 }
 
 /// The operator's own cost to the managers: requests and the bytes of their answers, by call.
@@ -100,6 +115,10 @@ pub struct Metrics {
     pub paused: Gauge,
     pub complete: Gauge,
     pub failed_nodes: Gauge,
+    pub held_nodes: Gauge,
+    pub notifications_failed: Family<NotificationFailureLabels, Counter>,
+    pub preflight_warnings: Family<CheckLabels, Gauge>,
+    pub preflight_refusals: Family<CheckLabels, Gauge>,
 }
 
 fn step_histogram() -> Histogram {
@@ -108,78 +127,69 @@ fn step_histogram() -> Histogram {
     ])
 }
 
+const SPEC_VALID_HELP: &str =
+    "1 when the spec file as it is now is valid; 0 when the operator runs on the last good one";
+const PAUSED_HELP: &str = "1 when the rollout is paused (by the spec or by a failed node)";
+const COMPLETE_HELP: &str =
+    "1 when every selected node is at the target and no operator label is left";
+const FAILED_HELP: &str = "Nodes marked failed under the current spec";
+const NOTIFICATIONS_FAILED_HELP: &str = "Notifications not delivered to a webhook (after its retries, or not queued), by webhook name and reason";
+const HELD_HELP: &str = "Nodes an admin holds out of the rollout (label swarm-upgrade.hold)";
+const PREFLIGHT_WARNINGS_HELP: &str = "What each pre-flight check warns about before the first drain (0 once the rollout is under way)";
+const PREFLIGHT_REFUSALS_HELP: &str =
+    "What each pre-flight check refuses to start on: while any is above 0 nothing is drained";
+
+/// Registers `metric` under `name` and gives it back (a metric is a handle: the clone the
+/// registry keeps and the one returned count together).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("swarm_upgrade");
-        let nodes = Family::<NodeLabels, Gauge>::default();
-        registry.register(
+        let mut r = Registry::with_prefix("swarm_upgrade");
+        let nodes = registered(
+            &mut r,
             "nodes",
             "Nodes by role and the operator's step (idle: untouched)",
-            nodes.clone(),
+            Family::default(),
         );
-        let nodes_at_target = Family::<RoleLabels, Gauge>::default();
-        registry.register(
+        let nodes_at_target = registered(
+            &mut r,
             "nodes_at_target",
             "Nodes whose engine is at the target version",
-            nodes_at_target.clone(),
+            Family::default(),
         );
-        let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(
-            step_histogram as fn() -> Histogram,
-        );
-        registry.register(
+        let step_duration = registered(
+            &mut r,
             "step_duration_seconds",
             "Time nodes spent in each step",
-            step_duration.clone(),
+            Family::new_with_constructor(step_histogram as fn() -> Histogram),
         );
-        let reconciles = Counter::default();
-        registry.register("reconciles", "Reconcile passes", reconciles.clone());
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let reconciles = registered(&mut r, "reconciles", "Reconcile passes", Counter::default());
+        let reconcile_errors = registered(
+            &mut r,
             "reconcile_errors",
             "Reconcile passes that failed, by error",
-            reconcile_errors.clone(),
+            Family::default(),
         );
-        let docker_api_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let docker_api_errors = registered(
+            &mut r,
             "docker_api_errors",
             "Docker API calls that failed (each endpoint try), by error",
-            docker_api_errors.clone(),
+            Family::default(),
         );
-        let docker_api = DockerApiMetrics::register(&mut registry);
-        let reconcile_duration = Histogram::new([
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
-        registry.register(
+        let docker_api = DockerApiMetrics::register(&mut r);
+        let reconcile_duration = registered(
+            &mut r,
             "reconcile_duration_seconds",
             "Time one reconcile pass took (observe, plan, act)",
-            reconcile_duration.clone(),
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
         );
-        let spec_valid = Gauge::default();
-        registry.register(
-            "spec_valid",
-            "1 when the spec file as it is now is valid; 0 when the operator runs on the last good one",
-            spec_valid.clone(),
-        );
-        let paused = Gauge::default();
-        registry.register(
-            "paused",
-            "1 when the rollout is paused (by the spec or by a failed node)",
-            paused.clone(),
-        );
-        let complete = Gauge::default();
-        registry.register(
-            "complete",
-            "1 when every selected node is at the target and no operator label is left",
-            complete.clone(),
-        );
-        let failed_nodes = Gauge::default();
-        registry.register(
-            "failed_nodes",
-            "Nodes marked failed under the current spec",
-            failed_nodes.clone(),
-        );
-        Self {
-            registry: Arc::new(Mutex::new(registry)),
+        let metrics = Self {
             nodes,
             nodes_at_target,
             step_duration,
@@ -188,11 +198,34 @@ impl Metrics {
             docker_api_errors,
             docker_api,
             reconcile_duration,
-            spec_valid,
-            paused,
-            complete,
-            failed_nodes,
-        }
+            spec_valid: registered(&mut r, "spec_valid", SPEC_VALID_HELP, Gauge::default()),
+            paused: registered(&mut r, "paused", PAUSED_HELP, Gauge::default()),
+            complete: registered(&mut r, "complete", COMPLETE_HELP, Gauge::default()),
+            failed_nodes: registered(&mut r, "failed_nodes", FAILED_HELP, Gauge::default()),
+            held_nodes: registered(&mut r, "held_nodes", HELD_HELP, Gauge::default()),
+            notifications_failed: registered(
+                &mut r,
+                "notifications_failed",
+                NOTIFICATIONS_FAILED_HELP,
+                Family::default(),
+            ),
+            preflight_warnings: registered(
+                &mut r,
+                "preflight_warnings",
+                PREFLIGHT_WARNINGS_HELP,
+                Family::default(),
+            ),
+            preflight_refusals: registered(
+                &mut r,
+                "preflight_refusals",
+                PREFLIGHT_REFUSALS_HELP,
+                Family::default(),
+            ),
+            registry: Arc::new(Mutex::new(r)),
+        };
+        // Every check's series from the start (0), for alerts and the dashboard.
+        metrics.observe_preflight(&[]);
+        metrics
     }
 
     /// Lets other modules (health) register their families in the same registry.
@@ -245,12 +278,34 @@ impl Metrics {
         }
         self.paused.set(plan.is_paused() as i64);
         self.complete.set(plan.complete as i64);
+        self.held_nodes.set(plan.held().count() as i64);
+        self.observe_preflight(&plan.preflight);
         self.failed_nodes.set(
             plan.blockers
                 .iter()
                 .filter(|b| b.kind == crate::planner::BlockerKind::PausedByFailure)
                 .count() as i64,
         );
+    }
+
+    /// One series per check and kind, 0 when it found nothing.
+    fn observe_preflight(&self, findings: &[Finding]) {
+        for check in Check::ALL {
+            let count = |refuses: bool| {
+                (findings.iter())
+                    .filter(|f| f.check == check && f.refuses == refuses)
+                    .count() as i64
+            };
+            let labels = CheckLabels {
+                check: check.name().into(),
+            };
+            self.preflight_warnings
+                .get_or_create(&labels)
+                .set(count(false));
+            self.preflight_refusals
+                .get_or_create(&labels)
+                .set(count(true));
+        }
     }
 
     pub fn observe_step(&self, step: Step, seconds: f64) {

@@ -11,7 +11,9 @@ use anyhow::Context;
 use crate::docker::Swarm;
 use crate::events::EventSink;
 use crate::http::{AppState, serve};
+use crate::lease::LeaseHandle;
 use crate::metrics::{ErrorLabels, Metrics};
+use crate::notify::Notifier;
 use crate::reconciler::{Options, Outcome, Reconciler};
 use crate::spec::SpecWatcher;
 use crate::status::RolloutStatus;
@@ -24,12 +26,21 @@ pub struct Config {
     pub options: Options,
 }
 
+/// How long an exiting operator (`run --once`) waits for its webhooks.
+const NOTIFY_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Operator {
     reconciler: Reconciler,
+    notifier: Notifier,
+    /// With `run --ha`: the election, released on a clean shutdown.
+    lease: Option<LeaseHandle>,
     /// Kept alive while the loop runs: dropping it stops the watching.
     _watcher: SpecWatcher,
     pub listen: SocketAddr,
+    // Read by the demo, which prints the rollout's progress and metrics.
+    #[cfg_attr(not(feature = "demo"), allow(dead_code))]
     pub metrics: Metrics,
+    #[cfg_attr(not(feature = "demo"), allow(dead_code))]
     pub status: Arc<RwLock<RolloutStatus>>,
 }
 
@@ -52,6 +63,7 @@ impl Operator {
             AppState {
                 metrics: metrics.clone(),
                 status: status.clone(),
+                events: config.events.clone(),
             },
         )
         .await
@@ -62,20 +74,33 @@ impl Operator {
             )
         })?;
         let (watcher, spec_rx) = SpecWatcher::spawn(config.spec, config.spec_reread);
+        let notifier = Notifier::new(spec_rx.clone(), metrics.notifications_failed.clone());
+        let events = EventSink::new(config.events).with_listener(Arc::new(notifier.clone()));
+        let lease = config.options.ha.as_ref().map(|ha| {
+            crate::lease::spawn(swarm.clone(), ha.identity.clone(), ha.timings, &metrics)
+        });
         Ok(Self {
+            notifier,
             reconciler: Reconciler {
                 swarm,
                 spec: spec_rx,
-                events: EventSink::new(config.events),
+                events,
                 metrics: metrics.clone(),
                 status: status.clone(),
                 options: config.options,
+                lease: lease.as_ref().map(LeaseHandle::gate),
             },
+            lease,
             _watcher: watcher,
             listen,
             metrics,
             status,
         })
+    }
+
+    /// The election (with `run --ha`), to release once the loop is stopped.
+    pub fn take_lease(&mut self) -> Option<LeaseHandle> {
+        self.lease.take()
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -85,11 +110,13 @@ impl Operator {
     pub async fn run(self) -> Outcome {
         let Self {
             reconciler,
+            notifier,
             _watcher,
             ..
         } = self;
         let outcome = reconciler.run().await;
         drop(_watcher);
+        notifier.flush(NOTIFY_GRACE).await;
         outcome
     }
 }

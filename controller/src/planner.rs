@@ -6,7 +6,8 @@
 //! only carries them out). Every rule of the rollout's order lives here (`steps` moves a node
 //! already under way one step on; this module decides which node starts):
 //! - managers one at a time, non-leaders first, the leader last, each only when every other
-//!   manager is Ready and Reachable (quorum guard);
+//!   manager is Ready and Reachable (quorum guard); the next manager is drained ahead while one
+//!   is upgraded, and handed back if the rollout then does not go on with it;
 //! - an upgraded manager stays drained until every manager is at the target, then all are
 //!   reactivated together;
 //! - no worker is touched before every manager is done; then up to `maxUnavailableWorkers`;
@@ -20,11 +21,15 @@ use serde::Serialize;
 
 use crate::cluster::{NodeView, Snapshot};
 use crate::events::EventStep;
-use crate::marks::{Mark, Step};
+use crate::health::gates::{self, GateFailure};
+use crate::marks::{self, Mark, Step};
 use crate::spec::{EngineUpgradeSpec, NodeSelector, NodeVars};
 pub use crate::vocab::NodeRef;
-use crate::vocab::{Availability, CommandOutcome, Role};
+use crate::vocab::{Availability, CommandOutcome, Role, State};
 
+mod handover;
+mod locked;
+pub mod preflight;
 mod steps;
 
 /// What the planner is given.
@@ -40,11 +45,13 @@ pub struct PlanInput<'a> {
     /// Whether draining a set of nodes now would leave the swarm unable to run its tasks.
     pub drain_check: &'a dyn DrainCheck,
     /// Health gates failing now (`spec.health`); empty when they pass or none are configured.
-    pub health_failures: &'a [String],
+    pub health_failures: &'a [GateFailure],
     /// Per node: service endpoints of its tasks still announced on overlay networks (by the
     /// network gossip) after its tasks stopped. Clients resolving `tasks.<service>` still get
     /// those addresses; stopping the engine before they are withdrawn leaves them stale.
     pub lingering_endpoints: &'a BTreeMap<String, usize>,
+    /// What the pre-flight checks and the blocking services read from the store.
+    pub workload: &'a preflight::Workload,
     pub now: Timestamp,
 }
 
@@ -52,7 +59,13 @@ fn node_ref(node: &NodeView) -> NodeRef {
     NodeRef {
         id: node.id.clone(),
         hostname: node.hostname.clone(),
-        role: node.role,
+        // A manager demoted for its upgrade is still a manager of the rollout (and of its
+        // events and commands).
+        role: if demoted(node) {
+            Role::Manager
+        } else {
+            node.role
+        },
         addr: node.addr.clone(),
         engine_version: node.engine_version.clone(),
     }
@@ -83,15 +96,6 @@ impl<F: Fn(&[&str]) -> Option<String>> DrainCheck for F {
     }
 }
 
-/// No prediction: every drain is allowed.
-pub struct AllowEveryDrain;
-
-impl DrainCheck for AllowEveryDrain {
-    fn veto(&self, _: &[&str]) -> Option<String> {
-        None
-    }
-}
-
 /// Which of the spec's node-side commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,6 +104,9 @@ pub enum CommandKind {
     Upgrade,
     /// `upgrade.rollback`, run at step `rolling-back`.
     Rollback,
+    /// `POST /swarm/unlock` with `upgrade.unlockKey` on a manager that came up locked, at step
+    /// `upgraded` (not a node-side command: the executor calls the manager's own engine).
+    Unlock,
 }
 
 impl CommandKind {
@@ -108,6 +115,7 @@ impl CommandKind {
         match self {
             CommandKind::Upgrade => Step::Upgrading,
             CommandKind::Rollback => Step::RollingBack,
+            CommandKind::Unlock => Step::Upgraded,
         }
     }
 }
@@ -136,6 +144,9 @@ pub struct NodeUpdate {
     pub expect: Option<Step>,
     /// `None` keeps the availability as it is.
     pub availability: Option<Availability>,
+    /// `None` keeps the role as it is: only a leader handover demotes a manager, and the
+    /// update that drops its `demoted` flag promotes it back.
+    pub role: Option<Role>,
     /// `None` removes every operator label.
     pub mark: Option<Mark>,
     /// Events this update stands for, in order; emitted once it is written.
@@ -164,12 +175,19 @@ pub enum Action {
         command: CommandKind,
         update: NodeUpdate,
     },
+    /// Unlocks a manager that came up locked ([`CommandKind::Unlock`]); the update is not
+    /// written (the node stays at its step), its events are emitted; the outcome comes back in
+    /// [`PlanInput::ended_commands`].
+    Unlock(NodeUpdate),
 }
 
 impl Action {
     pub fn update(&self) -> &NodeUpdate {
         match self {
-            Action::Start(u) | Action::Update(u) | Action::Run { update: u, .. } => u,
+            Action::Start(u)
+            | Action::Update(u)
+            | Action::Run { update: u, .. }
+            | Action::Unlock(u) => u,
         }
     }
 
@@ -209,6 +227,23 @@ pub enum BlockerKind {
     HealthGate,
     /// Two nodes report the same hostname; commands address nodes by hostname.
     AmbiguousHostname,
+    /// An upgraded manager came up locked (autolock) and the operator has no key to unlock
+    /// it: the rollout waits for someone to unlock it.
+    Locked,
+    /// An admin holds a manager below the target (label `swarm-upgrade.hold`): the managers
+    /// phase cannot finish, so nothing starts.
+    Held,
+    /// Not a problem, a notice before anything is drained: the swarm is autolocked and the
+    /// spec gives no unlock key, so each upgraded manager will wait to be unlocked by hand.
+    Autolocked,
+    /// A pre-flight check refuses to start the rollout (`preflight::Check`): nothing is
+    /// drained until its cause is gone.
+    Preflight,
+    /// Not a problem: a pre-flight check warns (a jump of several major versions).
+    PreflightWarning,
+    /// The node runs a task of a service `spec.health.blockingServices` selects: it is not
+    /// started while that task runs there (the admin's choice, not a problem).
+    BlockingService,
 }
 
 impl BlockerKind {
@@ -221,6 +256,9 @@ impl BlockerKind {
                 | BlockerKind::Vetoed
                 | BlockerKind::HealthGate
                 | BlockerKind::AmbiguousHostname
+                | BlockerKind::Locked
+                | BlockerKind::Held
+                | BlockerKind::Preflight
         )
     }
 }
@@ -239,6 +277,8 @@ pub struct PlannedNode {
     pub engine_version: String,
     pub at_target: bool,
     pub selected: bool,
+    /// The admin's hold on the node (label `swarm-upgrade.hold`), with its reason.
+    pub held: Option<String>,
     pub step: Option<Step>,
 }
 
@@ -260,9 +300,18 @@ pub struct Plan {
     pub complete: bool,
     /// A failed node holds the rollout.
     pub failed: bool,
+    /// What the pre-flight checks found (empty once the rollout is under way).
+    pub preflight: Vec<preflight::Finding>,
 }
 
 impl Plan {
+    /// The nodes an admin holds out of the rollout: (hostname, reason).
+    pub fn held(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.hostname.as_str(), n.held.as_deref()?)))
+    }
+
     pub fn is_paused(&self) -> bool {
         self.blockers.iter().any(|b| {
             matches!(
@@ -349,6 +398,7 @@ impl<'a> Planner<'a> {
             node: node_ref(node),
             expect: seen_step(node),
             availability,
+            role: restored_role(node, mark.as_ref()),
             mark,
             events: vec![],
             finished: None,
@@ -373,21 +423,23 @@ impl<'a> Planner<'a> {
             since: self.now(),
             reason: None,
             spec_hash: None,
+            demoted: false,
         }
     }
 
-    /// Other managers that would make taking `node` down unsafe for raft quorum.
-    fn quorum_problems(&self, node: &NodeView) -> Vec<String> {
+    /// Other managers (but `except`) that would make taking `node` down unsafe for raft quorum.
+    fn quorum_problems(&self, node: &NodeView, except: Option<&str>) -> Vec<String> {
         self.input
             .snapshot
             .nodes
             .iter()
             .filter(|m| m.is_manager() && m.id != node.id && !m.is_healthy())
+            .filter(|m| Some(m.id.as_str()) != except)
             .map(|m| {
                 format!(
                     "{} is {}{}",
                     m.hostname,
-                    m.state,
+                    if m.locked { "locked" } else { m.state.as_str() },
                     if m.state == crate::cluster::State::Ready {
                         " but not reachable"
                     } else {
@@ -400,7 +452,12 @@ impl<'a> Planner<'a> {
 
     /// Blocks and returns false when stopping or draining manager `node` would risk quorum.
     fn quorum_allows(&mut self, node: &NodeView, doing: &str) -> bool {
-        let problems = self.quorum_problems(node);
+        self.quorum_allows_except(node, doing, None)
+    }
+
+    /// [`Self::quorum_allows`], not counting manager `except` (the one being upgraded).
+    fn quorum_allows_except(&mut self, node: &NodeView, doing: &str, except: Option<&str>) -> bool {
+        let problems = self.quorum_problems(node, except);
         if problems.is_empty() {
             return true;
         }
@@ -437,19 +494,27 @@ impl<'a> Planner<'a> {
     }
 
     /// The nodes whose drain the predictor must judge before `node` starts: upgraded managers
-    /// stay drained until the last one is done, so the first manager stands for all of them.
+    /// stay drained until the last one is done and the next one is drained ahead, so every
+    /// manager stands for the whole set of selected managers.
     fn drain_set(&self, node: &'a NodeView) -> Vec<&'a str> {
-        let nodes = &self.input.snapshot.nodes;
-        let first_manager =
-            node.is_manager() && !nodes.iter().any(|n| n.is_manager() && n.mark().is_some());
-        if !first_manager {
+        if !node.is_manager() {
             return vec![node.id.as_str()];
         }
-        nodes
+        self.input
+            .snapshot
+            .nodes
             .iter()
             .filter(|n| n.is_manager() && selects(&self.spec().node_selector, n))
             .map(|n| n.id.as_str())
             .collect()
+    }
+
+    /// The manager (other than `node`) whose engine the operator has in hand: its upgrade or
+    /// rollback is under way, or it failed with its engine possibly half-upgraded.
+    fn manager_in_upgrade(&self, node: &NodeView) -> Option<&'a NodeView> {
+        self.input.snapshot.nodes.iter().find(|m| {
+            acts_as_manager(m) && m.id != node.id && seen_step(m).is_some_and(Step::engine_in_hand)
+        })
     }
 
     /// Drains `node` unless a check forbids it now; says why not. Returns whether it started.
@@ -473,7 +538,13 @@ impl<'a> Planner<'a> {
             );
             return false;
         }
-        if manager && !self.quorum_allows(node, "draining") {
+        if self.held_by_blocking_service(node) {
+            return false;
+        }
+        // A drain stops no engine: the manager whose upgrade is under way may be down while
+        // the next one is drained ahead (its engine stops only once the guard allows).
+        let upgrading = self.manager_in_upgrade(node).map(|m| m.id.clone());
+        if manager && !self.quorum_allows_except(node, "draining", upgrading.as_deref()) {
             return false;
         }
         if let Some(why) = self.input.drain_check.veto(&self.drain_set(node)) {
@@ -496,6 +567,24 @@ fn seen_step(node: &NodeView) -> Option<Step> {
     node.mark().and_then(Result::ok).map(|m| m.step)
 }
 
+/// A manager the operator demoted for a leader handover (its mark says so).
+fn demoted(node: &NodeView) -> bool {
+    node.mark().and_then(Result::ok).is_some_and(|m| m.demoted)
+}
+
+/// A manager of the rollout: a manager, or one the operator demoted for its upgrade.
+fn acts_as_manager(node: &NodeView) -> bool {
+    node.is_manager() || demoted(node)
+}
+
+/// The role an update writes: a demoted manager is promoted back in the very update that drops
+/// its `demoted` flag (whatever path drops it: promotion after the upgrade, a failure, a hand
+/// back), so the flag and the role never disagree and no path can leave it a worker.
+fn restored_role(node: &NodeView, next: Option<&Mark>) -> Option<Role> {
+    let stays_demoted = next.is_some_and(|m| m.demoted);
+    (demoted(node) && !stays_demoted && node.role == Role::Worker).then_some(Role::Manager)
+}
+
 fn fmt_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -512,16 +601,45 @@ impl<'a> Rollout<'a> {
         self.marks.get(node.id.as_str())
     }
 
+    /// Chosen by `spec.nodeSelector` and not held by the admin.
     fn selected(&self, node: &NodeView) -> bool {
-        selects(&self.spec.node_selector, node)
+        selects(&self.spec.node_selector, node) && self.held(node).is_none()
+    }
+
+    /// The admin's hold (label `swarm-upgrade.hold`), with its reason.
+    fn held(&self, node: &'a NodeView) -> Option<&'a str> {
+        marks::hold_reason(&node.labels)
+    }
+
+    /// Managers the spec selects that an admin holds below the target: the managers phase
+    /// cannot finish (every manager is upgraded before the workers), so it does not start.
+    fn held_managers_below_target(&self) -> impl Iterator<Item = (&'a NodeView, &'a str)> + '_ {
+        self.managers().filter_map(|m| {
+            let below = !self.spec.is_target(&m.engine_version) && self.mark(m).is_none();
+            let selects = selects(&self.spec.node_selector, m);
+            self.held(m)
+                .filter(|_| below && selects)
+                .map(|reason| (m, reason))
+        })
     }
 
     fn managers(&self) -> impl Iterator<Item = &'a NodeView> + '_ {
-        self.order.iter().copied().filter(|n| n.is_manager())
+        self.order
+            .iter()
+            .copied()
+            .filter(|n| self.acts_as_manager(n))
     }
 
     fn workers(&self) -> impl Iterator<Item = &'a NodeView> + '_ {
-        self.order.iter().copied().filter(|n| !n.is_manager())
+        self.order
+            .iter()
+            .copied()
+            .filter(|n| !self.acts_as_manager(n))
+    }
+
+    /// A manager, or a manager demoted for its upgrade (a leader handover).
+    fn acts_as_manager(&self, node: &NodeView) -> bool {
+        node.is_manager() || self.mark(node).is_some_and(|m| m.demoted)
     }
 
     /// Not yet started, selected and not at the target.
@@ -532,13 +650,28 @@ impl<'a> Rollout<'a> {
     }
 
     /// Every selected manager upgraded and Ready: the held managers may be reactivated together.
+    /// One that went `unknown` since (a leader change) is waited for, not counted as done.
     fn managers_all_at_target(&self) -> bool {
-        self.managers().all(|m| match self.mark(m) {
-            None => !self.selected(m) || self.spec.is_target(&m.engine_version),
-            Some(mk) => {
-                matches!(mk.step, Step::Ready | Step::Settling)
-                    && self.spec.is_target(&m.engine_version)
+        self.managers().all(|m| {
+            let at_target = self.spec.is_target(&m.engine_version);
+            match self.mark(m) {
+                None => !self.selected(m) || at_target && m.is_healthy(),
+                Some(mk) => match mk.step {
+                    Step::Settling => at_target,
+                    Step::Ready => at_target && m.is_healthy(),
+                    _ => false,
+                },
             }
+        })
+    }
+
+    /// The node is settling and its settle is over with every health gate passing: this very
+    /// pass removes its labels, so the next node need not wait for another pass.
+    fn settled(&self, node: &NodeView, now: Timestamp, gates_pass: bool) -> bool {
+        self.mark(node).is_some_and(|mk| {
+            mk.step == Step::Settling
+                && gates_pass
+                && elapsed(mk.since, now) >= self.spec.strategy.settle.get()
         })
     }
 
@@ -607,7 +740,7 @@ fn health_allows_start(p: &mut Planner<'_>) -> bool {
     if !resume {
         p.latch = Some(format!(
             "health gate failed before starting the node: {}",
-            failures.join("; ")
+            gates::summary(failures)
         ));
     }
     p.block(
@@ -615,7 +748,7 @@ fn health_allows_start(p: &mut Planner<'_>) -> bool {
         None,
         format!(
             "health gates fail: {}{}",
-            failures.join("; "),
+            gates::summary(failures),
             if resume {
                 " (resumes by itself when they pass: resumeWhenHealthy)"
             } else {
@@ -624,6 +757,28 @@ fn health_allows_start(p: &mut Planner<'_>) -> bool {
         ),
     );
     !resume
+}
+
+/// A held manager below the target stops the rollout before it drains anything it could not
+/// then release. Returns whether a new node may start.
+fn manager_holds_allow_start(p: &mut Planner<'_>, rollout: &Rollout<'_>) -> bool {
+    let mut allowed = true;
+    for (m, reason) in rollout.held_managers_below_target() {
+        allowed = false;
+        p.block(
+            BlockerKind::Held,
+            Some(m),
+            format!(
+                "manager {} is held ({reason}): every manager is upgraded before any worker, so \
+                 the rollout waits; remove the hold (`docker node update --label-rm {} {}`) or \
+                 leave the node out with spec.nodeSelector",
+                m.hostname,
+                marks::HOLD,
+                m.hostname
+            ),
+        );
+    }
+    allowed
 }
 
 /// `spec.strategy.paused` and the maintenance window. Returns whether a new node may start.
@@ -662,15 +817,14 @@ fn schedule_allows_start(p: &mut Planner<'_>) -> bool {
     allowed
 }
 
-/// Managers one at a time, in order: the next starts once none is draining or being upgraded.
+/// Managers one at a time, in order, with the next one drained ahead: it starts draining once
+/// no manager is draining (while the previous one is being upgraded); its engine is stopped only
+/// once no other manager's upgrade is under way (`steps::drained`) and the quorum guard allows.
 fn managers_phase<'a>(p: &mut Planner<'a>, rollout: &Rollout<'a>, may_start: bool) {
     let busy = rollout.managers().any(|m| {
-        rollout.mark(m).is_some_and(|mk| {
-            matches!(
-                mk.step,
-                Step::Draining | Step::Upgrading | Step::Upgraded | Step::RollingBack
-            )
-        })
+        rollout
+            .mark(m)
+            .is_some_and(|mk| matches!(mk.step, Step::Draining | Step::RollingBack))
     });
     if may_start
         && !busy
@@ -680,10 +834,31 @@ fn managers_phase<'a>(p: &mut Planner<'a>, rollout: &Rollout<'a>, may_start: boo
     }
 }
 
+/// Managers drained ahead (draining while another manager's upgrade is under way) that the
+/// rollout abandons: nothing new may start (paused, window closed, a failure, a health gate, an
+/// unreadable mark) or the spec no longer selects them. They go back to their availability.
+fn abandoned_ahead<'a>(
+    p: &Planner<'a>,
+    rollout: &Rollout<'a>,
+    may_start: bool,
+) -> BTreeSet<&'a str> {
+    let abandon_all = !may_start || !p.input.health_failures.is_empty();
+    rollout
+        .managers()
+        .filter(|m| rollout.mark(m).is_some_and(|mk| mk.step == Step::Draining))
+        .filter(|m| p.manager_in_upgrade(m).is_some())
+        .filter(|m| abandon_all || !rollout.selected(m))
+        .map(|m| m.id.as_str())
+        .collect()
+}
+
 /// Managers are done (or none is selected): workers, up to `maxUnavailableWorkers` at once.
 fn workers_phase<'a>(p: &mut Planner<'a>, rollout: &Rollout<'a>, may_start: bool) -> Phase {
+    let (now, gates_pass) = (p.now(), p.input.health_failures.is_empty());
+    let settled = |n: &NodeView| rollout.settled(n, now, gates_pass);
     let busy = rollout
         .workers()
+        .filter(|w| !settled(w))
         .filter(|w| {
             rollout
                 .mark(w)
@@ -691,7 +866,9 @@ fn workers_phase<'a>(p: &mut Planner<'a>, rollout: &Rollout<'a>, may_start: bool
         })
         .count();
     let slots = (p.spec().strategy.max_unavailable_workers as usize).saturating_sub(busy);
-    let managers_settling = rollout.managers().any(|m| rollout.mark(m).is_some());
+    let managers_settling = rollout
+        .managers()
+        .any(|m| rollout.mark(m).is_some() && !settled(m));
     let pending: Vec<&NodeView> = rollout.workers().filter(|w| rollout.unstarted(w)).collect();
     if may_start && !managers_settling {
         let mut started = 0;
@@ -705,6 +882,31 @@ fn workers_phase<'a>(p: &mut Planner<'a>, rollout: &Rollout<'a>, may_start: bool
         }
     }
     Phase::Workers
+}
+
+/// Every node at the target is also Ready before the rollout is called complete: a node that
+/// went down after its own cycle (a leader change reports every node `unknown` for a while) is
+/// waited for, so `run --once` does not exit on a swarm that is not whole.
+fn all_ready_at_end(p: &mut Planner<'_>, rollout: &Rollout<'_>) -> bool {
+    let mut ready = true;
+    for node in rollout.order.iter().filter(|n| rollout.selected(n)) {
+        if node.state == State::Ready {
+            continue;
+        }
+        ready = false;
+        let kind = if node.state == State::Unknown {
+            BlockerKind::Waiting
+        } else {
+            BlockerKind::NodeDown
+        };
+        let message = format!(
+            "{} is at the target but {}: the rollout is complete once it is Ready again",
+            node.hostname,
+            node.state.as_str()
+        );
+        p.block(kind, Some(node), message);
+    }
+    ready
 }
 
 /// One line per node, in rollout order.
@@ -732,6 +934,7 @@ fn planned_nodes(rollout: &Rollout<'_>) -> Vec<PlannedNode> {
                 engine_version: n.engine_version.clone(),
                 at_target,
                 selected,
+                held: rollout.held(n).map(str::to_string),
                 step,
             }
         })
@@ -755,25 +958,37 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         spec: input.spec,
     };
 
-    // 1. Nodes already under way move on, whatever else holds the rollout: nothing is left half-done.
-    let managers_all_at_target = rollout.managers_all_at_target();
-    for node in &rollout.order {
-        if let Some(mark) = rollout.mark(node) {
-            p.advance(node, mark, managers_all_at_target);
-        }
-    }
-
-    // 2. Whether a new node may be started at all.
+    // 1. Whether a new node may be started at all.
     let failed = rollout.held_by_failure(input.spec_hash);
     let healthy = health_allows_start(&mut p);
     let scheduled = schedule_allows_start(&mut p);
-    let may_start = !unreadable && !failed && unique && healthy && scheduled;
+    let holds_ok = manager_holds_allow_start(&mut p, &rollout);
+    let findings = preflight::findings(&p, &rollout);
+    let preflight_ok = preflight::gate(&mut p, &findings);
+    let may_start =
+        !unreadable && !failed && unique && healthy && scheduled && holds_ok && preflight_ok;
+
+    // 2. Nodes already under way move on, whatever else holds the rollout: nothing is left
+    //    half-done. A manager drained ahead whose upgrade has not begun is handed back instead.
+    let managers_all_at_target = rollout.managers_all_at_target();
+    let abandoned = abandoned_ahead(&p, &rollout, may_start);
+    for node in &rollout.order {
+        if let Some(mark) = rollout.mark(node) {
+            if abandoned.contains(node.id.as_str()) {
+                p.hand_back_ahead(node, mark);
+            } else {
+                p.advance(node, mark, managers_all_at_target);
+            }
+        }
+    }
+    locked::autolock_notice(&mut p, &rollout);
 
     // 3. The phase, and its next node(s).
-    let managers_pending = rollout.managers().any(|m| match rollout.mark(m) {
-        Some(mk) => mk.step != Step::Settling,
-        None => rollout.unstarted(m),
-    });
+    let managers_pending = !holds_ok
+        || rollout.managers().any(|m| match rollout.mark(m) {
+            Some(mk) => mk.step != Step::Settling,
+            None => rollout.unstarted(m),
+        });
     let phase = if managers_pending {
         managers_phase(&mut p, &rollout, may_start);
         Phase::Managers
@@ -781,7 +996,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         && !unreadable
         && !rollout.workers().any(|w| rollout.unstarted(w))
     {
-        Phase::Complete
+        if all_ready_at_end(&mut p, &rollout) {
+            Phase::Complete
+        } else {
+            Phase::Workers
+        }
     } else {
         workers_phase(&mut p, &rollout, may_start)
     };
@@ -796,6 +1015,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             .marks
             .values()
             .any(|m| m.step == Step::Failed && m.spec_hash.as_deref() == Some(input.spec_hash)),
+        preflight: findings,
     }
 }
 

@@ -19,14 +19,16 @@ use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink, EventStep};
 use crate::executor::{Commands, Executor};
 use crate::health::capacity::network_usage;
-use crate::health::gates::{GateInput, GateMetrics, evaluate};
+use crate::health::gates::{GateFailure, GateInput, GateMetrics, evaluate};
 use crate::health::metrics::HealthMetrics;
 use crate::health::predict::predict_drain_nodes;
 use crate::health::probing::{self, ProbeRunner};
 use crate::health::prometheus::evaluate_gate;
 use crate::health::rejections::RejectionTracker;
+use crate::lease::LeaseGate;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::observe::{Cadence, Observation, Reflector};
+use crate::planner::preflight::{self, Workload};
 use crate::planner::{Action, CommandEnded, Plan, PlanInput, plan};
 use crate::spec::{EngineUpgrade, SpecState, spec_hash};
 use crate::spec::{EngineUpgradeSpec, HealthSpec};
@@ -46,6 +48,8 @@ pub struct Options {
     pub once: bool,
     /// The loop's one clock, handed to the executor and the health watch.
     pub clock: Clock,
+    /// `run --ha`: act only while holding the lease in the swarm object.
+    pub ha: Option<crate::lease::HaConfig>,
 }
 
 impl Default for Options {
@@ -55,6 +59,7 @@ impl Default for Options {
             poll_idle: Duration::from_secs(2),
             once: false,
             clock: Clock::system(),
+            ha: None,
         }
     }
 }
@@ -75,8 +80,12 @@ pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Observation), ApiError>
 
 /// The planner's input from the store, with what each manager's engine says of itself.
 async fn planner_input(swarm: &Swarm, observation: &Observation) -> Snapshot {
-    let own = swarm.manager_infos().await;
+    let mut own = swarm.manager_infos().await;
     let mut snapshot = observation.snapshot();
+    let workers = snapshot.nodes.iter().filter(|n| !n.is_manager());
+    swarm.note_workers(workers.map(|n| n.id.as_str()));
+    crate::autolock::observe_locks(&mut snapshot, &mut own);
+    preflight::observe_live_restore(&mut snapshot, &own);
     correct_descriptions(&mut snapshot.nodes, own);
     snapshot
 }
@@ -127,7 +136,9 @@ pub struct HealthWatch {
     /// probe error" means the probes looked again, however soon the next pass comes.
     probe_rounds_at_step: u64,
     /// Logged once per change, not every pass.
-    last_failures: Vec<String>,
+    last_failures: Vec<GateFailure>,
+    /// The store's placement revision the network usage gauges were last set from.
+    usage_revision: Option<u64>,
 }
 
 impl HealthWatch {
@@ -147,6 +158,7 @@ impl HealthWatch {
             probe_errors_at_step: 0,
             probe_rounds_at_step: 0,
             last_failures: vec![],
+            usage_revision: None,
         }
     }
 
@@ -168,7 +180,7 @@ impl HealthWatch {
         spec: &HealthSpec,
         snapshot: &Snapshot,
         observation: &Observation,
-    ) -> Vec<String> {
+    ) -> Vec<GateFailure> {
         match &mut self.probes {
             Some(runner) => runner.update(spec.probes.clone()),
             None if !spec.probes.is_empty() => {
@@ -179,7 +191,7 @@ impl HealthWatch {
             }
             None => {}
         }
-        if spec.is_default() {
+        if !spec.has_gates() {
             return vec![];
         }
         if let Some(runner) = &self.probes {
@@ -200,7 +212,7 @@ impl HealthWatch {
             }
         }
         let prometheus = match &spec.prometheus {
-            Some(gate) => Some(evaluate_gate(gate).await.map_err(|e| e.to_string())),
+            Some(gate) => Some(evaluate_gate(gate).await),
             None => None,
         };
         // The nodes in their cycle now: services with a task there are the ones to check.
@@ -218,24 +230,23 @@ impl HealthWatch {
                 .probe_errors()
                 .saturating_sub(self.probe_errors_at_step),
             spec,
-            prometheus,
+            prometheus: prometheus.as_ref(),
         });
         self.gate_metrics.record(&failures);
         if !failures.is_empty() && spec.resume_when_healthy {
             // "Passes again" means nothing new goes wrong from here: restart the window.
             self.step_started();
         }
-        let messages: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
-        if messages != self.last_failures {
+        if failures != self.last_failures {
             for f in &failures {
                 tracing::warn!(gate = f.gate.name(), "{}", f.message);
             }
             if failures.is_empty() && !self.last_failures.is_empty() {
                 tracing::info!("health gates pass again");
             }
-            self.last_failures = messages.clone();
+            self.last_failures = failures.clone();
         }
-        messages
+        failures
     }
 
     /// Reports the rejected and failed tasks among those that changed since the last call,
@@ -256,7 +267,12 @@ impl HealthWatch {
             );
         }
         self.metrics.record_problems(&problems);
-        self.metrics.set_network_usage(&network_usage(observation));
+        // Address usage reads every task: only again when a task, service or network changed.
+        let revision = observation.placement_revision();
+        if self.usage_revision != Some(revision) {
+            self.metrics.set_network_usage(&network_usage(observation));
+            self.usage_revision = Some(revision);
+        }
     }
 }
 
@@ -309,16 +325,15 @@ pub async fn lingering_endpoints(
         let id = network.id.as_str();
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for view in swarm
-            .network_verbose_on_every_manager(id)
+            .network_endpoints_on_every_manager(id)
             .await
             .into_iter()
             .flatten()
         {
             let mut here: BTreeMap<&str, usize> = BTreeMap::new();
-            for service in view.services.iter().flat_map(|s| s.values()) {
-                for task in service["Tasks"].as_array().into_iter().flatten() {
-                    let host = task["Info"]["Host IP"].as_str().unwrap_or_default();
-                    if let Some((addr, _)) = drained.get_key_value(host) {
+            for service in view.services.values() {
+                for task in &service.tasks {
+                    if let Some((addr, _)) = drained.get_key_value(task.info.host_ip.as_str()) {
                         *here.entry(addr).or_default() += 1;
                     }
                 }
@@ -343,7 +358,7 @@ pub fn plan_with_predictions(
     snapshot: &Snapshot,
     observation: &Observation,
     running: &BTreeSet<String>,
-    health_failures: &[String],
+    health_failures: &[GateFailure],
     lingering_endpoints: &BTreeMap<String, usize>,
 ) -> Plan {
     plan_pass(&Pass {
@@ -367,7 +382,7 @@ struct Pass<'a> {
     observation: &'a Observation,
     running: &'a BTreeSet<String>,
     ended: &'a BTreeMap<String, CommandEnded>,
-    health_failures: &'a [String],
+    health_failures: &'a [GateFailure],
     lingering_endpoints: &'a BTreeMap<String, usize>,
     now: jiff::Timestamp,
 }
@@ -382,6 +397,7 @@ fn plan_pass(pass: &Pass<'_>) -> Plan {
             reasons.join("; ")
         })
     };
+    let workload = Workload::observe(pass.spec, pass.snapshot, observation, pass.now);
     plan(&PlanInput {
         spec: pass.spec,
         spec_hash: pass.hash,
@@ -391,6 +407,7 @@ fn plan_pass(pass: &Pass<'_>) -> Plan {
         drain_check: &predict,
         health_failures: pass.health_failures,
         lingering_endpoints: pass.lingering_endpoints,
+        workload: &workload,
         now: pass.now,
     })
 }
@@ -402,9 +419,16 @@ pub struct Reconciler {
     pub metrics: Metrics,
     pub status: Arc<RwLock<RolloutStatus>>,
     pub options: Options,
+    /// With `run --ha`: asked before every write; a standby observes and plans only.
+    pub lease: Option<LeaseGate>,
 }
 
 impl Reconciler {
+    /// Whether this operator may write to the cluster now (always, without `--ha`).
+    fn may_act(&self) -> bool {
+        self.lease.as_ref().is_none_or(LeaseGate::is_active)
+    }
+
     // One pass per turn: observe, plan, announce, act, report, wait. Longer than a screen
     // because each part is a line or two around a helper; the observation's part is in flux.
     pub async fn run(mut self) -> Outcome {
@@ -422,7 +446,9 @@ impl Reconciler {
         let mut in_flight: BTreeSet<String> = BTreeSet::new();
         let mut health = HealthWatch::with_clock(&self.metrics, clock);
         let mut announced = Announced::default();
+        let mut blocker_log = BlockerLog::default();
         let mut last_error: Option<String> = None;
+        let mut owed_written = false;
         let outcome = loop {
             let state = self.spec.borrow_and_update().clone();
             self.metrics.spec_valid.set(state.error.is_none() as i64);
@@ -447,11 +473,17 @@ impl Reconciler {
                         st.last_error = last_error.clone();
                         st.updated_at = Some(clock.now());
                     }
-                    self.wait(&wake, false).await;
+                    // Mid-rollout, a failed observation is tried again soon, not after the
+                    // idle interval.
+                    self.wait(&wake, !in_flight.is_empty()).await;
                     continue;
                 }
             };
             in_flight = nodes_in_flight(&snapshot);
+            if !owed_written && self.may_act() {
+                write_owed_events(&self.events, &snapshot, clock.now()).await;
+                owed_written = true;
+            }
             health.observe(reflector.store_mut());
             let observation = reflector.store();
             let health_failures = health
@@ -475,13 +507,13 @@ impl Reconciler {
                 health.step_started();
             }
             self.metrics.observe_plan(&p);
-            for b in &p.blockers {
-                tracing::debug!(kind = ?b.kind, node = ?b.node, "{}", b.message);
-            }
+            blocker_log.log(&p.blockers);
 
-            announced
-                .announce(&self.events, clock.now(), &p, &upgrade_spec)
-                .await;
+            if self.may_act() {
+                announced
+                    .announce(&self.events, clock.now(), &p, &upgrade_spec)
+                    .await;
+            }
 
             let busy = !p.actions.is_empty() || p.nodes.iter().any(|n| n.step.is_some());
             // What the executor changes shows as an event, maybe after the next pass begins:
@@ -491,7 +523,7 @@ impl Reconciler {
             if pass_error.is_some() || p.actions.is_empty() {
                 last_error = pass_error;
             }
-            *self.status.write().expect("poisoned") = RolloutStatus::from_plan(
+            let mut status = RolloutStatus::from_plan(
                 &spec.metadata.name,
                 &upgrade_spec.version,
                 state.generation,
@@ -499,6 +531,12 @@ impl Reconciler {
                 spec_error,
                 last_error.clone(),
             );
+            status.ha = self.lease.as_ref().map(|gate| gate.state().describe());
+            {
+                let mut shared = self.status.write().expect("poisoned");
+                status.observe_cluster(&shared, &snapshot, observation);
+                *shared = status;
+            }
 
             self.metrics
                 .reconcile_duration
@@ -542,6 +580,17 @@ impl Reconciler {
     ) -> Option<String> {
         let mut pass_error = None;
         for action in &p.actions {
+            // Asked before each write: a holder that lost the lease stops at once.
+            if !self.may_act() {
+                if self
+                    .lease
+                    .as_ref()
+                    .is_some_and(|g| g.state().role == crate::lease::LeaseRole::Active)
+                {
+                    tracing::warn!("the lease was not renewed in time: not acting until it is");
+                }
+                break;
+            }
             if let Err(e) = executor.apply(action, spec).await {
                 self.count_error(e.metric_label());
                 tracing::warn!("{e}");
@@ -569,13 +618,43 @@ impl Reconciler {
             self.options.poll_idle
         };
         let started = tokio::time::Instant::now();
+        let (spec, lease) = (&mut self.spec, &mut self.lease);
+        // The role changed (this operator took the lease, or lost it): plan again now.
+        let lease_changed = async {
+            match lease.as_mut() {
+                Some(gate) => gate.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = wake.notified() => {}
-            _ = self.spec.changed() => {}
+            _ = spec.changed() => {}
+            _ = lease_changed => {}
             _ = tokio::time::sleep(interval) => {}
         }
         // A burst of cluster events (a leader change rewrites every node) is one pass, not many.
         tokio::time::sleep_until(started + MIN_PASS_INTERVAL).await;
+    }
+}
+
+/// A problem holding the rollout back (a pre-flight refusal, a failing gate) is logged as a
+/// warning when it first shows, and at debug level on the passes after: a waiting operator
+/// says why without repeating it several times a second. Ordinary waits stay at debug.
+#[derive(Default)]
+struct BlockerLog {
+    shown: BTreeSet<String>,
+}
+
+impl BlockerLog {
+    fn log(&mut self, blockers: &[crate::planner::Blocker]) {
+        for b in blockers {
+            if b.kind.is_problem() && !self.shown.contains(&b.message) {
+                tracing::warn!(kind = ?b.kind, node = ?b.node, "{}", b.message);
+            } else {
+                tracing::debug!(kind = ?b.kind, node = ?b.node, "{}", b.message);
+            }
+        }
+        self.shown = blockers.iter().map(|b| b.message.clone()).collect();
     }
 }
 
@@ -585,6 +664,10 @@ struct Announced {
     /// The version whose completion was announced.
     complete: Option<String>,
     paused_by_spec: bool,
+    /// A failed node held the rollout at the last pass.
+    paused_by_failure: bool,
+    /// The failed nodes then, for the `resumed` event's message.
+    failed_nodes: Vec<String>,
 }
 
 impl Announced {
@@ -597,7 +680,18 @@ impl Announced {
     ) {
         if p.complete && p.actions.is_empty() {
             if self.complete.as_deref() != Some(spec.version.as_str()) {
-                let message = format!("every selected node is at {}", spec.version);
+                let held = p.held().count();
+                let message = match held {
+                    0 => format!("every selected node is at {}", spec.version),
+                    1 => format!(
+                        "every selected node is at {}, with 1 node held",
+                        spec.version
+                    ),
+                    n => format!(
+                        "every selected node is at {}, with {n} nodes held",
+                        spec.version
+                    ),
+                };
                 let event = Event::rollout(now, EventStep::Completed, &spec.version, message);
                 if let Err(e) = events.emit(&event).await {
                     tracing::error!("events file: {e}");
@@ -615,8 +709,123 @@ impl Announced {
                 tracing::error!("events file: {e}");
             }
         }
+        if let Some(message) = self.resumed(p, paused_by_spec) {
+            let event = Event::rollout(now, EventStep::Resumed, &spec.version, message);
+            if let Err(e) = events.emit(&event).await {
+                tracing::error!("events file: {e}");
+            }
+        }
         self.paused_by_spec = paused_by_spec;
     }
+
+    /// Why the rollout goes on again, when it was paused (by the spec or a failed node) at the
+    /// last pass and is not now. Seen by this process only: a restart starts afresh.
+    fn resumed(&mut self, p: &Plan, paused_by_spec: bool) -> Option<String> {
+        // A failure this pass writes pauses too, though its mark is not observed yet (and a
+        // quick `swarm-upgrade resume` may clear it before it ever is).
+        let pausing: Vec<String> = p
+            .actions
+            .iter()
+            .map(Action::update)
+            .filter(|u| u.events.iter().any(|e| e.step == EventStep::Paused))
+            .map(|u| u.node.hostname.clone())
+            .collect();
+        let failed_now = p.failed || !pausing.is_empty();
+        let was_failed = std::mem::replace(&mut self.paused_by_failure, failed_now);
+        let failed_before = std::mem::take(&mut self.failed_nodes);
+        if failed_now {
+            self.failed_nodes = p
+                .blockers
+                .iter()
+                .filter(|b| b.kind == crate::planner::BlockerKind::PausedByFailure)
+                .filter_map(|b| b.node.clone())
+                .chain(pausing)
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect();
+        }
+        if paused_by_spec || failed_now || !(was_failed || self.paused_by_spec) {
+            return None;
+        }
+        Some(if was_failed {
+            let who = match failed_before.is_empty() {
+                true => "the failed node".to_string(),
+                false => failed_before.join(", "),
+            };
+            format!(
+                "the failure of {who} is cleared (`swarm-upgrade resume` or a changed spec); the rollout goes on"
+            )
+        } else {
+            "spec.strategy.paused is false".to_string()
+        })
+    }
+}
+
+/// Once, before a new process acts: the events a killed one owed. A node update and its
+/// events are two writes; an operator killed between them leaves the node at a step the events
+/// file does not show, and the next one would never write it.
+async fn write_owed_events(events: &EventSink, snapshot: &Snapshot, now: Timestamp) {
+    let Some(path) = events.path() else {
+        return;
+    };
+    let written = crate::events::read_events(path).unwrap_or_default();
+    let owed = owed_events(&written, snapshot, now);
+    if !owed.is_empty()
+        && let Err(e) = events.emit_all(&owed).await
+    {
+        tracing::error!("events file: {e}");
+    }
+}
+
+/// For each marked node, the events of the update that brought it to its step, if the file
+/// lacks them: the step's own event since the step began, and the events written with it
+/// (`drained` before `upgrade`; `ready` and `reactivate` before `reactivated`) if its cycle
+/// (from its last `drain`) lacks them. Only that update's events can be missing: each
+/// update's events are one append, made before the next update.
+fn owed_events(written: &[Event], snapshot: &Snapshot, now: Timestamp) -> Vec<Event> {
+    use crate::marks::Step;
+    use EventStep::*;
+    let mut owed = vec![];
+    for node in &snapshot.nodes {
+        let Some(Ok(mark)) = node.mark() else {
+            continue;
+        };
+        let (step, with): (EventStep, &[EventStep]) = match mark.step {
+            Step::Draining => (Drain, &[]),
+            Step::Upgrading => (Upgrade, &[Drained]),
+            Step::Upgraded => (Upgraded, &[]),
+            Step::Ready => (Ready, &[]),
+            Step::Settling => (Reactivated, &[Ready, Reactivate]),
+            Step::RollingBack => (Rollback, &[Failed]),
+            Step::Failed => continue,
+        };
+        let mine: Vec<&Event> = written.iter().filter(|e| e.node_id == node.id).collect();
+        if mine.iter().any(|e| e.step == step && e.time >= mark.since) {
+            continue;
+        }
+        let this_cycle = mine
+            .iter()
+            .rposition(|e| e.step == Drain)
+            .map_or(&mine[..0], |i| &mine[i..]);
+        let missing_with = with
+            .iter()
+            .filter(|w| !this_cycle.iter().any(|e| e.step == **w));
+        let node_ref = crate::vocab::NodeRef {
+            id: node.id.clone(),
+            hostname: node.hostname.clone(),
+            role: node.role,
+            addr: node.addr.clone(),
+            engine_version: node.engine_version.clone(),
+        };
+        for step in missing_with.copied().chain([step]) {
+            let message = format!(
+                "{step} (written after an operator restart: the operator that made this step stopped before writing its event)"
+            );
+            let (from, to) = (&mark.from_version, &mark.target);
+            owed.push(Event::node(now, step, &node_ref, from, to, message));
+        }
+    }
+    owed
 }
 
 /// The nodes in their cycle (marked by the operator): their node and tasks are re-read every

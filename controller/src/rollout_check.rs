@@ -261,10 +261,15 @@ fn manager_violations(index: &Index, order: &[(&str, usize)]) -> Vec<Violation> 
         .filter_map(|(m, _)| index.last(m, EventStep::Ready))
         .max();
     for (m, _) in order {
-        let reactivated = [EventStep::Reactivate, EventStep::Reactivated]
-            .into_iter()
-            .filter_map(|s| index.first(m, s))
-            .min();
+        // A manager drained ahead and handed back before its upgrade (the rollout paused) is
+        // back on its old engine: only a reactivation after its upgrade counts.
+        let upgraded = index.first(m, EventStep::Upgrade).unwrap_or(0);
+        let reactivated = index.events[upgraded..]
+            .iter()
+            .position(|e| {
+                e.hostname == *m && matches!(e.step, EventStep::Reactivate | EventStep::Reactivated)
+            })
+            .map(|i| upgraded + i);
         if let (Some(r), Some(ready)) = (reactivated, last_ready)
             && r < ready
         {
@@ -273,9 +278,14 @@ fn manager_violations(index: &Index, order: &[(&str, usize)]) -> Vec<Violation> 
             });
         }
     }
+    // The next manager may be drained ahead; its engine is stopped only after the previous
+    // one is Ready again.
     for pair in order.windows(2) {
         let previous_ready = index.first(pair[0].0, EventStep::Ready);
-        if previous_ready.is_none_or(|ready| pair[1].1 < ready) {
+        let stopped = index
+            .first(pair[1].0, EventStep::Upgrade)
+            .unwrap_or(pair[1].1);
+        if previous_ready.is_none_or(|ready| stopped < ready) {
             out.push(Violation::ManagersOverlap {
                 first: pair[0].0.to_string(),
                 second: pair[1].0.to_string(),
@@ -440,8 +450,10 @@ mod tests {
 
     #[test]
     fn overlapping_managers_are_caught() {
-        // n3's drain before n2 is ready
-        let events = moved(procedure_order(), "n3", EventStep::Drain, 1);
+        // n3 drained ahead, but upgraded before n2 is ready
+        let events = moved(procedure_order(), "n3", EventStep::Drain, 3);
+        let events = moved(events, "n3", EventStep::Drained, 4);
+        let events = moved(events, "n3", EventStep::Upgrade, 5);
         let report = check_order(&events, &lab());
         assert_eq!(
             report.violations,
@@ -449,6 +461,36 @@ mod tests {
                 first: "n2".into(),
                 second: "n3".into()
             }]
+        );
+    }
+
+    #[test]
+    fn a_manager_drained_ahead_is_no_overlap() {
+        // n3 drained while n2 is upgraded, upgraded after n2 is ready
+        let events = moved(procedure_order(), "n3", EventStep::Drain, 3);
+        let events = moved(events, "n3", EventStep::Drained, 4);
+        let report = check_order(&events, &lab());
+        assert!(report.is_ok(), "{report}");
+    }
+
+    #[test]
+    fn a_manager_handed_back_before_its_upgrade_is_not_reactivated_early() {
+        // n3 drained ahead, handed back (a pause), then upgraded in its turn
+        let mut events = procedure_order();
+        events.insert(3, event("n3", EventStep::Drain));
+        events.insert(4, event("n3", EventStep::Reactivated));
+        let report = check_order(&events, &lab());
+        assert!(report.is_ok(), "{report}");
+        // but reactivated after its upgrade and before n1 is ready, it is caught
+        let events = moved(procedure_order(), "n3", EventStep::Reactivated, 10);
+        let report = check_order(&events, &lab());
+        assert!(
+            report
+                .violations
+                .contains(&Violation::ManagerReactivatedEarly {
+                    hostname: "n3".into()
+                }),
+            "{report}"
         );
     }
 

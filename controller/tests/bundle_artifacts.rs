@@ -74,6 +74,8 @@ fn problem_task(id: &str, state: TaskState, err: &str) -> Task {
 fn exposition() -> String {
     let metrics = Metrics::new();
     let health = HealthWatch::new(&metrics);
+    // Registered by `run --ha`, which the stack runs.
+    metrics.with_registry(swarm_upgrade::lease::LeaseMetrics::register);
     metrics.reconciles.inc();
     for family in [&metrics.docker_api_errors, &metrics.reconcile_errors] {
         family
@@ -98,6 +100,13 @@ fn exposition() -> String {
     metrics.observe_step(Step::Draining, 3.0);
     metrics.docker_api.record("services", 2048);
     metrics.reconcile_duration.observe(0.02);
+    metrics
+        .notifications_failed
+        .get_or_create(&swarm_upgrade::metrics::NotificationFailureLabels {
+            webhook: "ops-chat".into(),
+            reason: "timeout".into(),
+        })
+        .inc();
 
     let service = Service {
         id: Some("svc-id".into()),
@@ -109,6 +118,12 @@ fn exposition() -> String {
     };
     let node = Node {
         id: Some("node-id".into()),
+        // An engine always sends the spec; the operator refuses a node without one.
+        spec: Some(bollard::models::NodeSpec {
+            role: Some(bollard::models::NodeSpecRoleEnum::WORKER),
+            availability: Some(bollard::models::NodeSpecAvailabilityEnum::ACTIVE),
+            ..Default::default()
+        }),
         description: Some(NodeDescription {
             hostname: Some("tk1706-ubuntu-1".into()),
             ..Default::default()
@@ -248,6 +263,7 @@ fn every_metric_in_the_dashboard_and_alerts_is_exported() {
         "swarm_upgrade_task_failures_total",
         "swarm_upgrade_connectivity_errors_total",
         "swarm_upgrade_connectivity_probes_total",
+        "swarm_upgrade_notifications_failed_total",
     ] {
         assert!(
             exported.contains(name),
@@ -690,7 +706,7 @@ fn strings(v: &Value) -> Vec<&str> {
 }
 
 #[test]
-fn stack_file_runs_one_operator_safely() {
+fn stack_file_runs_one_acting_operator_safely() {
     let stack = yaml("charts/swarm-upgrade/stack.yml");
     assert_eq!(stack["version"], "3.8");
     let op = &stack["services"]["operator"];
@@ -749,8 +765,13 @@ fn stack_file_runs_one_operator_safely() {
         );
     }
 
+    // One replica unless asked for two, of which only the lease's holder acts. No replica
+    // limit per node: on two workers, a drained one's replica would have nowhere to run, and
+    // the operator would never drain either (the drain prediction blocks it).
     let deploy = &op["deploy"];
-    assert_eq!(deploy["replicas"], 1);
+    assert_eq!(deploy["replicas"], "${SWARM_UPGRADE_REPLICAS:-1}");
+    assert!(deploy["placement"].get("max_replicas_per_node").is_none());
+    assert!(command.contains(&"--ha"), "{command:?}");
     assert_eq!(
         deploy["update_config"]["order"], "stop-first",
         "two operators must never run at once"
@@ -825,11 +846,13 @@ fn docker_stack_config_accepts_the_stack_file() {
             "tcp://10.0.0.11:2376,tcp://10.0.0.12:2376",
         )
         .env("SWARM_UPGRADE_SPEC_REV", "7")
+        .env("SWARM_UPGRADE_REPLICAS", "2")
         .output()
         .expect("running docker stack config");
     assert_success("docker stack config -c stack.yml", &out, "");
     let rendered: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let op = &rendered["services"]["operator"];
+    assert_eq!(op["deploy"]["replicas"], 2);
     assert_eq!(op["image"], "registry.example.com/swarm-upgrade:test");
     assert!(strings(&op["command"]).contains(&"tcp://10.0.0.11:2376,tcp://10.0.0.12:2376"));
     assert_eq!(

@@ -13,6 +13,8 @@ fn the_demo_upgrades_the_simulated_swarm_managers_first() {
             "127.0.0.1:0",
             "--time-scale",
             "20",
+            "--serve-for",
+            "0s",
             "--events",
         ])
         .arg(&events)

@@ -1,6 +1,10 @@
 //! Address accounting and drain prediction: the real captures, the seed's case,
 //! and a property test over many random small clusters.
 
+mod common;
+
+use common::{capture, obs};
+
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
@@ -13,17 +17,6 @@ use swarm_upgrade::health::{
 /// The operator's view of one node (through its JSON).
 fn observed(n: &bollard::models::Node) -> swarm_upgrade::observe::ObservedNode {
     serde_json::from_value(serde_json::to_value(n).expect("serializes")).expect("a node")
-}
-
-/// The operator's observation of these engine objects (converted through their JSON).
-fn obs(
-    nodes: &[bollard::models::Node],
-    services: &[bollard::models::Service],
-    networks: &[bollard::models::Network],
-    tasks: &[bollard::models::Task],
-) -> swarm_upgrade::observe::Observation {
-    swarm_upgrade::observe::Observation::from_engine_models(nodes, services, networks, tasks)
-        .expect("bollard's models convert")
 }
 
 /// Like [`obs`], with networks as `GET /networks/{id}` answers them.
@@ -39,10 +32,6 @@ fn obs_inspected(
         o.upsert_network(serde_json::from_value(json).expect("a network"));
     }
     o
-}
-
-fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
-    swarm_sim::captures::json(rel)
 }
 
 struct Cluster {

@@ -1,22 +1,11 @@
 //! `diagnose` on the real captures.
 
+mod common;
+
+use common::{capture, obs};
+
 use bollard::models::*;
 use swarm_upgrade::health::{Reason, diagnose};
-
-/// The operator's observation of these engine objects (converted through their JSON).
-fn obs(
-    nodes: &[bollard::models::Node],
-    services: &[bollard::models::Service],
-    networks: &[bollard::models::Network],
-    tasks: &[bollard::models::Task],
-) -> swarm_upgrade::observe::Observation {
-    swarm_upgrade::observe::Observation::from_engine_models(nodes, services, networks, tasks)
-        .expect("bollard's models convert")
-}
-
-fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
-    swarm_sim::captures::json(rel)
-}
 
 struct Lab {
     services: Vec<Service>,

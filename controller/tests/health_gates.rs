@@ -1,6 +1,10 @@
 //! Health gates (`spec.health`): evaluated on bollard model fixtures and on the real engine
 //! captures, and the spec section's parsing and validation.
 
+mod common;
+
+use common::capture;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -13,15 +17,12 @@ use jiff::Timestamp;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use swarm_upgrade::health::gates::{Gate, GateFailure, GateInput, GateMetrics, evaluate, summary};
+use swarm_upgrade::health::prometheus::PrometheusError;
 use swarm_upgrade::observe::Observation;
-use swarm_upgrade::spec::{HealthSpec, PrometheusGate, SpecDuration, parse_spec};
+use swarm_upgrade::spec::{BaseUrl, HealthSpec, PrometheusGate, SpecDuration, parse_spec};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
-    swarm_sim::captures::json(rel)
-}
 
 struct Cluster {
     services: Vec<Service>,
@@ -54,7 +55,7 @@ struct Run<'a> {
     since: Timestamp,
     probe_errors: u64,
     spec: &'a HealthSpec,
-    prometheus: Option<Result<usize, String>>,
+    prometheus: Option<Result<usize, PrometheusError>>,
 }
 
 impl<'a> Run<'a> {
@@ -76,7 +77,7 @@ impl<'a> Run<'a> {
             since: self.since,
             probe_errors: self.probe_errors,
             spec: self.spec,
-            prometheus: self.prometheus.clone(),
+            prometheus: self.prometheus.as_ref(),
         })
     }
 }
@@ -634,10 +635,16 @@ fn prometheus_gate_fails_on_series_errors_and_missing_results() {
     assert_eq!(msg(&run), format!("query {query:?} returned 2 series"));
     run.prometheus = Some(Ok(1));
     assert_eq!(msg(&run), format!("query {query:?} returned 1 series"));
-    run.prometheus = Some(Err("connection refused".into()));
-    assert_eq!(
-        msg(&run),
-        format!("query {query:?} could not be run: connection refused")
+    run.prometheus = Some(Err(PrometheusError::Refused {
+        base: BaseUrl::parse("http://prometheus:9090").unwrap(),
+        detail: "connection refused".into(),
+    }));
+    let m = msg(&run);
+    assert!(
+        m.starts_with(&format!(
+            "query {query:?} could not be run: Prometheus at http://prometheus:9090"
+        )) && m.ends_with("refused the query: connection refused"),
+        "{m}"
     );
     // Not configured: a result is ignored.
     let none = HealthSpec::default();

@@ -1,24 +1,13 @@
 //! RejectionTracker and the health metric families.
 
+mod common;
+
+use common::{capture, obs};
+
 use bollard::models::{Network, Node, Service, Task, TaskState, TaskStatus};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use swarm_upgrade::health::{HealthMetrics, Reason, RejectionTracker, network_usage};
-
-/// The operator's observation of these engine objects (converted through their JSON).
-fn obs(
-    nodes: &[bollard::models::Node],
-    services: &[bollard::models::Service],
-    networks: &[bollard::models::Network],
-    tasks: &[bollard::models::Task],
-) -> swarm_upgrade::observe::Observation {
-    swarm_upgrade::observe::Observation::from_engine_models(nodes, services, networks, tasks)
-        .expect("bollard's models convert")
-}
-
-fn capture<T: serde::de::DeserializeOwned>(rel: &str) -> T {
-    swarm_sim::captures::json(rel)
-}
 
 /// The captured services and nodes, which name the tasks' service and node IDs.
 fn names(version: &str, nodes_file: &str) -> (Vec<Service>, Vec<Node>) {

@@ -57,13 +57,17 @@ async fn converges(reflector: &mut Reflector, swarm: &Swarm, what: &str) {
         let refreshed = reflector.refresh(&BTreeSet::new()).await;
         let (_, mut fresh) = observe(swarm).await.expect("fresh listing");
         same_node_versions(reflector.store(), &mut fresh);
-        if refreshed.is_ok() && *reflector.store() == fresh {
+        // The planner's input too: its per-node occupancy is kept incrementally.
+        let same_snapshot = reflector.store().snapshot() == fresh.snapshot();
+        if refreshed.is_ok() && *reflector.store() == fresh && same_snapshot {
             return;
         }
         if tokio::time::Instant::now() > deadline {
             panic!(
-                "{what}: the store differs from a fresh listing:\n{}",
-                diff(reflector.store(), &fresh)
+                "{what}: the store differs from a fresh listing:\n{}\noccupancy: store {:?}\n  fresh {:?}",
+                diff(reflector.store(), &fresh),
+                reflector.store().snapshot().occupied,
+                fresh.snapshot().occupied
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -2,228 +2,20 @@
 //! ordering, admin availability, crash-resume, failure and rollback, bad spec edits.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use swarm_sim::{Faults, SimConfig, SimHandle};
+use swarm_sim::{Faults, SimConfig};
 use swarm_upgrade::cluster::{Availability, NodeView, Role};
-use swarm_upgrade::docker::{Endpoint, Swarm};
-use swarm_upgrade::events::{Event, EventStep, read_events};
+use swarm_upgrade::events::{Event, EventStep};
 use swarm_upgrade::marks;
 use swarm_upgrade::rollout_check::{Fleet, check_order};
 
-const BIN: &str = env!("CARGO_BIN_EXE_swarm-upgrade");
-const TARGET: &str = "26.1.5";
+mod common;
+use common::operator_process::{OperatorFiles, expect_exit, free_listen, wait_event};
+use common::sim_lab::{BIN, SimLab, TARGET, kill9};
 
-struct Lab {
-    sim: SimHandle,
-    dir: tempfile::TempDir,
-    swarm: Swarm,
-}
-
-impl Lab {
-    async fn start(config: SimConfig) -> Self {
-        let sim = SimHandle::start(config).await.expect("sim starts");
-        let endpoints = sim
-            .manager_endpoints()
-            .iter()
-            .map(|e| Endpoint::parse(e, None).unwrap())
-            .collect();
-        let lab = Self {
-            sim,
-            dir: tempfile::tempdir().unwrap(),
-            swarm: Swarm::new(endpoints).with_patience(Duration::from_secs(20)),
-        };
-        lab.wait_converged().await;
-        lab
-    }
-
-    /// Until every replicated task and one global task per node run (the stack is up).
-    async fn wait_converged(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, observation) = swarm_upgrade::reconciler::observe(&self.swarm)
-                .await
-                .unwrap();
-            let all: Vec<String> = observation.nodes().map(|n| n.id.clone()).collect();
-            let failures =
-                swarm_upgrade::health::gates::evaluate(&swarm_upgrade::health::gates::GateInput {
-                    observation: &observation,
-                    affected_nodes: &all,
-                    since: swarm_upgrade::clock::Clock::system().now(),
-                    probe_errors: 0,
-                    spec: &swarm_upgrade::spec::HealthSpec::default(),
-                    prometheus: None,
-                });
-            if failures.is_empty() {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the simulated stack never converged: {failures:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn spec_text(&self, extra_strategy: &str) -> String {
-        let url = self.sim.control_url();
-        format!(
-            r#"apiVersion: swarm-upgrade.io/v1alpha1
-kind: EngineUpgrade
-metadata:
-  name: sim-test
-spec:
-  version: "{TARGET}"
-  upgrade:
-    command: ["{BIN}", "demo", "upgrade-node", "--sim", "{url}", "{{hostname}}", "{{version}}"]
-    rollback: ["{BIN}", "demo", "rollback-node", "--sim", "{url}", "{{hostname}}"]
-    timeout: 60s
-  strategy:
-    maxUnavailableWorkers: 1
-    drainTimeout: 60s
-    readyTimeout: 60s
-    settle: 200ms
-{extra_strategy}"#
-        )
-    }
-
-    fn write_spec(&self, text: &str) -> PathBuf {
-        let path = self.path("spec.yaml");
-        // Replace by rename, as editors and config mounts do.
-        let tmp = self.path("spec.yaml.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-        path
-    }
-
-    fn operator(&self, spec: &Path, once: bool, listen: &str) -> Child {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--spec")
-            .arg(spec)
-            .arg("--docker-host")
-            .arg(self.sim.manager_endpoints().join(","))
-            .arg("--events")
-            .arg(self.path("events.jsonl"))
-            .arg("--listen")
-            .arg(listen)
-            .arg("--spec-reread")
-            .arg("500ms")
-            .env("RUST_LOG", "info,swarm_upgrade=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("operator.log")).unwrap());
-        if once {
-            cmd.arg("--once");
-        }
-        cmd.spawn().expect("operator starts")
-    }
-
-    fn events(&self) -> Vec<Event> {
-        read_events(&self.path("events.jsonl")).unwrap_or_default()
-    }
-
-    async fn nodes(&self) -> Vec<NodeView> {
-        self.swarm
-            .nodes()
-            .await
-            .unwrap()
-            .iter()
-            .map(|n| NodeView::from_engine(n).unwrap())
-            .collect()
-    }
-
-    async fn set_availability(&self, hostname: &str, availability: Availability) {
-        let node = self
-            .nodes()
-            .await
-            .into_iter()
-            .find(|n| n.hostname == hostname)
-            .unwrap();
-        let raw = self.swarm.node(&node.id).await.unwrap();
-        let mut spec = raw.spec.unwrap();
-        spec.availability = Some(availability.to_engine());
-        self.swarm
-            .update_node(&node.id, spec, node.version_index)
-            .await
-            .unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("operator.log")).unwrap_or_default()
-    }
-}
-
-fn free_listen() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// Waits for the process to exit, up to `limit`; kills it and fails past that.
-async fn wait_exit(child: &mut Child, limit: Duration, lab: &Lab) -> i32 {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if tokio::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "operator still running after {limit:?}\nevents: {:#?}\nlog tail:\n{}",
-                lab.events(),
-                tail(&lab.log(), 40)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits for the exit and checks its code, showing the events and the log when it differs.
-async fn expect_exit(child: &mut Child, code: i32, lab: &Lab) {
-    let got = wait_exit(child, Duration::from_secs(120), lab).await;
-    assert_eq!(
-        got,
-        code,
-        "operator exit code\nevents: {:#?}\nlog tail:\n{}",
-        lab.events(),
-        tail(&lab.log(), 60)
-    );
-}
-
-/// Waits until an event matching `pred` is in the events file.
-async fn wait_event(lab: &Lab, limit: Duration, pred: impl Fn(&Event) -> bool) -> Event {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(e) = lab.events().into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "event not seen within {limit:?}: {:#?}\nlog tail:\n{}",
-            lab.events(),
-            tail(&lab.log(), 40)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn kill9(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
-}
+type Lab = SimLab;
 
 fn position(events: &[Event], host: &str, step: EventStep) -> Option<usize> {
     events
@@ -278,10 +70,10 @@ fn sim_config() -> SimConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_rollout_keeps_the_seed_order() {
-    let lab = Lab::start(sim_config()).await;
+    let lab = Lab::start_converged(sim_config()).await;
     let before = availabilities(&lab).await;
-    let spec = lab.write_spec(&lab.spec_text(""));
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let spec = lab.write_spec(&lab.spec_text(1, ""));
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     expect_exit(&mut op, 0, &lab).await;
     let events = lab.events();
     let nodes = lab.nodes().await;
@@ -293,8 +85,94 @@ async fn full_rollout_keeps_the_seed_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leader_handover_the_leader_hands_over_then_is_upgraded_as_a_worker() {
+    let lab = Lab::start_converged(sim_config()).await;
+    let before = availabilities(&lab).await;
+    let leader = lab.nodes().await.into_iter().find(|n| n.leader).unwrap();
+    let spec = lab.write_spec(&lab.spec_text(1, "    leaderHandover: true\n"));
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
+    expect_exit(&mut op, 0, &lab).await;
+
+    let events = lab.events();
+    let nodes = lab.nodes().await;
+    assert_rollout_order(&events, &nodes);
+    assert_clean_at_target(&lab, &before).await;
+    let report = lab.invariants(1);
+    assert!(report.is_ok(), "{report}");
+    let old = nodes.iter().find(|n| n.id == leader.id).unwrap();
+    assert_eq!(old.role, Role::Manager, "promoted back");
+    assert!(old.reachable, "{old:?}");
+    // Its steps: drained, demoted, upgraded, promoted back, Ready, then reactivated.
+    let steps: Vec<EventStep> = events
+        .iter()
+        .filter(|e| e.node_id == leader.id)
+        .map(|e| e.step)
+        .collect();
+    let pos = |s: EventStep| steps.iter().position(|x| *x == s).unwrap_or(usize::MAX);
+    assert!(
+        pos(EventStep::Demote) < pos(EventStep::Upgrade)
+            && pos(EventStep::Upgrade) < pos(EventStep::Promote)
+            && pos(EventStep::Promote) < pos(EventStep::Ready)
+            && pos(EventStep::Ready) < pos(EventStep::Reactivated),
+        "{steps:?}"
+    );
+    // Its engine stopped only while another manager led and it was out of raft.
+    let frames = lab.sim.sim().history();
+    let stopped = frames
+        .iter()
+        .filter_map(|f| f.nodes.iter().find(|n| n.id == leader.id).map(|n| (f, n)))
+        .find(|(_, n)| !n.engine_running)
+        .expect("the old leader's engine stopped");
+    let (frame, node) = stopped;
+    assert_eq!(node.role, "worker");
+    assert!(frame.nodes.iter().any(|n| n.leader && n.id != leader.id));
+    lab.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_worker_is_left_out_and_keeps_its_hold() {
+    let lab = Lab::start_converged(sim_config()).await;
+    let worker = lab
+        .nodes()
+        .await
+        .into_iter()
+        .rfind(|n| n.role == Role::Worker)
+        .unwrap();
+    lab.add_label(&worker.hostname, marks::HOLD, "disk swap on Friday")
+        .await;
+    let spec = lab.write_spec(&lab.spec_text(1, ""));
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
+    expect_exit(&mut op, 0, &lab).await;
+    let events = lab.events();
+    assert!(
+        events.iter().all(|e| e.hostname != worker.hostname),
+        "the held node was touched: {events:#?}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(done.step, EventStep::Completed);
+    assert!(done.message.contains("with 1 node held"), "{done:?}");
+    for n in lab.nodes().await {
+        let at_target = swarm_upgrade::spec::version_core(&n.engine_version) == TARGET;
+        assert_eq!(at_target, n.hostname != worker.hostname, "{n:?}");
+        assert!(
+            !marks::has_any(&n.labels),
+            "{} keeps {:?}",
+            n.hostname,
+            n.labels
+        );
+    }
+    let held = lab.node(&worker.hostname).await;
+    assert_eq!(
+        held.labels.get(marks::HOLD).map(String::as_str),
+        Some("disk swap on Friday"),
+        "the admin's hold is kept"
+    );
+    lab.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_drained_worker_is_upgraded_and_stays_drained() {
-    let lab = Lab::start(sim_config()).await;
+    let lab = Lab::start_converged(sim_config()).await;
     let worker = lab
         .nodes()
         .await
@@ -305,8 +183,8 @@ async fn an_admin_drained_worker_is_upgraded_and_stays_drained() {
     lab.set_availability(&worker, Availability::Drain).await;
     let before = availabilities(&lab).await;
     assert_eq!(before[&worker], Availability::Drain);
-    let spec = lab.write_spec(&lab.spec_text(""));
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let spec = lab.write_spec(&lab.spec_text(1, ""));
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     expect_exit(&mut op, 0, &lab).await;
     assert_clean_at_target(&lab, &before).await;
     let events = lab.events();
@@ -321,15 +199,15 @@ async fn an_admin_drained_worker_is_upgraded_and_stays_drained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_drain_and_mid_upgrade_the_operator_resumes_and_cleans_up() {
     // Slower simulated time, so drains and upgrades last long enough to be interrupted.
-    let lab = Lab::start(SimConfig {
+    let lab = Lab::start_converged(SimConfig {
         time_scale: 2.0,
         ..SimConfig::default()
     })
     .await;
     let before = availabilities(&lab).await;
-    let spec = lab.write_spec(&lab.spec_text(""));
+    let spec = lab.write_spec(&lab.spec_text(1, ""));
 
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     let drain = wait_event(&lab, Duration::from_secs(60), |e| {
         e.step == EventStep::Drain && e.role == "manager"
     })
@@ -344,14 +222,14 @@ async fn killed_mid_drain_and_mid_upgrade_the_operator_resumes_and_cleans_up() {
         .unwrap();
     assert!(marks::has_any(&node.labels));
 
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     wait_event(&lab, Duration::from_secs(90), |e| {
         e.step == EventStep::Upgrade && e.role == "worker"
     })
     .await;
     kill9(&mut op);
 
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     expect_exit(&mut op, 0, &lab).await;
     assert_clean_at_target(&lab, &before).await;
     assert_rollout_order(&lab.events(), &lab.nodes().await);
@@ -365,10 +243,10 @@ async fn a_failing_upgrade_rolls_back_and_pauses() {
         fail_upgrade: vec!["n4".into()],
         ..Faults::default()
     };
-    let lab = Lab::start(config).await;
+    let lab = Lab::start_converged(config).await;
     let before = availabilities(&lab).await;
-    let spec = lab.write_spec(&lab.spec_text(""));
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let spec = lab.write_spec(&lab.spec_text(1, ""));
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     // Exit 2: paused by a failure.
     expect_exit(&mut op, 2, &lab).await;
     let events = lab.events();
@@ -402,35 +280,25 @@ async fn killed_mid_rollback_the_operator_finishes_it() {
         fail_upgrade: vec!["n4".into()],
         ..Faults::default()
     };
-    let lab = Lab::start(config).await;
+    let lab = Lab::start_converged(config).await;
     let before = availabilities(&lab).await;
-    let spec = lab.write_spec(&lab.spec_text(""));
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let spec = lab.write_spec(&lab.spec_text(1, ""));
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     wait_event(&lab, Duration::from_secs(90), |e| {
         e.step == EventStep::Rollback && e.hostname == "n4"
     })
     .await;
     kill9(&mut op);
-    let n4 = lab
-        .nodes()
-        .await
-        .into_iter()
-        .find(|n| n.hostname == "n4")
-        .unwrap();
+    let n4 = lab.node("n4").await;
     assert_eq!(
         n4.mark().unwrap().unwrap().step,
         marks::Step::RollingBack,
         "{n4:?}"
     );
 
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     expect_exit(&mut op, 2, &lab).await;
-    let n4 = lab
-        .nodes()
-        .await
-        .into_iter()
-        .find(|n| n.hostname == "n4")
-        .unwrap();
+    let n4 = lab.node("n4").await;
     assert!(n4.engine_version.starts_with("20.10.24"), "{n4:?}");
     assert_eq!(n4.availability, before["n4"], "serving again");
     let mark = n4.mark().unwrap().unwrap();
@@ -446,10 +314,10 @@ async fn killed_mid_rollback_the_operator_finishes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_spec_edit_keeps_the_last_good_spec() {
-    let lab = Lab::start(sim_config()).await;
-    let spec = lab.write_spec(&lab.spec_text("    paused: true\n"));
+    let lab = Lab::start_converged(sim_config()).await;
+    let spec = lab.write_spec(&lab.spec_text(1, "    paused: true\n"));
     let listen = free_listen();
-    let mut op = lab.operator(&spec, true, &listen);
+    let mut op = lab.operator_with(&spec, &listen, true);
     let client = operator_http::Client::new(&listen);
     client.wait_ready().await;
     lab.write_spec("apiVersion: swarm-upgrade.io/v1alpha1\nkind: EngineUpgrade\nspec: [unclosed\n");
@@ -470,7 +338,7 @@ async fn a_bad_spec_edit_keeps_the_last_good_spec() {
         "still paused"
     );
     // Fixed and unpaused: picked up without a restart, and the rollout completes.
-    lab.write_spec(&lab.spec_text(""));
+    lab.write_spec(&lab.spec_text(1, ""));
     expect_exit(&mut op, 0, &lab).await;
     lab.sim.shutdown().await;
 }
@@ -536,7 +404,7 @@ mod operator_http {
 /// draining each node does to the full network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_network_is_counted_diagnosed_and_predicted() {
-    let lab = Lab::start(SimConfig {
+    let lab = Lab::start_converged(SimConfig {
         stack: swarm_sim::Stack::SeedAndExhaust,
         ..sim_config()
     })
@@ -574,7 +442,7 @@ async fn exhausted_network_is_counted_diagnosed_and_predicted() {
     assert!(text.contains("ex_default"), "{text}");
     assert!(text.contains("network_attachments_exhausted"), "{text}");
 
-    let spec = lab.write_spec(&lab.spec_text(""));
+    let spec = lab.write_spec(&lab.spec_text(1, ""));
     // Once the allocator has settled (24/24 running, none on the node without an address),
     // the plan shows what draining each node does to ex_default: a full network, one new
     // load-balancer address needed where the tasks go, one freed where they leave: it fits.
@@ -622,7 +490,7 @@ async fn exhausted_network_is_counted_diagnosed_and_predicted() {
 
     // The running operator counts the rejections by reason.
     let listen = free_listen();
-    let mut op = lab.operator(&spec, false, &listen);
+    let mut op = lab.operator_with(&spec, &listen, false);
     let client = operator_http::Client::new(&listen);
     client.wait_ready().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -662,14 +530,14 @@ fn health_spec(port: u16, resume: bool) -> String {
 /// goes on by itself once the target answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_gate_pauses_and_the_rollout_resumes_when_healthy() {
-    let lab = Lab::start(sim_config()).await;
+    let lab = Lab::start_converged(sim_config()).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let spec = lab.write_spec(&(lab.spec_text("") + &health_spec(port, true)));
+    let spec = lab.write_spec(&(lab.spec_text(1, "") + &health_spec(port, true)));
     let listen = free_listen();
-    let mut op = lab.operator(&spec, true, &listen);
+    let mut op = lab.operator_with(&spec, &listen, true);
     let client = operator_http::Client::new(&listen);
     client.wait_ready().await;
     let status = client
@@ -715,13 +583,13 @@ async fn a_failing_gate_pauses_and_the_rollout_resumes_when_healthy() {
 /// it survives a restart and waits for the spec to change or `resume`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_gate_without_resume_is_latched_until_resume() {
-    let lab = Lab::start(sim_config()).await;
+    let lab = Lab::start_converged(sim_config()).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let spec = lab.write_spec(&(lab.spec_text("") + &health_spec(port, false)));
-    let mut op = lab.operator(&spec, true, &free_listen());
+    let spec = lab.write_spec(&(lab.spec_text(1, "") + &health_spec(port, false)));
+    let mut op = lab.operator_with(&spec, &free_listen(), true);
     expect_exit(&mut op, 2, &lab).await;
     let failed = lab
         .nodes()

@@ -32,7 +32,21 @@ fn examples_are_what_they_say() {
     let full = load("full.yaml");
     let s = &full.spec;
     assert!(s.upgrade.rollback.is_some() && s.window.is_some());
+    assert_eq!(
+        s.upgrade.unlock_key,
+        Some(swarm_upgrade::spec::UnlockKeySource::File(
+            "/run/secrets/swarm-unlock-key".into()
+        ))
+    );
     assert!(!s.node_selector.labels.is_empty() && !s.node_selector.hostnames.is_empty());
+    assert!(!s.strategy.allow_downgrade);
+    assert_eq!(
+        s.health
+            .blocking_services
+            .labels
+            .get("swarm-upgrade.blocking"),
+        Some(&"true".to_string())
+    );
 
     let sim = load("sim-demo.yaml");
     assert_eq!(

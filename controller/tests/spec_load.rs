@@ -437,6 +437,10 @@ fn empty_file_and_multiple_documents() {
     let e = err("");
     assert_eq!((e.line, e.column), (1, 1), "{e}");
     assert!(e.hint.unwrap().contains("apiVersion"));
+    // A lone carriage return is a line break to the parser, not to an editor (found by
+    // spec_fuzz): the error stays on the file's one line.
+    let e = err("\r");
+    assert_eq!((e.line, e.column), (1, 2), "{e}");
     let e = err(&format!("{GOOD}---\n{GOOD}"));
     assert!(e.line >= 23, "{e}");
     assert!(e.hint.unwrap().contains("single document"));

@@ -6,6 +6,9 @@
 
 use crate::cluster::docker;
 use crate::lab::lab_dir;
+use crate::operator::{Event, EventStep, check_order, read_events};
+use crate::report::Figures;
+use crate::scenario::{Checks, rollout_times};
 use crate::{HOSTS, MANAGERS};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -22,7 +25,8 @@ pub fn chart_dir() -> PathBuf {
     lab_dir().join("../../charts/swarm-upgrade")
 }
 
-fn host_ip(host: &str) -> String {
+/// A lab host's address on the bridge.
+pub fn host_ip(host: &str) -> String {
     format!("192.168.231.1{}", &host[1..])
 }
 
@@ -62,9 +66,45 @@ pub fn lab_spec(paused: bool) -> Result<String> {
     Ok(spec)
 }
 
+/// The files a user hands the stack: DOCKER_CERT_PATH and SWARM_UPGRADE_KNOWN_HOSTS.
+#[derive(Debug, Clone)]
+pub struct BundleFiles {
+    pub cert_path: PathBuf,
+    pub known_hosts: PathBuf,
+}
+
+impl Default for BundleFiles {
+    /// The lab's own: the operator's client certificate and every host's key.
+    fn default() -> Self {
+        Self {
+            cert_path: PathBuf::from(format!("{LAB_STATE}/tls/client")),
+            known_hosts: PathBuf::from(format!("{LAB_STATE}/ssh/known_hosts")),
+        }
+    }
+}
+
 /// `docker stack deploy -c charts/swarm-upgrade/stack.yml swarm-upgrade` through n1, with only the
 /// stack's documented variables set.
 pub async fn deploy_operator_stack(spec: &Path, spec_rev: u32) -> Result<()> {
+    deploy_operator_stack_with(spec, spec_rev, &BundleFiles::default()).await
+}
+
+/// [`deploy_operator_stack`] with other certificates or host keys.
+pub async fn deploy_operator_stack_with(
+    spec: &Path,
+    spec_rev: u32,
+    files: &BundleFiles,
+) -> Result<()> {
+    deploy_operator_replicas(spec, spec_rev, files, 1).await
+}
+
+/// [`deploy_operator_stack_with`] with `SWARM_UPGRADE_REPLICAS` set (two: a standby).
+pub async fn deploy_operator_replicas(
+    spec: &Path,
+    spec_rev: u32,
+    files: &BundleFiles,
+    replicas: u32,
+) -> Result<()> {
     let chart = chart_dir();
     let stack = chart.join("stack.yml");
     let out = tokio::process::Command::new("docker")
@@ -83,15 +123,13 @@ pub async fn deploy_operator_stack(spec: &Path, spec_rev: u32) -> Result<()> {
         .env("SWARM_UPGRADE_MANAGERS", tls_managers())
         .env("SWARM_UPGRADE_SPEC", spec)
         .env("SWARM_UPGRADE_SPEC_REV", spec_rev.to_string())
-        .env("DOCKER_CERT_PATH", format!("{LAB_STATE}/tls/client"))
+        .env("SWARM_UPGRADE_REPLICAS", replicas.to_string())
+        .env("DOCKER_CERT_PATH", &files.cert_path)
         .env(
             "SWARM_UPGRADE_SSH_KEY",
             format!("{LAB_STATE}/ssh/operator_ed25519"),
         )
-        .env(
-            "SWARM_UPGRADE_KNOWN_HOSTS",
-            format!("{LAB_STATE}/ssh/known_hosts"),
-        )
+        .env("SWARM_UPGRADE_KNOWN_HOSTS", &files.known_hosts)
         .env_remove("DOCKER_HOST")
         .env_remove("DOCKER_TLS_VERIFY")
         .output()
@@ -297,4 +335,52 @@ pub fn metrics_in(expr: &str) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// Every event since `since`, from every host's `events` volume, in time order, with the host
+/// whose volume it is in.
+pub fn all_events(since: jiff::Timestamp) -> Result<Vec<(String, Event)>> {
+    let mut out = vec![];
+    for (host, path) in events_files() {
+        for e in read_events(&path)? {
+            if e.time >= since {
+                out.push((host.clone(), e));
+            }
+        }
+    }
+    out.sort_by_key(|(_, e)| e.time);
+    Ok(out)
+}
+
+/// Waits for the bundle's rollout to complete (its `completed` event in a worker's events
+/// volume), proves its order from every operator task's events and puts its step times in the
+/// figures. The events since `since`, with the host whose volume holds each.
+pub async fn bundle_rollout_done(
+    checks: &mut Checks,
+    fig: &mut Figures,
+    since: jiff::Timestamp,
+) -> Result<Vec<(String, Event)>> {
+    let done = crate::wait_for(
+        "the rollout's `completed` event in a worker's events volume",
+        std::time::Duration::from_secs(480),
+        std::time::Duration::from_secs(1),
+        || async {
+            Ok(all_events(since)?
+                .iter()
+                .any(|(_, e)| e.step == EventStep::Completed)
+                .then_some(()))
+        },
+    )
+    .await;
+    checks.step("rollout completed", done);
+    let events = all_events(since)?;
+    let merged: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
+    if let Some(notes) = checks.step(
+        "order proven by the events of every operator task",
+        check_order(&merged, &HOSTS, &[]),
+    ) {
+        fig.notes.extend(notes);
+    }
+    rollout_times(fig, &merged);
+    Ok(events)
 }

@@ -50,6 +50,8 @@ pub struct Node {
     pub role: String,
     pub availability: String,
     pub state: String,
+    /// `Status.Message` (e.g. "heartbeat failure"), empty when the engine gives none.
+    pub message: String,
     pub version: String,
     pub leader: bool,
     pub labels: BTreeMap<String, String>,
@@ -99,6 +101,7 @@ pub async fn nodes() -> Result<BTreeMap<String, Node>> {
             role: s("/Spec/Role"),
             availability: s("/Spec/Availability"),
             state: s("/Status/State"),
+            message: s("/Status/Message"),
             version: s("/Description/Engine/EngineVersion"),
             leader: n
                 .pointer("/ManagerStatus/Leader")
@@ -130,6 +133,15 @@ pub fn nodes_table(nodes: &BTreeMap<String, Node>) -> String {
 }
 
 /// Wait until every lab node is `ready`, as seen by a manager.
+/// The hostname of the raft leader now.
+pub async fn leader_now() -> Result<String> {
+    let nodes = nodes().await?;
+    let leader = nodes.values().find(|n| n.leader);
+    leader
+        .map(|n| n.hostname.clone())
+        .ok_or_else(|| anyhow::anyhow!("no leader among {:?}", nodes.keys()))
+}
+
 pub async fn wait_all_ready(within: Duration) -> Result<BTreeMap<String, Node>> {
     wait_for(
         "all 5 nodes Ready",
@@ -137,7 +149,22 @@ pub async fn wait_all_ready(within: Duration) -> Result<BTreeMap<String, Node>> 
         Duration::from_millis(500),
         || async {
             let n = nodes().await?;
-            Ok((n.len() == HOSTS.len() && n.values().all(|n| n.state == "ready")).then_some(n))
+            if n.len() == HOSTS.len() && n.values().all(|n| n.state == "ready") {
+                return Ok(Some(n));
+            }
+            // kept as the wait's last error: a timeout then names the nodes it waited for
+            let waiting: Vec<String> = HOSTS
+                .iter()
+                .map(|h| match n.get(*h) {
+                    None => format!("{h} missing from `docker node ls`"),
+                    Some(n) if n.state != "ready" => {
+                        format!("{h} {} {:?} (engine {})", n.state, n.message, n.version)
+                    }
+                    Some(_) => String::new(),
+                })
+                .filter(|s| !s.is_empty())
+                .collect();
+            anyhow::bail!("not Ready: {}", waiting.join("; "))
         },
     )
     .await

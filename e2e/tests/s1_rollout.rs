@@ -4,7 +4,10 @@
 //! no worker touched before, workers one at a time; services converged; zero connectivity errors
 //! in the client logs after the clients started; no task rejected; `/metrics` showed the progress;
 //! the probe clients' own `/metrics`, sampled through the rollout, counted their probes and no
-//! error the logs do not show.
+//! error the logs do not show. A screenshot of the rollout page at the end is saved with the
+//! artefacts. It runs with `strategy.leaderHandover` (the leader is demoted before its engine
+//! stops and promoted back), the rollout scenario 6 compares with the manual procedure; the
+//! other scenarios upgrade the leader in place.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,37 +24,20 @@ async fn full_rollout_without_interruption() -> anyhow::Result<()> {
     wait_all_ready(Duration::from_secs(30)).await?;
     let since = deploy_test_stack().await?;
 
-    let mut op = Operator::start(scenario, &default_spec(), true, &[]).await?;
+    let leader = leader_now().await?;
+    let mut op = Operator::start(scenario, &handover_spec(), true, &[]).await?;
     let mut observed = Observed {
         clients: Some(ProbeClients::default()),
         ..Observed::default()
     };
     let exit = watch(&mut op, Duration::from_secs(420), &mut observed, |_| false).await;
-    if let Some(st) = checks.step("operator run --once", exit) {
-        checks.check(
-            st.and_then(|s| s.code()) == Some(0),
-            format!(
-                "operator exit {st:?}, expected 0 (Complete); log:\n{}",
-                op.log_tail(20)
-            ),
-        );
-    }
+    exited_complete(&mut checks, &op, exit, "operator run --once");
     let events = op.events()?;
-    if let Some(notes) = checks.step(
-        "order proven by the events file",
-        check_order(&events, &HOSTS, &[]),
-    ) {
-        fig.notes.extend(notes);
-    }
+    order_proven(&mut checks, &mut fig, &events, &[]);
     rollout_times(&mut fig, &events);
+    handed_over(&mut checks, &mut fig, &events, &leader);
     checks.step("end state", assert_rolled_out(&BTreeMap::new()).await);
-    let connectivity = checks.step("connectivity", rollout_health(&mut fig, since).await);
-    if let Some(c) = &connectivity {
-        checks.check(
-            c.errors == 0,
-            format!("{} connectivity errors: {:?}", c.errors, c.samples),
-        );
-    }
+    let connectivity = no_connectivity_errors(&mut checks, &mut fig, since).await;
     let clients = observed.clients.as_mut().expect("sampled");
     clients.sample().await;
     let totals = clients.totals();
@@ -84,10 +70,7 @@ async fn full_rollout_without_interruption() -> anyhow::Result<()> {
             ),
         );
     }
-    checks.check(
-        fig.rejected_tasks == Some(0),
-        format!("{:?} tasks rejected during the rollout", fig.rejected_tasks),
-    );
+    no_rejected_tasks(&mut checks, &fig);
     checks.check(
         observed.showed_progress(),
         format!(
@@ -99,8 +82,37 @@ async fn full_rollout_without_interruption() -> anyhow::Result<()> {
         "/metrics: {} scrapes, nodes_at_target took {:?}, steps seen {:?}",
         observed.scrapes, observed.at_target_values, observed.steps_seen
     ));
+    let shot = screenshot_page_at_end(scenario, &handover_spec()).await;
+    if let Some(png) = checks.step("screenshot of the rollout page at the end", shot) {
+        fig.notes.push(format!("rollout page: {}", png.display()));
+    }
     fig.report()?;
     drop(op);
     lab.down()?;
     checks.finish(scenario)
+}
+
+/// The leader was demoted before its upgrade and promoted back after it, in that order.
+fn handed_over(checks: &mut Checks, fig: &mut Figures, events: &[Event], leader: &str) {
+    let at = |step: EventStep| {
+        events
+            .iter()
+            .find(|e| e.hostname == leader && e.step == step)
+            .map(|e| e.time)
+    };
+    let (demote, upgrade, promote) = (
+        at(EventStep::Demote),
+        at(EventStep::Upgrade),
+        at(EventStep::Promote),
+    );
+    checks.check(
+        demote.is_some() && demote < upgrade && upgrade < promote,
+        format!("leader {leader}: demote {demote:?}, upgrade {upgrade:?}, promote {promote:?}"),
+    );
+    if let (Some(d), Some(p)) = (demote, promote) {
+        let secs = (p - d).total(jiff::Unit::Second).unwrap_or_default();
+        fig.notes.push(format!(
+            "leader {leader} handed over: demoted to promoted back {secs:.1}s"
+        ));
+    }
 }

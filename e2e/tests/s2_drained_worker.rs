@@ -32,22 +32,9 @@ async fn admin_drained_worker_stays_drained() -> anyhow::Result<()> {
     let mut op = Operator::start(scenario, &default_spec(), true, &[]).await?;
     let mut observed = Observed::default();
     let exit = watch(&mut op, Duration::from_secs(420), &mut observed, |_| false).await;
-    if let Some(st) = checks.step("operator run --once", exit) {
-        checks.check(
-            st.and_then(|s| s.code()) == Some(0),
-            format!(
-                "operator exit {st:?}, expected 0; log:\n{}",
-                op.log_tail(20)
-            ),
-        );
-    }
+    exited_complete(&mut checks, &op, exit, "operator run --once");
     let events = op.events()?;
-    if let Some(notes) = checks.step(
-        "order proven by the events file",
-        check_order(&events, &HOSTS, &["n5"]),
-    ) {
-        fig.notes.extend(notes);
-    }
+    order_proven(&mut checks, &mut fig, &events, &["n5"]);
     // the operator must never have set n5 active
     let n5_active = events
         .iter()
@@ -62,16 +49,8 @@ async fn admin_drained_worker_stays_drained() -> anyhow::Result<()> {
     rollout_times(&mut fig, &events);
     let want = BTreeMap::from([("n5", "drain")]);
     checks.step("end state (n5 drained)", assert_rolled_out(&want).await);
-    if let Some(c) = checks.step("connectivity", rollout_health(&mut fig, since).await) {
-        checks.check(
-            c.errors == 0,
-            format!("{} connectivity errors: {:?}", c.errors, c.samples),
-        );
-    }
-    checks.check(
-        fig.rejected_tasks == Some(0),
-        format!("{:?} tasks rejected during the rollout", fig.rejected_tasks),
-    );
+    no_connectivity_errors(&mut checks, &mut fig, since).await;
+    no_rejected_tasks(&mut checks, &fig);
     fig.report()?;
     drop(op);
     lab.down()?;

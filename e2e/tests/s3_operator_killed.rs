@@ -93,33 +93,15 @@ async fn operator_killed_twice_finishes_the_rollout() -> anyhow::Result<()> {
     );
 
     let exit = watch(&mut op, Duration::from_secs(420), &mut observed, |_| false).await;
-    if let Some(st) = checks.step("restarted operator run --once", exit) {
-        checks.check(
-            st.and_then(|s| s.code()) == Some(0),
-            format!(
-                "operator exit {st:?}, expected 0; log:\n{}",
-                op.log_tail(20)
-            ),
-        );
-    }
+    exited_complete(&mut checks, &op, exit, "restarted operator run --once");
     let events = op.events()?;
-    if let Some(notes) = checks.step(
-        "order proven by the events file",
-        check_order(&events, &HOSTS, &[]),
-    ) {
-        fig.notes.extend(notes);
-    }
+    order_proven(&mut checks, &mut fig, &events, &[]);
     rollout_times(&mut fig, &events);
     checks.step(
         "end state (nothing drained or labelled)",
         assert_rolled_out(&BTreeMap::new()).await,
     );
-    if let Some(c) = checks.step("connectivity", rollout_health(&mut fig, since).await) {
-        checks.check(
-            c.errors == 0,
-            format!("{} connectivity errors: {:?}", c.errors, c.samples),
-        );
-    }
+    no_connectivity_errors(&mut checks, &mut fig, since).await;
     fig.report()?;
     drop(op);
     lab.down()?;

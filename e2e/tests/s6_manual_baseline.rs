@@ -1,7 +1,8 @@
 //! Scenario 6: the baseline. The seed's manual procedure (`e2e/lab/manual-upgrade`: managers
 //! drained and upgraded one by one and kept drained, then reactivated; workers one by one; 1 s
 //! polling) upgrades the lab 20.10.24 -> 26.1.5 with the `test` stack running. Timed, so the
-//! operator's rollout (scenario 1, same run) can be compared: both times and the ratio printed.
+//! operator's rollout (scenario 1, same run) can be compared: both times, the ratio, per-phase
+//! sums and the physical floor (engine stop + start + Ready, summed over nodes) are printed.
 //! Asserts the procedure completes and leaves every node Ready, Active at 26.1.5 with the stack
 //! converged; its connectivity errors are reported for comparison.
 
@@ -52,12 +53,14 @@ async fn manual_procedure_baseline() -> anyhow::Result<()> {
     let c = rollout_health(&mut fig, since).await?;
     rollout_times(&mut fig, &events);
     fig.rollout_secs = Some(secs);
-    if let Some(op) = Figures::load_recent("s1_rollout", 3600).and_then(|f| f.rollout_secs) {
-        fig.notes.push(format!(
-            "operator rollout (s1_rollout, this run) {op:.1}s vs manual {secs:.1}s: \
-             ratio operator/manual = {:.2}",
-            op / secs
-        ));
+    if let Some(op) = Figures::load_recent("s1_rollout", 3600).filter(|f| f.rollout_secs.is_some())
+    {
+        let lines = fig.compared_with(&op);
+        fig.notes.extend(
+            lines
+                .into_iter()
+                .map(|l| format!("vs s1_rollout (this run): {l}")),
+        );
     } else {
         fig.notes
             .push("no s1_rollout figures from this run to compare with".into());

@@ -16,7 +16,9 @@ use crate::clock::{Nanos, parse_time_arg, rfc3339};
 use crate::http::{Resp, err_resp, full, ok_json, query_map};
 use crate::render::{self, With};
 use crate::sim::{Endpoint, Sim};
-use crate::state::{ApiError, ERR_NO_LEADER, ERR_NOT_MANAGER, Role, api_versions};
+use crate::state::{
+    ApiError, ERR_NO_LEADER, ERR_NOT_MANAGER, ERR_SWARM_LOCKED, Role, api_versions,
+};
 
 /// The serving engine's identity.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct Serving {
     pub addr: String,
     pub api_max: &'static str,
     pub api_min: &'static str,
+    /// Autolock: the engine runs, its swarm component waits for the unlock key.
+    pub locked: bool,
 }
 
 /// Parses `a.b` API versions.
@@ -113,6 +117,10 @@ pub async fn handle(
         }
         return Ok(err_resp(&ApiError::new(404, "page not found")));
     }
+    // A partitioned endpoint takes the request and answers nothing until the partition heals.
+    while sim.is_partitioned(&ep) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let faults = sim.faults();
     if faults.latency_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
@@ -173,15 +181,18 @@ fn serving(sim: &Sim, ep: &Endpoint) -> Result<Serving, ApiError> {
         Endpoint::Node(_) => ApiError::new(503, "This node is not part of a swarm"),
         Endpoint::Control => ApiError::new(500, ERR_NO_LEADER),
     })?;
-    let (api_max, api_min) = api_versions(&n.engine_version);
+    // A locked engine is the new one; the swarm's description of the node is not updated yet.
+    let version = n.locked_engine.as_ref().unwrap_or(&n.engine_version);
+    let (api_max, api_min) = api_versions(version);
     Ok(Serving {
         node_id: n.id.clone(),
         hostname: n.hostname.clone(),
-        version: n.engine_version.clone(),
+        version: version.clone(),
         role: n.role,
         addr: n.addr.clone(),
         api_max,
         api_min,
+        locked: n.locked_engine.is_some(),
     })
 }
 
@@ -194,6 +205,9 @@ fn cluster_call(sim: &Sim, s: &Serving) -> Result<(), ApiError> {
         .find(|n| n.id == s.node_id)
         .map(|n| n.role)
         .unwrap_or(s.role);
+    if s.locked {
+        return Err(ApiError::new(503, ERR_SWARM_LOCKED));
+    }
     if role != Role::Manager {
         return Err(ApiError::new(503, ERR_NOT_MANAGER));
     }
@@ -202,27 +216,7 @@ fn cluster_call(sim: &Sim, s: &Serving) -> Result<(), ApiError> {
 
 async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (req_version, rest) = split_version(req.uri().path());
-    if let Some(v) = req_version {
-        let want = parse_api(v).unwrap_or((0, 0));
-        if want > parse_api(s.api_max).unwrap_or((0, 0)) {
-            return Err(ApiError::new(
-                400,
-                format!(
-                    "client version {v} is too new. Maximum supported API version is {}",
-                    s.api_max
-                ),
-            ));
-        }
-        if want < parse_api(s.api_min).unwrap_or((0, 0)) {
-            return Err(ApiError::new(
-                400,
-                format!(
-                    "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
-                    s.api_min
-                ),
-            ));
-        }
-    }
+    check_api_version(s, req_version)?;
     let rest = rest.trim_end_matches('/').to_string();
     let q = query_map(req.uri().query());
     let method = req.method().clone();
@@ -231,51 +225,64 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping(sim, s, method == Method::HEAD)),
         (&Method::GET, ["version"]) => ok_json(&version(s)),
         (&Method::GET, ["info"]) => ok_json(&info(sim, s)),
+        (&Method::GET, ["events"]) => events(sim, &q),
+        _ => cluster_route(sim, s, &method, &segs, &q, req).await,
+    }
+}
+
+/// Refuses a `/vX.Y/` prefix outside the serving engine's API range, as the engine does.
+fn check_api_version(s: &Serving, req_version: Option<&str>) -> Result<(), ApiError> {
+    let Some(v) = req_version else {
+        return Ok(());
+    };
+    let want = parse_api(v).unwrap_or((0, 0));
+    if want > parse_api(s.api_max).unwrap_or((0, 0)) {
+        return Err(ApiError::new(
+            400,
+            format!(
+                "client version {v} is too new. Maximum supported API version is {}",
+                s.api_max
+            ),
+        ));
+    }
+    if want < parse_api(s.api_min).unwrap_or((0, 0)) {
+        return Err(ApiError::new(
+            400,
+            format!(
+                "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
+                s.api_min
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The swarm's own endpoints: each checks [`cluster_call`] first; an unknown path is a 404
+/// on any node (the check is per matched route so a worker answers it as the engine does).
+async fn cluster_route(
+    sim: &Arc<Sim>,
+    s: &Serving,
+    method: &Method,
+    segs: &[&str],
+    q: &HashMap<String, String>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    match (method, segs) {
         (&Method::GET, ["nodes"]) => {
             cluster_call(sim, s)?;
-            list_nodes(sim, &q)
+            list_nodes(sim, q)
         }
         (&Method::GET, ["nodes", id]) => {
             cluster_call(sim, s)?;
-            let nodes = sim.nodes();
-            let i = sim.state.lock().expect("state lock").find_node(id)?;
-            Ok(json_list(nodes.get(i).map(|e| &e.json), false))
+            inspect_node(sim, id)
         }
         (&Method::DELETE, ["nodes", id]) => {
             cluster_call(sim, s)?;
-            let force = q.get("force").is_some_and(|v| v == "1" || v == "true");
-            sim.with(|c, now| c.remove_node(id, force, now))?;
-            ok_json(&json!({}))
+            remove_node(sim, id, q)
         }
         (&Method::POST, ["nodes", id, "update"]) => {
             cluster_call(sim, s)?;
-            let version: u64 = q
-                .get("version")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| {
-                    ApiError::new(400, "invalid node version: missing or invalid version")
-                })?;
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ApiError::new(400, e.to_string()))?
-                .to_bytes();
-            let spec: bollard::models::NodeSpec = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::new(400, format!("invalid JSON: {e}")))?;
-            let labels = spec
-                .labels
-                .unwrap_or_default()
-                .into_iter()
-                .collect::<BTreeMap<_, _>>();
-            let update = crate::state::SpecUpdate {
-                role: spec.role.map(|r| r.to_string()),
-                availability: spec.availability.map(|a| a.to_string()),
-                labels,
-                name: spec.name,
-            };
-            sim.with(|c, now| c.update_node(id, version, update, now))?;
-            Ok(Response::new(full(Bytes::new())))
+            update_node(sim, id, q, req).await
         }
         (&Method::POST, ["services", "create"]) => {
             cluster_call(sim, s)?;
@@ -283,7 +290,7 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
         }
         (&Method::POST, ["services", id, "update"]) => {
             cluster_call(sim, s)?;
-            crate::api_writes::update_service(sim, id, &q, req).await
+            crate::api_writes::update_service(sim, id, q, req).await
         }
         (&Method::DELETE, ["services", id]) => {
             cluster_call(sim, s)?;
@@ -299,61 +306,135 @@ async fn route(sim: &Arc<Sim>, s: &Serving, req: Request<Incoming>) -> Result<Re
         }
         (&Method::GET, ["services"]) => {
             cluster_call(sim, s)?;
-            list_services(sim, &q)
+            list_services(sim, q)
         }
         (&Method::GET, ["services", id]) => {
             cluster_call(sim, s)?;
-            let snap = sim.snapshot();
-            let sid = sim.state.lock().expect("state lock").find_service(id)?;
-            let svc = snap
-                .services
-                .iter()
-                .find(|x| x.id.as_deref() == Some(&sid))
-                .ok_or_else(|| ApiError::new(404, format!("service {id} not found")))?;
-            ok_json(svc)
+            inspect_service(sim, id)
         }
         (&Method::GET, ["tasks"]) => {
             cluster_call(sim, s)?;
-            list_tasks(sim, s, &q)
+            list_tasks(sim, s, q)
         }
         (&Method::GET, ["tasks", id]) => {
             cluster_call(sim, s)?;
-            let snap = sim.snapshot();
-            let t = snap
-                .tasks
-                .iter()
-                .find(|e| e.key.id == *id)
-                .or_else(|| {
-                    let m: Vec<_> = snap
-                        .tasks
-                        .iter()
-                        .filter(|e| e.key.id.starts_with(id))
-                        .collect();
-                    (m.len() == 1).then(|| m[0])
-                })
-                .ok_or_else(|| ApiError::new(404, format!("task {id} not found")))?;
-            Ok(task_resp(s, std::slice::from_ref(t), false))
+            inspect_task(sim, s, id)
         }
         (&Method::GET, ["networks"]) => {
             cluster_call(sim, s)?;
-            list_networks(sim, &q)
+            list_networks(sim, q)
         }
         (&Method::GET, ["networks", id]) => {
             cluster_call(sim, s)?;
-            let verbose = q.get("verbose").is_some_and(|v| v == "1" || v == "true");
-            let c = sim.state.lock().expect("state lock");
-            let nid = c.find_network(id)?;
-            let n = &c.networks[&nid];
-            ok_json(&render::network_inspect(&c, n, Some(&s.node_id), verbose))
+            inspect_network(sim, s, id, q)
         }
         (&Method::GET, ["swarm"]) => {
             cluster_call(sim, s)?;
             let c = sim.state.lock().expect("state lock");
             ok_json(&cluster_info(&c))
         }
-        (&Method::GET, ["events"]) => events(sim, &q),
+        (&Method::POST, ["swarm", "update"]) => {
+            cluster_call(sim, s)?;
+            crate::api_swarm::update_swarm(sim, q, req).await
+        }
+        (&Method::GET, ["swarm", "unlockkey"]) => {
+            cluster_call(sim, s)?;
+            crate::api_swarm::unlock_key(sim)
+        }
+        (&Method::POST, ["swarm", "unlock"]) => {
+            crate::api_swarm::unlock(sim, &s.node_id, req).await
+        }
         _ => Err(ApiError::new(404, "page not found")),
     }
+}
+
+fn inspect_node(sim: &Sim, id: &str) -> Result<Resp, ApiError> {
+    let nodes = sim.nodes();
+    let i = sim.state.lock().expect("state lock").find_node(id)?;
+    Ok(json_list(nodes.get(i).map(|e| &e.json), false))
+}
+
+fn remove_node(sim: &Sim, id: &str, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+    let force = q.get("force").is_some_and(|v| v == "1" || v == "true");
+    sim.with(|c, now| c.remove_node(id, force, now))?;
+    ok_json(&json!({}))
+}
+
+/// `POST /nodes/{id}/update?version=N` with a `NodeSpec` body.
+async fn update_node(
+    sim: &Sim,
+    id: &str,
+    q: &HashMap<String, String>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let version: u64 = q
+        .get("version")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::new(400, "invalid node version: missing or invalid version"))?;
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::new(400, e.to_string()))?
+        .to_bytes();
+    let spec: bollard::models::NodeSpec = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(400, format!("invalid JSON: {e}")))?;
+    let labels = spec
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .collect::<BTreeMap<_, _>>();
+    let update = crate::state::SpecUpdate {
+        role: spec.role.map(|r| r.to_string()),
+        availability: spec.availability.map(|a| a.to_string()),
+        labels,
+        name: spec.name,
+    };
+    sim.with(|c, now| c.update_node(id, version, update, now))?;
+    Ok(Response::new(full(Bytes::new())))
+}
+
+fn inspect_service(sim: &Sim, id: &str) -> Result<Resp, ApiError> {
+    let snap = sim.snapshot();
+    let sid = sim.state.lock().expect("state lock").find_service(id)?;
+    let svc = snap
+        .services
+        .iter()
+        .find(|x| x.id.as_deref() == Some(&sid))
+        .ok_or_else(|| ApiError::new(404, format!("service {id} not found")))?;
+    ok_json(svc)
+}
+
+/// A task by its full id or by a unique prefix of it.
+fn inspect_task(sim: &Sim, s: &Serving, id: &str) -> Result<Resp, ApiError> {
+    let snap = sim.snapshot();
+    let t = snap
+        .tasks
+        .iter()
+        .find(|e| e.key.id == *id)
+        .or_else(|| {
+            let m: Vec<_> = snap
+                .tasks
+                .iter()
+                .filter(|e| e.key.id.starts_with(id))
+                .collect();
+            (m.len() == 1).then(|| m[0])
+        })
+        .ok_or_else(|| ApiError::new(404, format!("task {id} not found")))?;
+    Ok(task_resp(s, std::slice::from_ref(t), false))
+}
+
+fn inspect_network(
+    sim: &Sim,
+    s: &Serving,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> Result<Resp, ApiError> {
+    let verbose = q.get("verbose").is_some_and(|v| v == "1" || v == "true");
+    let c = sim.state.lock().expect("state lock");
+    let nid = c.find_network(id)?;
+    let n = &c.networks[&nid];
+    ok_json(&render::network_inspect(&c, n, Some(&s.node_id), verbose))
 }
 
 fn ping(sim: &Sim, s: &Serving, head: bool) -> Resp {
@@ -384,7 +465,9 @@ fn ping(sim: &Sim, s: &Serving, head: bool) -> Resp {
         .unwrap_or(s.role);
     h.insert(
         "swarm",
-        HeaderValue::from_static(if role == Role::Manager {
+        HeaderValue::from_static(if s.locked {
+            "locked"
+        } else if role == Role::Manager {
             "active/manager"
         } else {
             "active/worker"
@@ -462,36 +545,19 @@ const INFO_TEMPLATE: &str = r#"{"ID":"QVRO:IVKQ:KP7Q:XN2J:4H3A:HMX2:JBDX:NJHW:QX
 
 fn cluster_info(c: &crate::state::Cluster) -> bollard::models::ClusterInfo {
     use bollard::models::*;
+    let mut spec = crate::api_swarm::current_spec(c);
+    // Autolock is the one setting the simulated swarm acts on: served as it is.
+    spec.encryption_config = Some(SwarmSpecEncryptionConfig {
+        auto_lock_managers: Some(c.unlock_key.is_some()),
+    });
     ClusterInfo {
         id: Some(c.cluster_id.clone()),
-        version: Some(ObjectVersion { index: Some(10) }),
-        created_at: Some(rfc3339(c.created)),
-        updated_at: Some(rfc3339(c.created)),
-        spec: Some(SwarmSpec {
-            name: Some("default".into()),
-            labels: Some(HashMap::new()),
-            orchestration: Some(SwarmSpecOrchestration {
-                task_history_retention_limit: Some(5),
-            }),
-            raft: Some(SwarmSpecRaft {
-                snapshot_interval: Some(10000),
-                keep_old_snapshots: Some(0),
-                log_entries_for_slow_followers: Some(500),
-                election_tick: Some(10),
-                heartbeat_tick: Some(1),
-            }),
-            dispatcher: Some(SwarmSpecDispatcher {
-                heartbeat_period: Some(5_000_000_000),
-            }),
-            ca_config: Some(SwarmSpecCaConfig {
-                node_cert_expiry: Some(7_776_000_000_000_000),
-                ..Default::default()
-            }),
-            encryption_config: Some(SwarmSpecEncryptionConfig {
-                auto_lock_managers: Some(false),
-            }),
-            task_defaults: Some(SwarmSpecTaskDefaults::default()),
+        version: Some(ObjectVersion {
+            index: Some(c.swarm_version),
         }),
+        created_at: Some(rfc3339(c.created)),
+        updated_at: Some(rfc3339(c.swarm_updated.unwrap_or(c.created))),
+        spec: Some(spec),
         tls_info: Some(TlsInfo {
             trust_root: Some(String::new()),
             cert_issuer_subject: Some("MBMxETAPBgNVBAMTCHN3YXJtLWNh".into()),
@@ -522,6 +588,16 @@ fn info(sim: &Sim, s: &Serving) -> Value {
     i.server_version = Some(s.version.clone());
     i.system_time = Some(rfc3339(now));
     i.docker_root_dir = Some("/var/lib/docker".into());
+    i.swarm = Some(swarm_info(&c, s));
+    i.live_restore_enabled = Some(c.faults.live_restore.contains(&s.hostname));
+    let mut v = serde_json::to_value(engine_fields(i, s)).unwrap_or(Value::Null);
+    unmodelled_fields(&mut v, s);
+    v
+}
+
+/// `Swarm`: a manager with a leader also reports the cluster.
+fn swarm_info(c: &crate::state::Cluster, s: &Serving) -> bollard::models::SwarmInfo {
+    use bollard::models::*;
     let is_mgr = s.role == Role::Manager;
     let managers: Vec<PeerNode> = c
         .nodes
@@ -532,12 +608,11 @@ fn info(sim: &Sim, s: &Serving) -> Value {
             addr: Some(format!("{}:2377", n.addr)),
         })
         .collect();
-    let control = is_mgr;
     let mut swarm = SwarmInfo {
         node_id: Some(s.node_id.clone()),
         node_addr: Some(s.addr.clone()),
         local_node_state: Some(LocalNodeState::ACTIVE),
-        control_available: Some(control),
+        control_available: Some(is_mgr),
         error: Some(String::new()),
         remote_managers: Some(managers),
         nodes: None,
@@ -547,9 +622,16 @@ fn info(sim: &Sim, s: &Serving) -> Value {
     if is_mgr && c.leader.is_some() {
         swarm.nodes = Some(c.nodes.len() as i64);
         swarm.managers = Some(c.managers_total() as i64);
-        swarm.cluster = Some(cluster_info(&c));
+        swarm.cluster = Some(cluster_info(c));
     }
-    i.swarm = Some(swarm);
+    if s.locked {
+        swarm = crate::api_swarm::locked_swarm_info(&s.addr);
+    }
+    swarm
+}
+
+/// The fields each engine version (told apart by its minimum API) adds or nulls.
+fn engine_fields(i: bollard::models::SystemInfo, s: &Serving) -> With<bollard::models::SystemInfo> {
     let mut out = With::new(i)
         .with("GenericResources", Value::Null)
         .with("Warnings", Value::Null)
@@ -565,7 +647,7 @@ fn info(sim: &Sim, s: &Serving) -> Value {
         out = out
             .with("CDISpecDirs", json!([]))
             .with("KernelMemoryTCP", json!(true));
-        out.inner.containerd_commit = Some(Commit {
+        out.inner.containerd_commit = Some(bollard::models::Commit {
             id: Some("1.7.24~ds1-6+deb13u1".into()),
         });
     } else {
@@ -573,8 +655,11 @@ fn info(sim: &Sim, s: &Serving) -> Value {
             .with("KernelMemory", json!(true))
             .with("KernelMemoryTCP", json!(true));
     }
-    // Fields the engines send that bollard's 1.53 models no longer have.
-    let mut v = serde_json::to_value(&out).unwrap_or(Value::Null);
+    out
+}
+
+/// Fields the engines send that bollard's 1.53 models no longer have.
+fn unmodelled_fields(v: &mut Value, s: &Serving) {
     for k in ["ContainerdCommit", "RuncCommit", "InitCommit"] {
         if let Some(o) = v.get_mut(k).and_then(|x| x.as_object_mut()) {
             let id = o.get("ID").cloned().unwrap_or(json!(""));
@@ -600,7 +685,6 @@ fn info(sim: &Sim, s: &Serving) -> Value {
     {
         o.insert("DefaultAddrPool".into(), Value::Null);
     }
-    v
 }
 
 fn list_nodes(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
@@ -748,32 +832,7 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
         ],
     )?;
     let snap = sim.snapshot();
-    // Resolve node and service filters (IDs or names) to IDs.
-    let (node_ids, svc_ids, up_to_date) = {
-        let c = sim.state.lock().expect("state lock");
-        let nodes: Option<Vec<String>> = f.get("node").filter(|v| !v.is_empty()).map(|vals| {
-            vals.iter()
-                .filter_map(|v| c.find_node(v).ok().map(|i| c.nodes[i].id.clone()))
-                .collect()
-        });
-        let svcs: Option<Vec<String>> = f
-            .get("service")
-            .filter(|v| !v.is_empty())
-            .map(|vals| vals.iter().filter_map(|v| c.find_service(v).ok()).collect());
-        // The CLI's progress display asks for tasks of the service's current template.
-        let current: Option<HashSet<String>> = f.contains_key("_up-to-date").then(|| {
-            c.tasks
-                .values()
-                .filter(|t| {
-                    c.services
-                        .get(&t.service_id)
-                        .is_some_and(|s| s.template == t.template)
-                })
-                .map(|t| t.id.clone())
-                .collect()
-        });
-        (nodes, svcs, current)
-    };
+    let wanted = TaskFilter::resolve(&sim.state.lock().expect("state lock"), &f);
     for v in f.get("desired-state").into_iter().flatten() {
         if !["running", "shutdown", "accepted"].contains(&v.as_str()) {
             return Err(ApiError::new(
@@ -785,40 +844,81 @@ fn list_tasks(sim: &Sim, s: &Serving, q: &HashMap<String, String>) -> Result<Res
     let out: Vec<Arc<render::TaskEntry>> = snap
         .tasks
         .iter()
-        .filter(|e| {
-            let k = &e.key;
-            if let Some(n) = &node_ids
-                && !k.node_id.as_ref().is_some_and(|id| n.contains(id))
-            {
-                return false;
-            }
-            if let Some(sv) = &svc_ids
-                && !sv.contains(&k.service_id)
-            {
-                return false;
-            }
-            if let Some(u) = &up_to_date
-                && !u.contains(&k.id)
-            {
-                return false;
-            }
-            f.iter().all(|(key, vals)| {
-                vals.is_empty()
-                    || vals.iter().any(|v| match key.as_str() {
-                        "id" => k.id.starts_with(v.as_str()),
-                        "name" => k.name.starts_with(v.as_str()),
-                        "desired-state" => match v.as_str() {
-                            "running" | "accepted" => k.desired_running,
-                            _ => !k.desired_running,
-                        },
-                        "label" => label_match(e.out.inner.labels.as_ref(), v),
-                        _ => true,
-                    })
-            })
-        })
+        .filter(|e| wanted.matches(e, &f))
         .cloned()
         .collect();
     Ok(task_resp(s, &out, true))
+}
+
+/// The task list's node and service filters (IDs or names) resolved to IDs.
+struct TaskFilter {
+    node_ids: Option<Vec<String>>,
+    svc_ids: Option<Vec<String>>,
+    /// `_up-to-date`: the tasks of their service's current template (the CLI's progress
+    /// display asks for them).
+    up_to_date: Option<HashSet<String>>,
+}
+
+impl TaskFilter {
+    fn resolve(c: &crate::state::Cluster, f: &BTreeMap<String, Vec<String>>) -> Self {
+        let node_ids = f.get("node").filter(|v| !v.is_empty()).map(|vals| {
+            vals.iter()
+                .filter_map(|v| c.find_node(v).ok().map(|i| c.nodes[i].id.clone()))
+                .collect()
+        });
+        let svc_ids = f
+            .get("service")
+            .filter(|v| !v.is_empty())
+            .map(|vals| vals.iter().filter_map(|v| c.find_service(v).ok()).collect());
+        let up_to_date = f.contains_key("_up-to-date").then(|| {
+            c.tasks
+                .values()
+                .filter(|t| {
+                    c.services
+                        .get(&t.service_id)
+                        .is_some_and(|s| s.template == t.template)
+                })
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        TaskFilter {
+            node_ids,
+            svc_ids,
+            up_to_date,
+        }
+    }
+
+    fn matches(&self, e: &render::TaskEntry, f: &BTreeMap<String, Vec<String>>) -> bool {
+        let k = &e.key;
+        if let Some(n) = &self.node_ids
+            && !k.node_id.as_ref().is_some_and(|id| n.contains(id))
+        {
+            return false;
+        }
+        if let Some(sv) = &self.svc_ids
+            && !sv.contains(&k.service_id)
+        {
+            return false;
+        }
+        if let Some(u) = &self.up_to_date
+            && !u.contains(&k.id)
+        {
+            return false;
+        }
+        f.iter().all(|(key, vals)| {
+            vals.is_empty()
+                || vals.iter().any(|v| match key.as_str() {
+                    "id" => k.id.starts_with(v.as_str()),
+                    "name" => k.name.starts_with(v.as_str()),
+                    "desired-state" => match v.as_str() {
+                        "running" | "accepted" => k.desired_running,
+                        _ => !k.desired_running,
+                    },
+                    "label" => label_match(e.out.inner.labels.as_ref(), v),
+                    _ => true,
+                })
+        })
+    }
 }
 
 fn list_networks(sim: &Sim, q: &HashMap<String, String>) -> Result<Resp, ApiError> {

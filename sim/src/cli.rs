@@ -121,7 +121,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Stack::Seed)]
     pub stack: Stack,
     /// Fault specs (repeatable): latency=50ms, error-rate=0.1, drop-rate=0.05,
-    /// fail-upgrade=HOST, never-return=HOST, wrong-version=HOST:VER, version-skew, restart-active.
+    /// fail-upgrade=HOST, never-return=HOST, wrong-version=HOST:VER, version-skew, restart-active,
+    /// live-restore=HOST.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
     /// First port of the per-node endpoints (node i gets PORT+i-1); 0 = ephemeral.

@@ -50,50 +50,89 @@ pub struct Faults {
     /// tasks rejected "cannot create a swarm scoped network when swarm is not active" for a
     /// while (`Timings::restart_active_window`).
     pub restart_active: bool,
+    /// Hostnames whose own engine endpoint is cut off from the client: connections are
+    /// accepted and requests never answered (a partition hangs, it does not refuse). The
+    /// swarm itself still reaches the node.
+    pub partitioned: Vec<String>,
+    /// Every Nth node update is answered "update out of sequence" without being applied, as
+    /// when the managers rewrote the node in between (0: never).
+    pub out_of_sequence_every: u64,
+    /// Each node update that drains a node makes the leader step down shortly after (a new
+    /// leader is elected while the node's tasks move).
+    pub leader_change_on_drain: bool,
+    /// Hostnames whose engine has `live-restore` on (`/info` `LiveRestoreEnabled`), as after
+    /// a daemon.json reload: the engine runs on, but once stopped it does not start again
+    /// ("--live-restore daemon configuration is incompatible with swarm mode", seen on the
+    /// lab at 20.10.24 and 26.1.5). `live-restore=-HOST` turns it off again.
+    pub live_restore: Vec<String>,
+}
+
+/// A `--fault` spec the simulator does not understand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    #[error("fault `{0}` needs a value (`{0}=...`)")]
+    NeedsValue(String),
+    #[error("bad {what} `{value}`")]
+    BadValue { what: &'static str, value: String },
+    #[error("unknown fault `{0}` (see `swarm-sim serve --help`)")]
+    Unknown(String),
 }
 
 impl Faults {
     /// Applies one `--fault` spec:
     /// `latency=50ms`, `error-rate=0.1`, `drop-rate=0.05`, `fail-upgrade=HOST`,
     /// `never-return=HOST`, `wrong-version=HOST:VERSION`, `version-skew`, `restart-active`,
-    /// `none` (clears everything).
-    pub fn apply(&mut self, spec: &str) -> Result<(), String> {
+    /// `partition=HOST`, `out-of-sequence-every=N`, `leader-change-on-drain`,
+    /// `live-restore=HOST` (`live-restore=-HOST` turns it off), `none` (clears everything).
+    pub fn apply(&mut self, spec: &str) -> Result<(), FaultError> {
         let (key, val) = match spec.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v.trim())),
             None => (spec.trim(), None),
         };
-        fn need<'a>(key: &str, v: Option<&'a str>) -> Result<&'a str, String> {
-            v.ok_or_else(|| format!("fault `{key}` needs a value"))
-        }
-        let rate = |v: &str| -> Result<f64, String> {
-            let r: f64 = v.parse().map_err(|_| format!("bad rate `{v}`"))?;
+        let need = || val.ok_or_else(|| FaultError::NeedsValue(key.to_string()));
+        let bad = |what: &'static str, v: &str| FaultError::BadValue {
+            what,
+            value: v.to_string(),
+        };
+        let rate = |v: &str| -> Result<f64, FaultError> {
+            let r: f64 = v.parse().map_err(|_| bad("rate (0 to 1)", v))?;
             if (0.0..=1.0).contains(&r) {
                 Ok(r)
             } else {
-                Err(format!("rate `{v}` is not within 0..=1"))
+                Err(bad("rate (0 to 1)", v))
             }
         };
         match key {
             "latency" => {
-                let v = need(key, val)?;
+                let v = need()?;
                 let ms = v.strip_suffix("ms").unwrap_or(v);
-                self.latency_ms = ms.parse().map_err(|_| format!("bad latency `{v}`"))?;
+                self.latency_ms = ms.parse().map_err(|_| bad("latency (e.g. 50ms)", v))?;
             }
-            "error-rate" => self.error_rate = rate(need(key, val)?)?,
-            "drop-rate" => self.drop_rate = rate(need(key, val)?)?,
-            "fail-upgrade" => self.fail_upgrade.push(need(key, val)?.to_string()),
-            "never-return" => self.never_return.push(need(key, val)?.to_string()),
+            "error-rate" => self.error_rate = rate(need()?)?,
+            "drop-rate" => self.drop_rate = rate(need()?)?,
+            "fail-upgrade" => self.fail_upgrade.push(need()?.to_string()),
+            "never-return" => self.never_return.push(need()?.to_string()),
             "wrong-version" => {
-                let v = need(key, val)?;
-                let (h, ver) = v
-                    .split_once(':')
-                    .ok_or_else(|| format!("wrong-version wants HOST:VERSION, got `{v}`"))?;
+                let v = need()?;
+                let (h, ver) = v.split_once(':').ok_or_else(|| bad("HOST:VERSION", v))?;
                 self.wrong_version.insert(h.to_string(), ver.to_string());
             }
             "version-skew" => self.version_skew = val.is_none_or(|v| v != "false"),
             "restart-active" => self.restart_active = val.is_none_or(|v| v != "false"),
+            "partition" => self.partitioned.push(need()?.to_string()),
+            "out-of-sequence-every" => {
+                let v = need()?;
+                self.out_of_sequence_every = v.parse().map_err(|_| bad("count", v))?;
+            }
+            "leader-change-on-drain" => {
+                self.leader_change_on_drain = val.is_none_or(|v| v != "false")
+            }
+            "live-restore" => match need()?.strip_prefix('-') {
+                Some(host) => self.live_restore.retain(|h| h != host),
+                None => self.live_restore.push(need()?.to_string()),
+            },
             "none" | "clear" => *self = Faults::default(),
-            _ => return Err(format!("unknown fault `{key}`")),
+            _ => return Err(FaultError::Unknown(key.to_string())),
         }
         Ok(())
     }
@@ -120,6 +159,9 @@ pub struct Timings {
     pub node_down: f64,
     /// Leader stop (or quorum regained) -> new leader elected.
     pub election: f64,
+    /// The leader demoted (`docker node demote`) -> another manager leads: swarmkit transfers
+    /// leadership (raft TransferLeadership) instead of waiting for an election.
+    pub leader_transfer: f64,
     /// After an election the new leader reports nodes `unknown`; each returns `ready` after a
     /// random delay up to this.
     pub unknown_max: f64,
@@ -146,6 +188,7 @@ impl Default for Timings {
             reachability: 2.0,
             node_down: 15.0,
             election: 1.5,
+            leader_transfer: 0.3,
             unknown_max: 6.0,
             node_ready: 1.0,
             install: 3.0,
@@ -220,6 +263,17 @@ mod tests {
         f.apply("wrong-version=n4:26.1.4").unwrap();
         f.apply("version-skew").unwrap();
         f.apply("restart-active").unwrap();
+        f.apply("partition=n2").unwrap();
+        f.apply("out-of-sequence-every=2").unwrap();
+        f.apply("leader-change-on-drain").unwrap();
+        f.apply("live-restore=n2").unwrap();
+        f.apply("live-restore=n4").unwrap();
+        f.apply("live-restore=-n2").unwrap();
+        assert_eq!(f.live_restore, vec!["n4"]);
+        assert_eq!(f.partitioned, vec!["n2"]);
+        assert_eq!(f.out_of_sequence_every, 2);
+        assert!(f.leader_change_on_drain);
+        assert!(f.apply("out-of-sequence-every=often").is_err());
         assert_eq!(f.latency_ms, 50);
         assert_eq!(f.error_rate, 0.25);
         assert_eq!(f.drop_rate, 0.5);

@@ -144,6 +144,15 @@ async fn route(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Resp, ApiError> 
             };
             Ok(json_ok(&r))
         }
+        (&Method::GET, ["history"]) => Ok(json_ok(&sim.history())),
+        (&Method::POST, ["history"]) => {
+            sim.record_history();
+            Ok(json_ok(&json!({"recording": true})))
+        }
+        (&Method::POST, ["leader", "step-down"]) => {
+            sim.with(|c, now| c.step_down(now));
+            Ok(json_ok(&state(&sim).await))
+        }
         (&Method::GET, ["faults"]) => Ok(json_ok(&sim.faults())),
         (&Method::PUT, ["faults"]) => {
             let f: Faults = serde_json::from_slice(&body(req).await?)
@@ -156,7 +165,7 @@ async fn route(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Resp, ApiError> 
                 .map_err(|e| ApiError::new(400, format!("invalid fault specs: {e}")))?;
             let mut f = sim.faults();
             for s in &specs.specs {
-                f.apply(s).map_err(|e| ApiError::new(400, e))?;
+                f.apply(s).map_err(|e| ApiError::new(400, e.to_string()))?;
             }
             sim.set_faults(f.clone());
             Ok(json_ok(&f))

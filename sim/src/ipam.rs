@@ -13,19 +13,25 @@ pub struct Pool {
     cursor: u32,
 }
 
+/// A subnet the simulator cannot model: not `A.B.C.D/P` with P in 8..=30.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid subnet {subnet}: expected an IPv4 A.B.C.D/P with a prefix P of 8 to 30")]
+pub struct SubnetError {
+    pub subnet: String,
+}
+
 impl Pool {
     /// A pool for `subnet` ("10.0.1.0/24"). The network (offset 0), the gateway (offset 1) and
     /// the broadcast address are reserved.
-    pub fn new(subnet: &str) -> Result<Pool, String> {
-        let (ip, prefix) = subnet
-            .split_once('/')
-            .ok_or_else(|| format!("invalid subnet {subnet}"))?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("invalid subnet {subnet}"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| format!("invalid subnet {subnet}"))?;
+    pub fn new(subnet: &str) -> Result<Pool, SubnetError> {
+        let invalid = || SubnetError {
+            subnet: subnet.to_string(),
+        };
+        let (ip, prefix) = subnet.split_once('/').ok_or_else(invalid)?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| invalid())?;
+        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
         if !(8..=30).contains(&prefix) {
-            return Err(format!("invalid subnet {subnet}: prefix must be 8..=30"));
+            return Err(invalid());
         }
         let size = 1u32 << (32 - prefix);
         let base = u32::from(ip) & !(size - 1);

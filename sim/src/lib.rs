@@ -8,12 +8,15 @@
 //! Layers, each depending only on those below it: `cli` -> `handle` (a running swarm) ->
 //! `api` (the Docker API; its service and network writes in `api_writes`) and `control` (`/_sim`) -> `http` (shared plumbing) and `sim` (the
 //! running simulator: one lock, the ticker, node operations, listeners) -> `render` (engine
-//! JSON) -> `state` (the model and its reconciliation) -> `clock`, `config`, `ipam`.
+//! JSON) -> `state` (the model and its reconciliation) -> `clock`, `config`, `ipam`. Beside
+//! them, `client`: a raw HTTP/1 client for this API, for tests and benches.
 
 pub mod api;
+mod api_swarm;
 mod api_writes;
 pub mod captures;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;

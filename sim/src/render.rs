@@ -376,103 +376,8 @@ pub fn network_inspect(
     local_node: Option<&str>,
     verbose: bool,
 ) -> With<NetworkInspect> {
-    let mut containers: HashMap<String, EndpointResource> = HashMap::new();
-    let mut peers = vec![];
-    let mut services: HashMap<String, Value> = HashMap::new();
-    if let Some(local) = local_node {
-        for t in c.tasks.values() {
-            if t.node_id.as_deref() != Some(local) || t.state != TState::Running {
-                continue;
-            }
-            for (net, a) in &t.addresses {
-                if net != &n.id {
-                    continue;
-                }
-                let name = c
-                    .services
-                    .get(&t.service_id)
-                    .map(|s| match t.slot {
-                        Some(slot) => format!("{}.{}.{}", s.name, slot, t.id),
-                        None => format!("{}.{}.{}", s.name, local, t.id),
-                    })
-                    .unwrap_or_default();
-                let cid = t.container_id.clone().unwrap_or_default();
-                containers.insert(
-                    cid.clone(),
-                    EndpointResource {
-                        name: Some(name),
-                        endpoint_id: Some(cid.chars().rev().collect()),
-                        mac_address: Some(mac(n.pool.ip(*a))),
-                        ipv4_address: Some(n.pool.cidr(*a)),
-                        ipv6_address: Some(String::new()),
-                    },
-                );
-            }
-        }
-        if let Some(a) = n.lb.get(local) {
-            let (key, name) = if n.ingress {
-                ("ingress-sbox".to_string(), "ingress-endpoint".to_string())
-            } else {
-                (format!("lb-{}", n.name), format!("{}-endpoint", n.name))
-            };
-            containers.insert(
-                key,
-                EndpointResource {
-                    name: Some(name),
-                    endpoint_id: Some(format!("{:0>64}", n.id)),
-                    mac_address: Some(mac(n.pool.ip(*a))),
-                    ipv4_address: Some(n.pool.cidr(*a)),
-                    ipv6_address: Some(String::new()),
-                },
-            );
-        }
-        for node in &c.nodes {
-            if n.lb.contains_key(&node.id) {
-                peers.push(PeerInfo {
-                    name: Some(node.id[..12].to_string()),
-                    ip: Some(node.addr.clone()),
-                });
-            }
-        }
-        if verbose {
-            for s in c.services.values() {
-                if !s.networks.contains(&n.id) {
-                    continue;
-                }
-                let vip = s
-                    .vips
-                    .iter()
-                    .find(|(net, _)| net == &n.id)
-                    .map(|(_, a)| n.pool.ip(*a).to_string())
-                    .unwrap_or_else(|| "<nil>".into());
-                let tasks: Vec<Value> = c
-                    .tasks
-                    .values()
-                    .filter(|t| t.service_id == s.id && t.state == TState::Running)
-                    .filter_map(|t| {
-                        let (_, a) = t.addresses.iter().find(|(net, _)| net == &n.id)?;
-                        let host = t
-                            .node_id
-                            .as_deref()
-                            .and_then(|id| c.nodes.iter().find(|x| x.id == id))
-                            .map(|x| x.addr.clone())
-                            .unwrap_or_default();
-                        Some(json!({
-                            "Name": format!("{}.{}.{}", s.name, t.slot.map(|x| x.to_string()).unwrap_or_else(|| t.node_id.clone().unwrap_or_default()), t.id),
-                            "EndpointID": t.container_id.clone().unwrap_or_default(),
-                            "EndpointIP": n.pool.ip(*a).to_string(),
-                            "Info": {"Host IP": host}
-                        }))
-                    })
-                    .collect();
-                services.insert(
-                    s.name.clone(),
-                    json!({"VIP": vip, "Ports": [], "LocalLBIndex": 256, "Tasks": tasks}),
-                );
-            }
-        }
-    }
-    let has_local = local_node.is_some_and(|l| n.lb.contains_key(l));
+    let local = local_node.filter(|l| n.lb.contains_key(*l));
+    let has_local = local.is_some();
     let inspect = NetworkInspect {
         name: Some(n.name.clone()),
         id: Some(n.id.clone()),
@@ -492,9 +397,9 @@ pub fn network_inspect(
             n.vxlan.to_string(),
         )])),
         labels: has_local.then(|| hm(&n.labels)),
-        peers: has_local.then_some(peers),
-        containers: has_local.then_some(containers),
-        services: (has_local && verbose).then_some(services),
+        peers: has_local.then(|| network_peers(c, n)),
+        containers: local.map(|l| local_endpoints(c, n, l)),
+        services: local.filter(|_| verbose).map(|_| network_services(c, n)),
         ..Default::default()
     };
     let mut out = With::new(inspect).with(
@@ -511,6 +416,112 @@ pub fn network_inspect(
             .with("Labels", spec_labels(n));
     }
     out
+}
+
+/// The serving node's endpoints on the network: its running tasks' containers, then its
+/// load-balancer endpoint.
+fn local_endpoints(c: &Cluster, n: &NetworkRec, local: &str) -> HashMap<String, EndpointResource> {
+    let mut containers: HashMap<String, EndpointResource> = HashMap::new();
+    for t in c.tasks.values() {
+        if t.node_id.as_deref() != Some(local) || t.state != TState::Running {
+            continue;
+        }
+        for (net, a) in &t.addresses {
+            if net != &n.id {
+                continue;
+            }
+            let name = c
+                .services
+                .get(&t.service_id)
+                .map(|s| match t.slot {
+                    Some(slot) => format!("{}.{}.{}", s.name, slot, t.id),
+                    None => format!("{}.{}.{}", s.name, local, t.id),
+                })
+                .unwrap_or_default();
+            let cid = t.container_id.clone().unwrap_or_default();
+            containers.insert(
+                cid.clone(),
+                EndpointResource {
+                    name: Some(name),
+                    endpoint_id: Some(cid.chars().rev().collect()),
+                    mac_address: Some(mac(n.pool.ip(*a))),
+                    ipv4_address: Some(n.pool.cidr(*a)),
+                    ipv6_address: Some(String::new()),
+                },
+            );
+        }
+    }
+    if let Some(a) = n.lb.get(local) {
+        let (key, name) = if n.ingress {
+            ("ingress-sbox".to_string(), "ingress-endpoint".to_string())
+        } else {
+            (format!("lb-{}", n.name), format!("{}-endpoint", n.name))
+        };
+        containers.insert(
+            key,
+            EndpointResource {
+                name: Some(name),
+                endpoint_id: Some(format!("{:0>64}", n.id)),
+                mac_address: Some(mac(n.pool.ip(*a))),
+                ipv4_address: Some(n.pool.cidr(*a)),
+                ipv6_address: Some(String::new()),
+            },
+        );
+    }
+    containers
+}
+
+/// Every node with a load-balancer address on the network, in node order.
+fn network_peers(c: &Cluster, n: &NetworkRec) -> Vec<PeerInfo> {
+    c.nodes
+        .iter()
+        .filter(|node| n.lb.contains_key(&node.id))
+        .map(|node| PeerInfo {
+            name: Some(node.id[..12].to_string()),
+            ip: Some(node.addr.clone()),
+        })
+        .collect()
+}
+
+/// `?verbose=true`: each service on the network with its VIP and running tasks.
+fn network_services(c: &Cluster, n: &NetworkRec) -> HashMap<String, Value> {
+    let mut services: HashMap<String, Value> = HashMap::new();
+    for s in c.services.values() {
+        if !s.networks.contains(&n.id) {
+            continue;
+        }
+        let vip = s
+            .vips
+            .iter()
+            .find(|(net, _)| net == &n.id)
+            .map(|(_, a)| n.pool.ip(*a).to_string())
+            .unwrap_or_else(|| "<nil>".into());
+        let tasks: Vec<Value> = c
+            .tasks
+            .values()
+            .filter(|t| t.service_id == s.id && t.state == TState::Running)
+            .filter_map(|t| {
+                let (_, a) = t.addresses.iter().find(|(net, _)| net == &n.id)?;
+                let host = t
+                    .node_id
+                    .as_deref()
+                    .and_then(|id| c.nodes.iter().find(|x| x.id == id))
+                    .map(|x| x.addr.clone())
+                    .unwrap_or_default();
+                Some(json!({
+                    "Name": format!("{}.{}.{}", s.name, t.slot.map(|x| x.to_string()).unwrap_or_else(|| t.node_id.clone().unwrap_or_default()), t.id),
+                    "EndpointID": t.container_id.clone().unwrap_or_default(),
+                    "EndpointIP": n.pool.ip(*a).to_string(),
+                    "Info": {"Host IP": host}
+                }))
+            })
+            .collect();
+        services.insert(
+            s.name.clone(),
+            json!({"VIP": vip, "Ports": [], "LocalLBIndex": 256, "Tasks": tasks}),
+        );
+    }
+    services
 }
 
 fn mac(ip: std::net::Ipv4Addr) -> String {

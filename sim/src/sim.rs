@@ -114,7 +114,19 @@ impl Sim {
         let now = self.now();
         let mut c = self.state.lock().expect("state lock");
         c.tick(now);
-        f(&mut c, now)
+        let r = f(&mut c, now);
+        c.record_frame(now);
+        r
+    }
+
+    /// Starts recording every node's state over time (see [`crate::state::History`]).
+    pub fn record_history(&self) {
+        self.with(|c, now| c.record_history(now));
+    }
+
+    /// The node states recorded since [`Self::record_history`], oldest first.
+    pub fn history(&self) -> Vec<crate::state::Frame> {
+        self.state.lock().expect("state lock").history().to_vec()
     }
 
     /// A read snapshot, rebuilt only if the state changed since the last one.
@@ -140,6 +152,18 @@ impl Sim {
 
     pub fn faults(&self) -> Faults {
         self.state.lock().expect("state lock").faults.clone()
+    }
+
+    /// Whether the `partition` fault cuts this endpoint off (the control address never is).
+    pub fn is_partitioned(&self, ep: &Endpoint) -> bool {
+        let Endpoint::Node(id) = ep else {
+            return false;
+        };
+        let c = self.state.lock().expect("state lock");
+        !c.faults.partitioned.is_empty()
+            && c.nodes
+                .iter()
+                .any(|n| &n.id == id && c.faults.partitioned.contains(&n.hostname))
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -320,10 +344,13 @@ impl Sim {
             .position(|n| n.hostname == host || n.id == host)
             .ok_or_else(|| ApiError::new(404, format!("no such host: {host}")))?;
         let n = &c.nodes[i];
+        // A locked engine runs (its API answers) at the version it was started with.
         Ok((
             n.id.clone(),
-            n.engine_version.clone(),
-            n.engine_running,
+            n.locked_engine
+                .clone()
+                .unwrap_or_else(|| n.engine_version.clone()),
+            n.engine_running || n.locked_engine.is_some(),
             n.backup_version.clone(),
         ))
     }
@@ -377,7 +404,9 @@ impl Sim {
         let (never, startup) = {
             let c = self.state.lock().expect("state lock");
             (
-                c.faults.never_return.iter().any(|h| h == host),
+                // An engine with live-restore exits as its swarm component starts.
+                c.faults.never_return.iter().any(|h| h == host)
+                    || c.faults.live_restore.iter().any(|h| h == host),
                 secs(c.timings.engine_start),
             )
         };

@@ -209,17 +209,7 @@ async fn fault_version_skew_rejects_with_missing_attachments() {
     cfg.faults.apply("version-skew").unwrap();
     let h = start(cfg).await;
     let ep = h.manager_endpoints()[1].clone();
-    wait_for("seed stack up", 20, || async {
-        let t = get_json(&ep, "/tasks").await;
-        (t.as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["Status"]["State"] == "running")
-            .count()
-            == 7)
-            .then_some(())
-    })
-    .await;
+    wait_for_running_tasks(&ep, 7).await;
     // A worker upgraded before the managers: its tasks are rejected.
     h.sim().upgrade_node("n5", "26.1.5").await.unwrap();
     let rejected = wait_for("n5 rejections", 30, || async {
@@ -253,17 +243,7 @@ async fn fault_restart_active_rejects_swarm_not_active() {
     cfg.faults.apply("restart-active").unwrap();
     let h = start(cfg).await;
     let ep = h.manager_endpoints()[0].clone();
-    wait_for("seed stack up", 20, || async {
-        let t = get_json(&ep, "/tasks").await;
-        (t.as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["Status"]["State"] == "running")
-            .count()
-            == 7)
-            .then_some(())
-    })
-    .await;
+    wait_for_running_tasks(&ep, 7).await;
     // Restart n4's engine while it is active (no drain).
     h.sim().stop_node("n4").await.unwrap();
     h.sim().start_node("n4", None).await.unwrap();
@@ -283,5 +263,155 @@ async fn fault_restart_active_rejects_swarm_not_active() {
     })
     .await;
     // Without the fault, a drained restart is clean.
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_partition_hangs_the_endpoint_until_healed() {
+    let h = start_default().await;
+    let n2 = h.manager_endpoints()[1].clone();
+    h.sim().set_faults(swarm_sim::Faults {
+        partitioned: vec!["n2".into()],
+        ..Default::default()
+    });
+    // Connected, but no answer: a hang, not a refusal.
+    let hung = tokio::time::timeout(
+        Duration::from_millis(500),
+        try_http(&n2, "GET", "/_ping", None),
+    )
+    .await;
+    assert!(hung.is_err(), "answered while partitioned: {hung:?}");
+    // The other managers answer, and the swarm still sees n2 ready.
+    let nodes = get_json(&h.manager_endpoints()[0], "/nodes").await;
+    assert_eq!(node_by_host(&nodes, "n2")["Status"]["State"], "ready");
+    // Healed: a request waiting on the endpoint is answered.
+    let waiting = tokio::spawn(async move { try_http(&n2, "GET", "/_ping", None).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.sim().set_faults(swarm_sim::Faults::default());
+    let answered = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered once healed")
+        .unwrap();
+    assert_eq!(answered.unwrap().0, 200);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_out_of_sequence_every_second_node_update() {
+    let h = start_default().await;
+    let ep = h.manager_endpoints()[0].clone();
+    h.sim().set_faults(swarm_sim::Faults {
+        out_of_sequence_every: 2,
+        ..Default::default()
+    });
+    let mut answers = vec![];
+    for label in ["a", "b", "c", "d"] {
+        let n = node(&ep, "n4").await;
+        let version = n["Version"]["Index"].as_u64().unwrap();
+        let body =
+            format!(r#"{{"Role":"worker","Availability":"active","Labels":{{"x":"{label}"}}}}"#);
+        let path = format!("/nodes/n4/update?version={version}");
+        let (status, body) = http(&ep, "POST", &path, Some(&body)).await;
+        answers.push((
+            status,
+            String::from_utf8_lossy(&body).contains("out of sequence"),
+        ));
+        let labels = node(&ep, "n4").await["Spec"]["Labels"].clone();
+        assert_eq!(
+            labels["x"] == label,
+            status == 200,
+            "applied only when answered 200"
+        );
+    }
+    assert_eq!(
+        answers,
+        [(200, false), (500, true), (200, false), (500, true)]
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_changes_on_drain_and_on_step_down() {
+    let mut cfg = config(20.0);
+    cfg.faults.apply("leader-change-on-drain").unwrap();
+    let h = start(cfg).await;
+    let ep = h.manager_endpoints()[1].clone();
+    let leader = |st: Value| st["leader"].as_str().map(str::to_string);
+    let state = || async { get_json(&h.control_url(), "/_sim/state").await };
+    assert_eq!(leader(state().await).as_deref(), Some("n1"));
+    let n = node(&ep, "n4").await;
+    let version = n["Version"]["Index"].as_u64().unwrap();
+    let path = format!("/nodes/n4/update?version={version}");
+    let (status, _) = http(
+        &ep,
+        "POST",
+        &path,
+        Some(r#"{"Role":"worker","Availability":"drain"}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let new = wait_for("a new leader after the drain", 20, || async {
+        leader(state().await).filter(|l| l != "n1")
+    })
+    .await;
+    // And on demand, over the control surface.
+    let (status, _) = http(&h.control_url(), "POST", "/_sim/leader/step-down", None).await;
+    assert_eq!(status, 200);
+    wait_for("another leader after the step-down", 20, || async {
+        leader(state().await).filter(|l| *l != new)
+    })
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_records_each_node_change_once() {
+    let h = start_default().await;
+    assert!(h.sim().history().is_empty(), "off unless asked for");
+    let (status, _) = http(&h.control_url(), "POST", "/_sim/history", None).await;
+    assert_eq!(status, 200);
+    h.sim().stop_node("n3").await.unwrap();
+    wait_for("n3 unreachable", 20, || async {
+        let nodes = get_json(&h.manager_endpoints()[0], "/nodes").await;
+        (node_by_host(&nodes, "n3")["ManagerStatus"]["Reachability"] == "unreachable").then_some(())
+    })
+    .await;
+    h.sim().start_node("n3", Some("26.1.5")).await.unwrap();
+    wait_for("n3 reachable again", 20, || async {
+        let nodes = get_json(&h.manager_endpoints()[0], "/nodes").await;
+        (node_by_host(&nodes, "n3")["ManagerStatus"]["Reachability"] == "reachable").then_some(())
+    })
+    .await;
+    let frames = get_json(&h.control_url(), "/_sim/history").await;
+    let frames = frames.as_array().unwrap();
+    let n3: Vec<(bool, bool, String)> = frames
+        .iter()
+        .map(|f| {
+            let n = f["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["hostname"] == "n3")
+                .unwrap();
+            (
+                n["engine_running"].as_bool().unwrap(),
+                n["reachable"].as_bool().unwrap(),
+                n["engine_version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut seen = n3.clone();
+    seen.dedup();
+    let old = "20.10.24".to_string();
+    for moment in [
+        (true, true, old.clone()),
+        (false, true, old.clone()),
+        (false, false, old),
+        (true, true, "26.1.5".to_string()),
+    ] {
+        assert!(seen.contains(&moment), "{moment:?} not in {seen:?}");
+    }
+    // A frame only when something changed.
+    assert!(frames.windows(2).all(|w| w[0]["nodes"] != w[1]["nodes"]));
     h.shutdown().await;
 }

@@ -1,4 +1,5 @@
-//! GETs whose JSON the operator parses into its own lean views (`crate::observe::views`).
+//! GETs whose JSON the operator parses into its own lean views (`crate::observe::views`), and
+//! the one call bollard lacks (`POST /swarm/unlock`).
 //!
 //! bollard hides its response bodies, so these go through hyper-util's client, on the same
 //! endpoint (unix socket, plain TCP or TLS with the same files) and with the API version
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{Endpoint, TlsFiles};
 
-type Body = Empty<Bytes>;
+type Body = Full<Bytes>;
 
 /// Why a GET got no answer from this endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +25,16 @@ pub enum GetError {
     #[error("request failed: {0}")]
     Request(#[from] hyper_util::client::legacy::Error),
     #[error("reading the answer failed: {0}")]
-    Body(#[from] hyper::Error),
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("bad request URI: {0}")]
     Uri(#[from] hyper::http::uri::InvalidUri),
+    #[error("bad request: {0}")]
+    Http(#[from] hyper::http::Error),
+    /// The answer's body grew past the limit; reading stopped there.
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 /// Why the TLS files cannot be used.
@@ -92,39 +98,89 @@ impl LeanClient {
         })
     }
 
-    /// `GET /v{version}{path_and_query}`, the whole body read within `timeout`.
+    /// `GET /v{version}{path_and_query}`, the whole body (at most `max_body` bytes) read
+    /// within `timeout`.
     pub async fn get(
         &self,
         version: &str,
         path_and_query: &str,
         timeout: Duration,
+        max_body: usize,
+    ) -> Result<Answer, GetError> {
+        let method = hyper::Method::GET;
+        self.request(method, version, path_and_query, None, timeout, max_body)
+            .await
+    }
+
+    /// `POST /v{version}{path}` with a JSON body, the whole answer read within `timeout`.
+    pub async fn post_json(
+        &self,
+        version: &str,
+        path: &str,
+        json: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, GetError> {
+        // An unlock's answer is a few bytes.
+        let max_body = 64 * 1024;
+        self.request(
+            hyper::Method::POST,
+            version,
+            path,
+            Some(json),
+            timeout,
+            max_body,
+        )
+        .await
+    }
+
+    async fn request(
+        &self,
+        method: hyper::Method,
+        version: &str,
+        path_and_query: &str,
+        json: Option<Bytes>,
+        timeout: Duration,
+        max_body: usize,
     ) -> Result<Answer, GetError> {
         let path = format!("/v{version}{path_and_query}");
+        let builder = hyper::Request::builder().method(method);
+        let builder = match &json {
+            Some(_) => builder.header(hyper::header::CONTENT_TYPE, "application/json"),
+            None => builder,
+        };
+        let body = Full::new(json.unwrap_or_default());
         let request = async {
             let response = match self {
                 LeanClient::Unix { client, socket } => {
-                    client
-                        .get(hyperlocal::Uri::new(socket, &path).into())
-                        .await?
+                    let uri: hyper::Uri = hyperlocal::Uri::new(socket, &path).into();
+                    client.request(builder.uri(uri).body(body)?).await?
                 }
                 LeanClient::Http { client, authority } => {
-                    client
-                        .get(format!("http://{authority}{path}").parse()?)
-                        .await?
+                    let uri: hyper::Uri = format!("http://{authority}{path}").parse()?;
+                    client.request(builder.uri(uri).body(body)?).await?
                 }
                 LeanClient::Https { client, authority } => {
-                    client
-                        .get(format!("https://{authority}{path}").parse()?)
-                        .await?
+                    let uri: hyper::Uri = format!("https://{authority}{path}").parse()?;
+                    client.request(builder.uri(uri).body(body)?).await?
                 }
             };
             let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
+            let body = read_limited(response.into_body(), max_body).await?;
             Ok(Answer { status, body })
         };
         tokio::time::timeout(timeout, request)
             .await
             .map_err(|_| GetError::Timeout(timeout))?
+    }
+}
+
+/// The whole body, refused as soon as it grows past `limit` (an engine's answer is held in
+/// memory whole: a runaway answer must not take the operator's memory with it).
+async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, GetError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(GetError::TooLarge { limit }),
+        Err(e) => Err(GetError::Body(e)),
     }
 }
 

@@ -361,7 +361,7 @@ pub(crate) fn usage_of(idx: &NetIndex, observation: &Observation) -> Vec<Network
     let n = idx.nets.len();
     let mut vips = vec![0u64; n];
     let mut task_addrs = vec![0u64; n];
-    let mut lb: Vec<BTreeSet<String>> = vec![BTreeSet::new(); n];
+    let mut lb: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); n];
     for s in observation.services() {
         for i in service_vips(s, idx) {
             vips[i] += 1;
@@ -379,13 +379,13 @@ pub(crate) fn usage_of(idx: &NetIndex, observation: &Observation) -> Vec<Network
                 task_addrs[i] += 1;
             }
             if attach && let Some(node) = t.node() {
-                lb[i].insert(node.to_string());
+                lb[i].insert(node);
             }
         }
     }
     if let Some(i) = idx.ingress {
         for node in observation.nodes() {
-            lb[i].insert(node.id.clone());
+            lb[i].insert(&node.id);
         }
     }
     idx.nets
@@ -412,7 +412,7 @@ pub(crate) fn usage_of(idx: &NetIndex, observation: &Observation) -> Vec<Network
                 free: net
                     .status
                     .map_or(capacity.saturating_sub(used), |s| s.available),
-                lb_nodes: lb[i].iter().cloned().collect(),
+                lb_nodes: lb[i].iter().map(|n| n.to_string()).collect(),
                 allocator: net.status,
             }
         })

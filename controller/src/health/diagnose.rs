@@ -1,4 +1,4 @@
-//! `swarm-upgrade diagnose`: what went wrong in the cluster, like the seed's
+//! `swarm-upgrade diagnose`: what went wrong in the cluster, like the manual upgrade procedure's
 //! `docker service ps` walkthroughs, with every error classified by the
 //! signature table, plus networks near capacity and restart policies that
 //! rejections can use up.
@@ -112,15 +112,40 @@ pub fn near_capacity(u: &NetworkUsage, nodes: usize) -> bool {
 /// Builds the report. Pure: give it the cluster's listings.
 pub fn diagnose(observation: &Observation) -> DiagnoseReport {
     let o = observation;
-    let mut report_services = Vec::new();
+    let mut services = Vec::new();
     let mut restart_risks = Vec::new();
     let mut sorted: Vec<&ObservedService> = o.services().collect();
     sorted.sort_by_key(|s| &s.spec.name);
     for s in sorted {
-        let sid = s.id.clone();
-        let name = s.name().to_string();
+        let view = ServiceView::of(o, s);
+        restart_risks.extend(view.restart_risk());
+        services.extend(view.diagnosis(o));
+    }
+    let usage = network_usage(o);
+    let networks_near_capacity = near_capacity_notes(&usage, o.nodes().count());
+    DiagnoseReport {
+        services,
+        networks_near_capacity,
+        restart_risks,
+        networks: usage,
+    }
+}
+
+/// One service and its tasks, as the report reads them.
+struct ServiceView<'a> {
+    service: &'a ObservedService,
+    name: String,
+    global: bool,
+    own: Vec<&'a ObservedTask>,
+    running: u64,
+    /// Replicas, or (global) the tasks desired running.
+    desired: u64,
+}
+
+impl<'a> ServiceView<'a> {
+    fn of(o: &'a Observation, s: &'a ObservedService) -> Self {
         let global = s.is_global();
-        let own: Vec<&ObservedTask> = o.tasks_of(&sid).collect();
+        let own: Vec<&ObservedTask> = o.tasks_of(&s.id).collect();
         let running = own.iter().filter(|t| t.is_running()).count() as u64;
         let desired = if global {
             own.iter()
@@ -135,19 +160,34 @@ pub fn diagnose(observation: &Observation) -> DiagnoseReport {
                 .unwrap_or(0)
                 .max(0) as u64
         };
-        let slot_key = |t: &ObservedTask| -> String {
-            if global {
-                t.node_id.clone()
-            } else {
-                t.slot.map(|n| n.to_string()).unwrap_or_default()
-            }
-        };
-        let mut rows: Vec<DiagnosedTask> = own
+        ServiceView {
+            service: s,
+            name: s.name().to_string(),
+            global,
+            own,
+            running,
+            desired,
+        }
+    }
+
+    /// The slot a task fills: its node for a global service, its slot number otherwise.
+    fn slot_key(&self, t: &ObservedTask) -> String {
+        if self.global {
+            t.node_id.clone()
+        } else {
+            t.slot.map(|n| n.to_string()).unwrap_or_default()
+        }
+    }
+
+    /// Rejected and failed tasks, by name, newest first.
+    fn problem_rows(&self, o: &Observation) -> Vec<DiagnosedTask> {
+        let mut rows: Vec<DiagnosedTask> = self
+            .own
             .iter()
             .filter(|t| t.is_problem())
             .map(|t| DiagnosedTask {
                 task_id: t.id.clone(),
-                name: format!("{name}.{}", slot_key(t)),
+                name: format!("{}.{}", self.name, self.slot_key(t)),
                 node: o.hostname(&t.node_id).to_string(),
                 desired_state: state_text(Some(t.desired_state)),
                 state: state_text(Some(t.state())),
@@ -161,83 +201,94 @@ pub fn diagnose(observation: &Observation) -> DiagnoseReport {
                 .cmp(&(&b.name, &a.timestamp))
                 .then(a.task_id.cmp(&b.task_id))
         });
+        rows
+    }
 
-        // Restart policy: rejected and failed tasks are attempts of their slot.
-        let max_attempts = s
+    /// Restart policy: rejected and failed tasks are attempts of their slot.
+    fn restart_risk(&self) -> Option<RestartRisk> {
+        let max = self
+            .service
             .spec
             .task_template
             .restart_policy
             .as_ref()
             .and_then(|r| r.max_attempts)
             .filter(|&m| m > 0)
-            .map(|m| m as u64);
-        if let Some(max) = max_attempts {
-            let mut per_slot: HashMap<String, u64> = HashMap::new();
-            for t in own.iter().filter(|t| t.is_problem()) {
-                *per_slot.entry(slot_key(t)).or_default() += 1;
-            }
-            let worst = per_slot.values().copied().max().unwrap_or(0);
-            let used_up = worst >= max;
-            let message = if used_up {
-                format!(
-                    "{name}: a slot used all {max} restart attempts on rejections/failures; it stays \
-                     short of a task even after the cause is gone (running {running}/{desired}): \
-                     `docker service update --force {name}`, and raise or remove restart_policy.max_attempts"
-                )
-            } else {
-                format!(
-                    "{name}: restart_policy.max_attempts={max} ({worst} used by the worst slot); \
-                     rejected tasks count as attempts, so an address exhaustion or an engine \
-                     restart during the upgrade can use them up and leave the service short of replicas"
-                )
-            };
-            restart_risks.push(RestartRisk {
-                service: name.clone(),
-                max_attempts: max,
-                worst_slot_attempts: worst,
-                used_up,
-                message,
-            });
+            .map(|m| m as u64)?;
+        let mut per_slot: HashMap<String, u64> = HashMap::new();
+        for t in self.own.iter().filter(|t| t.is_problem()) {
+            *per_slot.entry(self.slot_key(t)).or_default() += 1;
         }
-
-        if rows.is_empty() {
-            continue;
-        }
-        let mut by_reason: BTreeMap<Reason, (usize, Vec<String>)> = BTreeMap::new();
-        for r in &rows {
-            let e = by_reason.entry(r.reason).or_default();
-            e.0 += 1;
-            if !e.1.contains(&r.node) {
-                e.1.push(r.node.clone());
-            }
-        }
-        let reasons = by_reason
-            .into_iter()
-            .map(|(reason, (n, mut nodes))| {
-                nodes.sort();
-                ReasonSummary {
-                    reason,
-                    tasks: n,
-                    nodes,
-                    cause: reason.cause(),
-                    remedy: reason.remedy(),
-                }
-            })
-            .collect();
-        report_services.push(ServiceDiagnosis {
-            service_id: sid,
-            name,
-            mode: if global { "global" } else { "replicated" },
-            desired,
-            running,
-            tasks: rows,
-            reasons,
-        });
+        let worst = per_slot.values().copied().max().unwrap_or(0);
+        let used_up = worst >= max;
+        let (name, running, desired) = (&self.name, self.running, self.desired);
+        let message = if used_up {
+            format!(
+                "{name}: a slot used all {max} restart attempts on rejections/failures; it stays \
+                 short of a task even after the cause is gone (running {running}/{desired}): \
+                 `docker service update --force {name}`, and raise or remove restart_policy.max_attempts"
+            )
+        } else {
+            format!(
+                "{name}: restart_policy.max_attempts={max} ({worst} used by the worst slot); \
+                 rejected tasks count as attempts, so an address exhaustion or an engine \
+                 restart during the upgrade can use them up and leave the service short of replicas"
+            )
+        };
+        Some(RestartRisk {
+            service: name.clone(),
+            max_attempts: max,
+            worst_slot_attempts: worst,
+            used_up,
+            message,
+        })
     }
 
-    let usage = network_usage(o);
-    let nodes = o.nodes().count();
-    let networks_near_capacity = usage
+    /// The service's entry in the report; none without rejected or failed tasks.
+    fn diagnosis(self, o: &Observation) -> Option<ServiceDiagnosis> {
+        let rows = self.problem_rows(o);
+        if rows.is_empty() {
+            return None;
+        }
+        Some(ServiceDiagnosis {
+            service_id: self.service.id.clone(),
+            mode: if self.global { "global" } else { "replicated" },
+            desired: self.desired,
+            running: self.running,
+            reasons: reason_summaries(&rows),
+            tasks: rows,
+            name: self.name,
+        })
+    }
+}
+
+/// The reasons among a service's problem tasks, each with its count and nodes (sorted).
+fn reason_summaries(rows: &[DiagnosedTask]) -> Vec<ReasonSummary> {
+    let mut by_reason: BTreeMap<Reason, (usize, Vec<String>)> = BTreeMap::new();
+    for r in rows {
+        let e = by_reason.entry(r.reason).or_default();
+        e.0 += 1;
+        if !e.1.contains(&r.node) {
+            e.1.push(r.node.clone());
+        }
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, (n, mut nodes))| {
+            nodes.sort();
+            ReasonSummary {
+                reason,
+                tasks: n,
+                nodes,
+                cause: reason.cause(),
+                remedy: reason.remedy(),
+            }
+        })
+        .collect()
+}
+
+fn near_capacity_notes(usage: &[NetworkUsage], nodes: usize) -> Vec<NetworkNote> {
+    usage
         .iter()
         .filter(|u| near_capacity(u, nodes))
         .map(|u| NetworkNote {
@@ -251,13 +302,7 @@ pub fn diagnose(observation: &Observation) -> DiagnoseReport {
             ),
             usage: u.clone(),
         })
-        .collect();
-    DiagnoseReport {
-        services: report_services,
-        networks_near_capacity,
-        restart_risks,
-        networks: usage,
-    }
+        .collect()
 }
 
 fn trunc(s: &str, n: usize) -> String {
@@ -277,78 +322,10 @@ impl fmt::Display for DiagnoseReport {
             );
         }
         for s in &self.services {
-            writeln!(
-                f,
-                "SERVICE {} ({} {}/{})",
-                s.name, s.mode, s.running, s.desired
-            )?;
-            let w_name = s
-                .tasks
-                .iter()
-                .map(|t| t.name.len())
-                .max()
-                .unwrap_or(4)
-                .max(4);
-            let w_node = s
-                .tasks
-                .iter()
-                .map(|t| t.node.len())
-                .max()
-                .unwrap_or(4)
-                .max(4);
-            writeln!(
-                f,
-                "{:<14}{:<w_name$}  {:<w_node$}  {:<14}{:<14}ERROR",
-                "ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE"
-            )?;
-            for t in &s.tasks {
-                writeln!(
-                    f,
-                    "{:<14}{:<w_name$}  {:<w_node$}  {:<14}{:<14}\"{}\"",
-                    trunc(&t.task_id, 12),
-                    t.name,
-                    t.node,
-                    title(&t.desired_state),
-                    title(&t.state),
-                    t.err
-                )?;
-            }
-            for r in &s.reasons {
-                writeln!(
-                    f,
-                    "  => {} ({} task(s) on {})",
-                    r.reason,
-                    r.tasks,
-                    r.nodes.join(", ")
-                )?;
-                writeln!(f, "     cause:  {}", r.cause)?;
-                writeln!(f, "     remedy: {}", r.remedy)?;
-            }
-            writeln!(f)?;
+            write_service(f, s)?;
         }
         if !self.networks_near_capacity.is_empty() {
-            writeln!(f, "NETWORKS NEAR CAPACITY")?;
-            for n in &self.networks_near_capacity {
-                let u = &n.usage;
-                writeln!(
-                    f,
-                    "  {} {}: {} of {} addresses free ({} task, {} VIP, {} node load-balancer){}",
-                    u.name,
-                    u.subnet,
-                    u.free,
-                    u.capacity,
-                    u.used_by_tasks,
-                    u.vips,
-                    u.lb_attachments,
-                    if u.allocator.is_some() {
-                        " [allocator's count]"
-                    } else {
-                        ""
-                    }
-                )?;
-                writeln!(f, "     {}", n.message)?;
-            }
-            writeln!(f)?;
+            write_networks(f, &self.networks_near_capacity)?;
         }
         if !self.restart_risks.is_empty() {
             writeln!(f, "RESTART POLICIES REJECTIONS CAN USE UP")?;
@@ -358,4 +335,71 @@ impl fmt::Display for DiagnoseReport {
         }
         Ok(())
     }
+}
+
+/// A service's problem tasks as `docker service ps` lists them, then its reasons.
+fn write_service(f: &mut fmt::Formatter<'_>, s: &ServiceDiagnosis) -> fmt::Result {
+    writeln!(
+        f,
+        "SERVICE {} ({} {}/{})",
+        s.name, s.mode, s.running, s.desired
+    )?;
+    let width =
+        |len: fn(&DiagnosedTask) -> usize| s.tasks.iter().map(len).max().unwrap_or(4).max(4);
+    let w_name = width(|t| t.name.len());
+    let w_node = width(|t| t.node.len());
+    writeln!(
+        f,
+        "{:<14}{:<w_name$}  {:<w_node$}  {:<14}{:<14}ERROR",
+        "ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE"
+    )?;
+    for t in &s.tasks {
+        writeln!(
+            f,
+            "{:<14}{:<w_name$}  {:<w_node$}  {:<14}{:<14}\"{}\"",
+            trunc(&t.task_id, 12),
+            t.name,
+            t.node,
+            title(&t.desired_state),
+            title(&t.state),
+            t.err
+        )?;
+    }
+    for r in &s.reasons {
+        writeln!(
+            f,
+            "  => {} ({} task(s) on {})",
+            r.reason,
+            r.tasks,
+            r.nodes.join(", ")
+        )?;
+        writeln!(f, "     cause:  {}", r.cause)?;
+        writeln!(f, "     remedy: {}", r.remedy)?;
+    }
+    writeln!(f)
+}
+
+fn write_networks(f: &mut fmt::Formatter<'_>, notes: &[NetworkNote]) -> fmt::Result {
+    writeln!(f, "NETWORKS NEAR CAPACITY")?;
+    for n in notes {
+        let u = &n.usage;
+        writeln!(
+            f,
+            "  {} {}: {} of {} addresses free ({} task, {} VIP, {} node load-balancer){}",
+            u.name,
+            u.subnet,
+            u.free,
+            u.capacity,
+            u.used_by_tasks,
+            u.vips,
+            u.lb_attachments,
+            if u.allocator.is_some() {
+                " [allocator's count]"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(f, "     {}", n.message)?;
+    }
+    writeln!(f)
 }

@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use serde::{Serialize, Serializer};
 
 use super::predict::constraint_matches;
+use super::prometheus::PrometheusError;
 use super::signatures::classify;
 use crate::observe::{Observation, ObservedNode, ObservedService, ObservedTask, Wanted};
 use crate::spec::HealthSpec;
@@ -42,9 +43,9 @@ pub struct GateInput<'a> {
     pub probe_errors: u64,
     pub spec: &'a HealthSpec,
     /// Result of the Prometheus query, if configured and already evaluated: `Ok(series count)`
-    /// or `Err(message)`. `None` while `spec.prometheus` is set fails the gate ("not evaluated"):
+    /// or why it could not be run. `None` while `spec.prometheus` is set fails the gate ("not evaluated"):
     /// evaluate it (with [`super::prometheus::evaluate_gate`]) before calling [`evaluate`].
-    pub prometheus: Option<Result<usize, String>>,
+    pub prometheus: Option<&'a Result<usize, PrometheusError>>,
 }
 
 /// One gate.
@@ -152,13 +153,8 @@ fn services_converged(input: &GateInput) -> Option<GateFailure> {
         .map(|n| n.id.as_str())
         .chain(input.affected_nodes.iter().map(String::as_str))
         .collect();
-    let relevant: Option<HashSet<&str>> = (!input.affected_nodes.is_empty()).then(|| {
-        affected
-            .iter()
-            .flat_map(|n| o.tasks_on(n))
-            .map(|t| t.service_id.as_str())
-            .collect()
-    });
+    let relevant: Option<HashSet<&str>> = (!input.affected_nodes.is_empty())
+        .then(|| affected.iter().flat_map(|n| o.services_on(n)).collect());
     let mut short = Vec::new();
     for s in o.services() {
         if relevant
@@ -268,7 +264,7 @@ fn no_new_rejections(input: &GateInput) -> Option<GateFailure> {
 
 fn prometheus_query(input: &GateInput) -> Option<GateFailure> {
     let gate = input.spec.prometheus.as_ref()?;
-    let message = match &input.prometheus {
+    let message = match input.prometheus {
         None => format!("query {:?} not evaluated yet", gate.query),
         Some(Ok(0)) => return None,
         Some(Ok(1)) => format!("query {:?} returned 1 series", gate.query),

@@ -40,7 +40,7 @@ use bollard::models::TaskState;
 use serde::Serialize;
 
 use super::capacity::{NetIndex, NetworkUsage, holds_addresses, task_networks, usage_of};
-use crate::observe::{Observation, ObservedNode, ObservedTask};
+use crate::observe::{Observation, ObservedNode, ObservedService, ObservedTask};
 
 /// A replacement task placed on another node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -262,23 +262,46 @@ pub fn predict_drain(node_id: &str, observation: &Observation) -> DrainPredictio
 
 /// Predicts draining every node of `node_ids` at once.
 pub fn predict_drain_nodes(node_ids: &[&str], observation: &Observation) -> DrainPrediction {
-    let idx = NetIndex::of(observation);
     let o = observation;
+    let idx = NetIndex::of(o);
     let drained: HashSet<&str> = node_ids.iter().copied().collect();
     let usage: Vec<NetworkUsage> = usage_of(&idx, o);
-
-    // Spread counts: per (service, node) and per node.
-    let mut svc_count: HashMap<(String, String), u64> = HashMap::new();
-    let mut node_count: HashMap<String, u64> = HashMap::new();
-    for t in o.tasks().filter(|t| counts_for_spread(t)) {
-        let node = t.node_id.clone();
-        *svc_count
-            .entry((t.service_id.clone(), node.clone()))
-            .or_default() += 1;
-        *node_count.entry(node).or_default() += 1;
+    let placements = Placements::of(o, &idx, &drained, &displaced_tasks(node_ids, o));
+    let net_pos = usage_positions(&idx, &usage);
+    let deltas = AddressDeltas::of(&usage, &net_pos, &placements);
+    let mut impacts = Vec::new();
+    let mut blockers = Vec::new();
+    for (p, u) in usage.iter().enumerate() {
+        let impact = network_impact(u, p, &deltas, &drained);
+        if impact.would_exhaust() {
+            blockers.push(exhaust_blocker(
+                &impact,
+                p,
+                &placements,
+                &net_pos,
+                o,
+                drained.len(),
+            ));
+        }
+        impacts.push(impact);
     }
+    blockers.extend(nowhere_to_run_blockers(&placements.stranded));
+    DrainPrediction {
+        nodes: node_ids.iter().map(|s| s.to_string()).collect(),
+        hostnames: node_ids
+            .iter()
+            .map(|id| o.hostname(id).to_string())
+            .collect(),
+        moves: placements.moves,
+        gone: placements.gone,
+        stranded: placements.stranded,
+        networks: impacts,
+        blockers,
+    }
+}
 
-    // Displaced tasks, in a stable order.
+/// Tasks on the drained nodes at or before `running`, in a stable order.
+fn displaced_tasks<'a>(node_ids: &[&str], o: &'a Observation) -> Vec<&'a ObservedTask> {
     let mut displaced: Vec<&ObservedTask> = node_ids
         .iter()
         .flat_map(|n| o.tasks_on(n))
@@ -286,67 +309,133 @@ pub fn predict_drain_nodes(node_ids: &[&str], observation: &Observation) -> Drai
         .collect();
     displaced.sort_by(|a, b| (&a.service_id, a.slot, &a.id).cmp(&(&b.service_id, b.slot, &b.id)));
     displaced.dedup_by(|a, b| a.id == b.id);
+    displaced
+}
 
-    let mut candidates: Vec<&ObservedNode> = o
-        .nodes()
-        .filter(|n| !drained.contains(n.id.as_str()) && n.schedulable())
-        .collect();
-    candidates.sort_by(|a, b| a.hostname().cmp(b.hostname()).then(a.id.cmp(&b.id)));
+/// The scheduler's spread counts: tasks per (service, node) and per node, keyed by the
+/// observation's own IDs (a prediction looks them up once per task and candidate node).
+struct Spread<'a> {
+    per_service: HashMap<(&'a str, &'a str), u64>,
+    per_node: HashMap<&'a str, u64>,
+}
 
-    let mut moves = Vec::new();
-    let mut gone = Vec::new();
-    let mut stranded = Vec::new();
-    // (task, network indexes, target node) for the network accounting.
-    let mut replacements: Vec<(Vec<usize>, Option<String>)> = Vec::new();
-    let mut freed_tasks: Vec<Vec<usize>> = Vec::new();
+impl<'a> Spread<'a> {
+    fn of(o: &'a Observation) -> Self {
+        let mut spread = Spread {
+            per_service: HashMap::new(),
+            per_node: HashMap::new(),
+        };
+        for t in o.tasks().filter(|t| counts_for_spread(t)) {
+            spread.add(&t.service_id, &t.node_id);
+        }
+        spread
+    }
 
-    for t in &displaced {
+    fn add(&mut self, service_id: &'a str, node_id: &'a str) {
+        *self.per_service.entry((service_id, node_id)).or_default() += 1;
+        *self.per_node.entry(node_id).or_default() += 1;
+    }
+
+    fn of_service(&self, service_id: &str, node_id: &str) -> u64 {
+        // (&str, &str) keys borrow for the lookup only
+        self.per_service
+            .get(&(service_id, node_id))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The eligible candidate with the fewest tasks of the service, then the fewest tasks
+    /// overall; ties go to the first candidate (hostname order).
+    fn best<'n>(
+        &self,
+        service_id: &str,
+        svc: &ObservedService,
+        candidates: &[&'n ObservedNode],
+    ) -> Option<&'n ObservedNode> {
+        let cons = svc.constraints();
+        let max = svc.max_replicas();
+        candidates
+            .iter()
+            .filter(|n| cons.iter().all(|c| constraint_matches(c, n)))
+            .filter(|n| max.is_none_or(|m| self.of_service(service_id, &n.id) < m))
+            .min_by_key(|n| {
+                (
+                    self.of_service(service_id, &n.id),
+                    self.per_node.get(n.id.as_str()).copied().unwrap_or(0),
+                )
+            })
+            .copied()
+    }
+}
+
+/// Where the displaced tasks go, and the network addresses they take and free.
+#[derive(Default)]
+struct Placements {
+    moves: Vec<TaskMove>,
+    gone: Vec<TaskGone>,
+    stranded: Vec<Stranded>,
+    /// Per replacement (placed or stranded): its networks (indexes into the [`NetIndex`])
+    /// and its target node.
+    replacements: Vec<(Vec<usize>, Option<String>)>,
+    /// Per displaced task holding addresses: its networks.
+    freed_tasks: Vec<Vec<usize>>,
+}
+
+impl Placements {
+    fn of<'a>(
+        o: &'a Observation,
+        idx: &NetIndex,
+        drained: &HashSet<&str>,
+        displaced: &[&'a ObservedTask],
+    ) -> Self {
+        let mut candidates: Vec<&ObservedNode> = o
+            .nodes()
+            .filter(|n| !drained.contains(n.id.as_str()) && n.schedulable())
+            .collect();
+        candidates.sort_by(|a, b| a.hostname().cmp(b.hostname()).then(a.id.cmp(&b.id)));
+        let mut spread = Spread::of(o);
+        let mut out = Placements::default();
+        for t in displaced {
+            out.place(t, o, idx, drained, &candidates, &mut spread);
+        }
+        out
+    }
+
+    /// One displaced task: gone (no replacement wanted), moved, or stranded.
+    fn place<'a>(
+        &mut self,
+        t: &'a ObservedTask,
+        o: &'a Observation,
+        idx: &NetIndex,
+        drained: &HashSet<&str>,
+        candidates: &[&'a ObservedNode],
+        spread: &mut Spread<'a>,
+    ) {
         let task_id = t.id.clone();
         let service_id = t.service_id.clone();
         let from = t.node_id.clone();
         let svc = o.service(&service_id);
         let name = o.service_name(&service_id).to_string();
-        let nets = task_networks(t, svc, &idx);
+        let nets = task_networks(t, svc, idx);
         if holds_addresses(t) {
-            freed_tasks.push(nets.clone());
+            self.freed_tasks.push(nets.clone());
         }
         let wants_replacement =
             t.desired_state <= TaskState::RUNNING && svc.is_some_and(|s| !s.is_global());
         let Some(svc) = svc.filter(|_| wants_replacement) else {
-            gone.push(TaskGone {
+            self.gone.push(TaskGone {
                 task_id,
                 service_id,
                 service: name,
                 node: from,
             });
-            continue;
+            return;
         };
-        let cons = svc.constraints();
-        let max = svc.max_replicas();
-        let count_of = |n: &str, c: &HashMap<(String, String), u64>| {
-            c.get(&(service_id.clone(), n.to_string()))
-                .copied()
-                .unwrap_or(0)
-        };
-        let best = candidates
-            .iter()
-            .filter(|n| cons.iter().all(|c| constraint_matches(c, n)))
-            .filter(|n| max.is_none_or(|m| count_of(&n.id, &svc_count) < m))
-            .min_by_key(|n| {
-                (
-                    count_of(&n.id, &svc_count),
-                    node_count.get(&n.id).copied().unwrap_or(0),
-                )
-            })
-            .copied();
-        match best {
+        match spread.best(&service_id, svc, candidates) {
             Some(n) => {
+                spread.add(&t.service_id, &n.id);
                 let to = n.id.clone();
-                *svc_count
-                    .entry((service_id.clone(), to.clone()))
-                    .or_default() += 1;
-                *node_count.entry(to.clone()).or_default() += 1;
-                moves.push(TaskMove {
+                self.moves.push(TaskMove {
                     task_id,
                     service_id,
                     service: name,
@@ -354,112 +443,157 @@ pub fn predict_drain_nodes(node_ids: &[&str], observation: &Observation) -> Drai
                     to_hostname: n.hostname().to_string(),
                     to_node: to.clone(),
                 });
-                replacements.push((task_networks(t, Some(svc), &idx), Some(to)));
+                self.replacements.push((nets, Some(to)));
             }
             None => {
-                let reason = why_nowhere(o, &drained, cons, max);
-                stranded.push(Stranded {
+                let reason = why_nowhere(o, drained, svc.constraints(), svc.max_replicas());
+                self.stranded.push(Stranded {
                     task_id,
                     service_id,
                     service: name,
                     node: from,
                     reason,
                 });
-                replacements.push((task_networks(t, Some(svc), &idx), None));
+                self.replacements.push((nets, None));
             }
         }
     }
+}
 
-    // Network accounting.
+/// For each network of the [`NetIndex`], its position in `usage` (none: not an overlay
+/// network the usage counts).
+fn usage_positions(idx: &NetIndex, usage: &[NetworkUsage]) -> Vec<Option<usize>> {
     let pos_of: HashMap<&str, usize> = usage
         .iter()
         .enumerate()
         .map(|(i, u)| (u.id.as_str(), i))
         .collect();
-    let net_pos = |i: usize| pos_of.get(idx.nets[i].id.as_str()).copied();
-    let mut new_tasks = vec![0u64; usage.len()];
-    let mut freed = vec![0u64; usage.len()];
-    let mut new_lb: Vec<BTreeSet<String>> = vec![BTreeSet::new(); usage.len()];
-    for nets in &freed_tasks {
-        for p in nets.iter().filter_map(|&i| net_pos(i)) {
-            freed[p] += 1;
-        }
-    }
-    for (nets, to) in &replacements {
-        for p in nets.iter().filter_map(|&i| net_pos(i)) {
-            new_tasks[p] += 1;
-            if let Some(to) = to
-                && !usage[p].lb_nodes.iter().any(|n| n == to)
-            {
-                new_lb[p].insert(to.clone());
+    idx.nets
+        .iter()
+        .map(|n| pos_of.get(n.id.as_str()).copied())
+        .collect()
+}
+
+/// Per network (in `usage` order): task addresses the replacements take, those the
+/// displaced tasks free, and the nodes that need a new load-balancer address.
+struct AddressDeltas {
+    new_tasks: Vec<u64>,
+    freed: Vec<u64>,
+    new_lb: Vec<BTreeSet<String>>,
+}
+
+impl AddressDeltas {
+    fn of(usage: &[NetworkUsage], net_pos: &[Option<usize>], placements: &Placements) -> Self {
+        let mut d = AddressDeltas {
+            new_tasks: vec![0u64; usage.len()],
+            freed: vec![0u64; usage.len()],
+            new_lb: vec![BTreeSet::new(); usage.len()],
+        };
+        for nets in &placements.freed_tasks {
+            for p in nets.iter().filter_map(|&i| net_pos[i]) {
+                d.freed[p] += 1;
             }
         }
-    }
-    // Tasks on drained nodes that stay at or before running after the drain:
-    // none (every such task is displaced), so their load-balancer addresses go.
-    let mut impacts = Vec::new();
-    let mut blockers = Vec::new();
-    for (p, u) in usage.iter().enumerate() {
-        let freed_lb: Vec<String> = if u.ingress {
-            Vec::new()
-        } else {
-            u.lb_nodes
-                .iter()
-                .filter(|n| drained.contains(n.as_str()))
-                .cloned()
-                .collect()
-        };
-        let needed = new_lb[p].len() as u64;
-        // The drained node's load-balancer address is freed in the same allocator pass as its
-        // tasks' addresses (swarmkit `doTaskAlloc`: `DeallocateTask` then `reallocateNode`),
-        // before the replacements are allocated at the next commit: it counts as available.
-        let available = (u.free + freed[p] + freed_lb.len() as u64).saturating_sub(new_tasks[p]);
-        let used_before = u.used();
-        let used_after =
-            (used_before + new_tasks[p] + needed).saturating_sub(freed[p] + freed_lb.len() as u64);
-        let impact = NetworkImpact {
-            network_id: u.id.clone(),
-            name: u.name.clone(),
-            capacity: u.capacity,
-            free_before: u.free,
-            used_before,
-            new_task_addresses: new_tasks[p],
-            freed_task_addresses: freed[p],
-            new_lb_attachments: new_lb[p].iter().cloned().collect(),
-            freed_lb_attachments: freed_lb,
-            needed,
-            available,
-            used_after,
-            free_after: u.capacity as i64 - used_after as i64,
-        };
-        if impact.would_exhaust() {
-            let services: BTreeSet<&str> = moves
-                .iter()
-                .zip(replacements.iter().filter(|(_, to)| to.is_some()))
-                .filter(|(_, (nets, _))| nets.iter().any(|&i| net_pos(i) == Some(p)))
-                .map(|(m, _)| m.service.as_str())
-                .collect();
-            let hosts: Vec<&str> = impact
-                .new_lb_attachments
-                .iter()
-                .map(|id| o.hostname(id))
-                .collect();
-            blockers.push(DrainBlocker::WouldExhaust {
-                network: u.name.clone(),
-                needed,
-                free: available,
-                remedies: exhaust_remedies(&impact, &services, &hosts, drained.len()),
-            });
+        for (nets, to) in &placements.replacements {
+            for p in nets.iter().filter_map(|&i| net_pos[i]) {
+                d.new_tasks[p] += 1;
+                if let Some(to) = to
+                    && !usage[p].lb_nodes.iter().any(|n| n == to)
+                {
+                    d.new_lb[p].insert(to.clone());
+                }
+            }
         }
-        impacts.push(impact);
+        d
     }
+}
 
+/// The drain's effect on the network at `usage` position `p`. Every task on a drained node
+/// that is at or before running is displaced, so the drained nodes' load-balancer
+/// addresses go (never on `ingress`, which every node keeps).
+fn network_impact(
+    u: &NetworkUsage,
+    p: usize,
+    deltas: &AddressDeltas,
+    drained: &HashSet<&str>,
+) -> NetworkImpact {
+    let (new_tasks, freed) = (deltas.new_tasks[p], deltas.freed[p]);
+    let freed_lb: Vec<String> = if u.ingress {
+        Vec::new()
+    } else {
+        u.lb_nodes
+            .iter()
+            .filter(|n| drained.contains(n.as_str()))
+            .cloned()
+            .collect()
+    };
+    let needed = deltas.new_lb[p].len() as u64;
+    // The drained node's load-balancer address is freed in the same allocator pass as its
+    // tasks' addresses (swarmkit `doTaskAlloc`: `DeallocateTask` then `reallocateNode`),
+    // before the replacements are allocated at the next commit: it counts as available.
+    let available = (u.free + freed + freed_lb.len() as u64).saturating_sub(new_tasks);
+    let used_before = u.used();
+    let used_after =
+        (used_before + new_tasks + needed).saturating_sub(freed + freed_lb.len() as u64);
+    NetworkImpact {
+        network_id: u.id.clone(),
+        name: u.name.clone(),
+        capacity: u.capacity,
+        free_before: u.free,
+        used_before,
+        new_task_addresses: new_tasks,
+        freed_task_addresses: freed,
+        new_lb_attachments: deltas.new_lb[p].iter().cloned().collect(),
+        freed_lb_attachments: freed_lb,
+        needed,
+        available,
+        used_after,
+        free_after: u.capacity as i64 - used_after as i64,
+    }
+}
+
+/// The blocker for a network the drain would exhaust, naming the services that move onto it.
+fn exhaust_blocker(
+    impact: &NetworkImpact,
+    p: usize,
+    placements: &Placements,
+    net_pos: &[Option<usize>],
+    o: &Observation,
+    drained: usize,
+) -> DrainBlocker {
+    let placed = placements
+        .replacements
+        .iter()
+        .filter(|(_, to)| to.is_some());
+    let services: BTreeSet<&str> = placements
+        .moves
+        .iter()
+        .zip(placed)
+        .filter(|(_, (nets, _))| nets.iter().any(|&i| net_pos[i] == Some(p)))
+        .map(|(m, _)| m.service.as_str())
+        .collect();
+    let hosts: Vec<&str> = impact
+        .new_lb_attachments
+        .iter()
+        .map(|id| o.hostname(id))
+        .collect();
+    DrainBlocker::WouldExhaust {
+        network: impact.name.clone(),
+        needed: impact.needed,
+        free: impact.available,
+        remedies: exhaust_remedies(impact, &services, &hosts, drained),
+    }
+}
+
+/// One blocker per service with stranded tasks (the first task's reason speaks for all).
+fn nowhere_to_run_blockers(stranded: &[Stranded]) -> Vec<DrainBlocker> {
     let mut by_service: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
-    for s in &stranded {
+    for s in stranded {
         by_service.entry(&s.service).or_insert((0, &s.reason)).0 += 1;
     }
-    for (service, (n, reason)) in by_service {
-        blockers.push(DrainBlocker::NowhereToRun {
+    by_service
+        .into_iter()
+        .map(|(service, (n, reason))| DrainBlocker::NowhereToRun {
             service: service.to_string(),
             tasks: n,
             reason: reason.to_string(),
@@ -471,21 +605,8 @@ pub fn predict_drain_nodes(node_ids: &[&str], observation: &Observation) -> Drai
                 "in a cluster without workers, do not drain the managers (upgrade without draining, accepting the interruption)"
                     .to_string(),
             ],
-        });
-    }
-
-    DrainPrediction {
-        nodes: node_ids.iter().map(|s| s.to_string()).collect(),
-        hostnames: node_ids
-            .iter()
-            .map(|id| o.hostname(id).to_string())
-            .collect(),
-        moves,
-        gone,
-        stranded,
-        networks: impacts,
-        blockers,
-    }
+        })
+        .collect()
 }
 
 fn why_nowhere(

@@ -308,34 +308,57 @@ impl Reflector {
 }
 
 /// Records what each event names; re-opens the stream (on whichever manager answers) when it
-/// ends, as it does when that manager's engine stops, and asks for a full listing then.
+/// ends, as it does when that manager's engine stops, and asks for a full listing then. A
+/// stream on a manager the operator is about to stop or has demoted is moved elsewhere: an open
+/// request holds up that engine's shutdown.
 async fn follow_events(swarm: Swarm, changed: Arc<Mutex<Changed>>, wake: Arc<Notify>) {
     loop {
         match swarm.events().await {
-            Ok(stream) => {
+            Ok((source, stream)) => {
                 // What changed while no stream was open is read by a full listing made now,
                 // after the new stream opened: nothing falls between the two.
                 changed.lock().expect("poisoned").resync = true;
                 wake.notify_one();
-                let mut stream = std::pin::pin!(stream);
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(event) => {
-                            record(&changed, &event);
-                            wake.notify_one();
-                        }
-                        Err(e) => {
-                            tracing::debug!("event stream ended: {e}");
-                            break;
-                        }
-                    }
-                }
+                let stream = std::pin::pin!(stream);
+                follow_stream(&swarm, source.as_deref(), stream, &changed, &wake).await;
             }
             Err(e) => tracing::debug!("cannot open the event stream: {e}"),
         }
         changed.lock().expect("poisoned").resync = true;
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How often a quiet stream checks whether its manager is to be avoided.
+const SOURCE_CHECK: Duration = Duration::from_millis(250);
+
+async fn follow_stream(
+    swarm: &Swarm,
+    source: Option<&str>,
+    mut stream: std::pin::Pin<
+        &mut impl futures::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>>,
+    >,
+    changed: &Mutex<Changed>,
+    wake: &Notify,
+) {
+    loop {
+        match tokio::time::timeout(SOURCE_CHECK, stream.next()).await {
+            Err(_) if source.is_some_and(|id| swarm.avoids(id)) => {
+                tracing::debug!("moving the event stream off a manager being upgraded or demoted");
+                return;
+            }
+            Err(_) => {}
+            Ok(Some(Ok(event))) => {
+                record(changed, &event);
+                wake.notify_one();
+            }
+            Ok(Some(Err(e))) => {
+                tracing::debug!("event stream ended: {e}");
+                return;
+            }
+            Ok(None) => return,
+        }
     }
 }
 

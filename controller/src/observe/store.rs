@@ -2,10 +2,11 @@
 //! ID, by node and by service, kept current by the [`super::reflector`] and read by every
 //! consumer (the planner through [`Observation::snapshot`], the health checks directly).
 
+use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::views::{ObservedNetwork, ObservedNode, ObservedService, ObservedTask};
-use crate::cluster::Snapshot;
+use crate::cluster::{Snapshot, occupies_node};
 
 /// Where the tasks a listing changed (added, changed or gone) belong.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,24 +56,56 @@ impl<T: PartialEq> PartialEq for Listed<T> {
     }
 }
 
-impl<T> Listed<T> {
-    fn replace(&mut self, items: Vec<T>, id: impl Fn(&T) -> &String) {
-        self.order = items.iter().map(|i| id(i).clone()).collect();
-        self.by_id = items.into_iter().map(|i| (id(&i).clone(), i)).collect();
+/// What a write to a [`Listed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Unchanged,
+    /// Objects changed, but the set of IDs is the same.
+    Changed,
+    /// An object was added or removed.
+    Membership,
+}
+
+impl<T: PartialEq> Listed<T> {
+    fn replace(&mut self, items: Vec<T>, id: impl Fn(&T) -> &String) -> Write {
+        let order: Vec<String> = items.iter().map(|i| id(i).clone()).collect();
+        let by_id: HashMap<String, T> = items.into_iter().map(|i| (id(&i).clone(), i)).collect();
+        let write = if by_id.len() != self.by_id.len()
+            || by_id.keys().any(|k| !self.by_id.contains_key(k))
+        {
+            Write::Membership
+        } else if by_id != self.by_id || order != self.order {
+            Write::Changed
+        } else {
+            Write::Unchanged
+        };
+        self.order = order;
+        self.by_id = by_id;
+        write
     }
 
-    fn upsert(&mut self, key: String, item: T) {
-        if self.by_id.insert(key.clone(), item).is_none() {
-            self.order.push(key);
+    fn upsert(&mut self, key: String, item: T) -> Write {
+        match self.by_id.insert(key.clone(), item) {
+            None => {
+                self.order.push(key);
+                Write::Membership
+            }
+            Some(old) if Some(&old) == self.by_id.get(&key) => Write::Unchanged,
+            Some(_) => Write::Changed,
         }
     }
 
-    fn remove(&mut self, key: &str) {
+    fn remove(&mut self, key: &str) -> Write {
         if self.by_id.remove(key).is_some() {
             self.order.retain(|k| k != key);
+            Write::Membership
+        } else {
+            Write::Unchanged
         }
     }
+}
 
+impl<T> Listed<T> {
     fn get(&self, key: &str) -> Option<&T> {
         self.by_id.get(key)
     }
@@ -89,9 +122,17 @@ pub struct Observation {
     networks: Listed<ObservedNetwork>,
     tasks: BTreeMap<String, ObservedTask>,
     by_node: HashMap<String, BTreeSet<String>>,
+    /// Per node: its tasks not yet past `running` (the planner's drain wait), kept as tasks
+    /// come and go rather than counted each pass.
+    occupied: HashMap<String, usize>,
     by_service: HashMap<String, BTreeSet<String>>,
+    /// Per node: the services with a spent task there (not kept; see
+    /// [`ObservedTask::is_spent`]), such as the tasks a drain just shut down.
+    spent_on: HashMap<String, BTreeSet<String>>,
     /// Tasks added or changed since [`Self::take_changed_tasks`] was last called.
     changed_tasks: BTreeSet<String>,
+    /// See [`Self::placement_revision`].
+    placement_revision: u64,
 }
 
 /// Equal when they hold the same objects (the indexes follow from them).
@@ -192,6 +233,18 @@ impl Observation {
         self.indexed(self.by_node.get(node_id))
     }
 
+    /// The services with a task on the node: its tasks' and those of the spent tasks the
+    /// last listing showed there (a drained node's services, whose tasks were shut down).
+    pub fn services_on<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a str> {
+        self.tasks_on(node_id).map(|t| t.service_id.as_str()).chain(
+            self.spent_on
+                .get(node_id)
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        )
+    }
+
     /// Every task of the service, whatever its state.
     pub fn tasks_of<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a ObservedTask> {
         self.indexed(self.by_service.get(service_id))
@@ -220,58 +273,99 @@ impl Observation {
             .map_or(service_id, ObservedService::name)
     }
 
-    /// The planner's input: every node, and the tasks that still occupy one.
+    /// The swarm's time: the latest of `now` and the newest node write the managers recorded.
+    /// A manager whose clock runs ahead of ours (or a simulated swarm at a time scale) stamps
+    /// its tasks in our future; windows over task timestamps are measured on this clock.
+    pub fn swarm_now(&self, now: Timestamp) -> Timestamp {
+        (self.nodes.iter())
+            .filter_map(|n| n.updated_at.as_deref()?.parse::<Timestamp>().ok())
+            .fold(now, Timestamp::max)
+    }
+
+    /// The planner's input: every node, and how many tasks still occupy each.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             nodes: self.nodes.iter().map(ObservedNode::to_view).collect(),
-            tasks: self
-                .tasks
-                .values()
-                .map(ObservedTask::to_view)
-                .filter(|t| t.node_id.is_some() && t.occupies_node())
+            occupied: self
+                .occupied
+                .iter()
+                .map(|(node, n)| (node.clone(), *n))
                 .collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Changes whenever a service, network or task changes, or a node joins or leaves: what
+    /// address usage follows (a node's own changes, frequent during a rollout, leave it alone).
+    /// Consumers that read the whole store keep their result until it changes.
+    pub fn placement_revision(&self) -> u64 {
+        self.placement_revision
+    }
+
+    /// Node writes move the revision only when the set of nodes changes.
+    fn node_write(&mut self, write: Write) {
+        if write == Write::Membership {
+            self.placement_revision += 1;
+        }
+    }
+
+    fn placement_write(&mut self, write: Write) {
+        if write != Write::Unchanged {
+            self.placement_revision += 1;
         }
     }
 
     pub fn replace_nodes(&mut self, nodes: Vec<ObservedNode>) {
-        self.nodes.replace(nodes, |n| &n.id);
+        let write = self.nodes.replace(nodes, |n| &n.id);
+        self.node_write(write);
     }
 
     pub fn upsert_node(&mut self, node: ObservedNode) {
-        self.nodes.upsert(node.id.clone(), node);
+        let write = self.nodes.upsert(node.id.clone(), node);
+        self.node_write(write);
     }
 
     pub fn remove_node(&mut self, id: &str) {
-        self.nodes.remove(id);
+        let write = self.nodes.remove(id);
+        self.node_write(write);
     }
 
     pub fn replace_services(&mut self, services: Vec<ObservedService>) {
-        self.services.replace(services, |s| &s.id);
+        let write = self.services.replace(services, |s| &s.id);
+        self.placement_write(write);
     }
 
     pub fn upsert_service(&mut self, service: ObservedService) {
-        self.services.upsert(service.id.clone(), service);
+        let write = self.services.upsert(service.id.clone(), service);
+        self.placement_write(write);
     }
 
     pub fn remove_service(&mut self, id: &str) {
-        self.services.remove(id);
+        let write = self.services.remove(id);
+        self.placement_write(write);
     }
 
     pub fn replace_networks(&mut self, networks: Vec<ObservedNetwork>) {
-        self.networks.replace(networks, |n| &n.id);
+        let write = self.networks.replace(networks, |n| &n.id);
+        self.placement_write(write);
     }
 
     pub fn upsert_network(&mut self, network: ObservedNetwork) {
-        self.networks.upsert(network.id.clone(), network);
+        let write = self.networks.upsert(network.id.clone(), network);
+        self.placement_write(write);
     }
 
     pub fn remove_network(&mut self, id: &str) {
-        self.networks.remove(id);
+        let write = self.networks.remove(id);
+        self.placement_write(write);
     }
 
     /// Replaces the tasks `scope` covers by `tasks` (a listing of exactly that scope): tasks
-    /// of the scope missing from it are gone (the engine deleted them).
+    /// of the scope missing from it are gone (the engine deleted them). Spent tasks
+    /// ([`ObservedTask::is_spent`]) are not kept: one that was running is gone from the store.
     pub fn replace_tasks(&mut self, scope: &TaskScope, tasks: Vec<ObservedTask>) -> TaskChanges {
+        let (spent, tasks): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_spent());
+        self.note_spent(scope, &spent);
         let listed: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
         let gone: Vec<String> = match scope {
             TaskScope::All => self.tasks.keys().cloned().collect(),
@@ -291,6 +385,29 @@ impl Observation {
             }
         }
         changes
+    }
+
+    /// Replaces what the scope's last listing said of spent tasks: which services had one on
+    /// which node.
+    fn note_spent(&mut self, scope: &TaskScope, spent: &[ObservedTask]) {
+        match scope {
+            TaskScope::All => self.spent_on.clear(),
+            TaskScope::Nodes(ids) => ids.iter().for_each(|n| {
+                self.spent_on.remove(n);
+            }),
+            TaskScope::Services(ids) => self.spent_on.retain(|_, services| {
+                services.retain(|s| !ids.contains(s));
+                !services.is_empty()
+            }),
+        }
+        for t in spent {
+            if let Some(node) = t.node() {
+                let services = self.spent_on.entry(node.to_string()).or_default();
+                if !services.contains(&t.service_id) {
+                    services.insert(t.service_id.clone());
+                }
+            }
+        }
     }
 
     fn ids_in(
@@ -317,6 +434,9 @@ impl Observation {
                 .entry(node.to_string())
                 .or_default()
                 .insert(task.id.clone());
+            if occupies_node(task.state()) {
+                *self.occupied.entry(node.to_string()).or_default() += 1;
+            }
         }
         self.by_service
             .entry(task.service_id.clone())
@@ -324,16 +444,26 @@ impl Observation {
             .insert(task.id.clone());
         self.changed_tasks.insert(task.id.clone());
         self.tasks.insert(task.id.clone(), task);
+        self.placement_revision += 1;
     }
 
     fn remove_task(&mut self, id: &str) -> Option<ObservedTask> {
         let old = self.tasks.remove(id)?;
+        self.placement_revision += 1;
         self.unindex(&old);
         self.changed_tasks.remove(id);
         Some(old)
     }
 
     fn unindex(&mut self, task: &ObservedTask) {
+        if let Some(node) = task.node().filter(|_| occupies_node(task.state()))
+            && let Some(n) = self.occupied.get_mut(node)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.occupied.remove(node);
+            }
+        }
         for (index, key) in [
             (&mut self.by_node, task.node_id.as_str()),
             (&mut self.by_service, task.service_id.as_str()),
@@ -359,6 +489,7 @@ impl Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard::models::TaskState;
 
     fn captured() -> Observation {
         let read = |f: &str| swarm_sim::captures::read(&format!("20.10.24/{f}")).into_bytes();
@@ -413,6 +544,86 @@ mod tests {
         let again: Vec<ObservedTask> = fresh.tasks_on(&node).cloned().collect();
         o.replace_tasks(&TaskScope::Nodes(BTreeSet::from([node.clone()])), again);
         assert_eq!(o, fresh);
+        assert_eq!(
+            o.snapshot(),
+            fresh.snapshot(),
+            "the occupancy counts follow the tasks"
+        );
         assert_eq!(o.take_changed_tasks().len(), on_node);
+    }
+
+    #[test]
+    fn spent_tasks_are_not_kept_but_their_services_stay_known_on_the_node() {
+        let mut o = captured();
+        let task = o
+            .tasks()
+            .find(|t| t.is_running() && t.node().is_some())
+            .expect("a running task on a node")
+            .clone();
+        let node = task.node().unwrap().to_string();
+        let scope = TaskScope::Nodes(BTreeSet::from([node.clone()]));
+        let mut listing: Vec<ObservedTask> = o.tasks_on(&node).cloned().collect();
+        // the node was drained: its task is shut down
+        let shut = listing.iter_mut().find(|t| t.id == task.id).unwrap();
+        shut.desired_state = TaskState::SHUTDOWN;
+        shut.status.state = TaskState::SHUTDOWN;
+        let before = o.task_count();
+        let changes = o.replace_tasks(&scope, listing);
+        assert!(o.task(&task.id).is_none(), "a spent task is not kept");
+        assert_eq!(o.task_count(), before - 1);
+        assert!(changes.services.contains(&task.service_id), "{changes:?}");
+        assert!(
+            o.services_on(&node).any(|s| s == task.service_id),
+            "its service is still one of the node's"
+        );
+        // a rejected task is a problem, kept
+        let mut rejected = task.clone();
+        rejected.status.state = TaskState::REJECTED;
+        o.replace_tasks(&scope, vec![rejected]);
+        assert!(o.task(&task.id).is_some());
+        // a listing without it: the node's services are forgotten too
+        o.replace_tasks(&scope, vec![]);
+        assert_eq!(o.services_on(&node).count(), 0);
+    }
+
+    #[test]
+    fn the_placement_revision_moves_with_tasks_services_networks_and_membership() {
+        let mut o = captured();
+        let fresh = captured();
+        let r0 = o.placement_revision();
+        // The same listings again: nothing changed.
+        o.replace_services(fresh.services().cloned().collect());
+        o.replace_networks(fresh.networks().cloned().collect());
+        o.replace_tasks(&TaskScope::All, fresh.tasks().cloned().collect());
+        o.replace_nodes(fresh.nodes().cloned().collect());
+        assert_eq!(o.placement_revision(), r0);
+
+        // A node's own change (its availability) leaves it alone.
+        let mut node = fresh.nodes().next().unwrap().clone();
+        node.spec.availability = "drain".into();
+        o.upsert_node(node.clone());
+        assert_eq!(o.placement_revision(), r0);
+        // A node leaving moves it.
+        o.remove_node(&node.id);
+        let r1 = o.placement_revision();
+        assert!(r1 > r0);
+
+        // A task gone moves it.
+        let task = fresh.tasks().next().unwrap().clone();
+        let scope = TaskScope::Services(BTreeSet::from([task.service_id.clone()]));
+        let others: Vec<ObservedTask> = fresh
+            .tasks_of(&task.service_id)
+            .filter(|t| t.id != task.id)
+            .cloned()
+            .collect();
+        o.replace_tasks(&scope, others);
+        let r2 = o.placement_revision();
+        assert!(r2 > r1);
+
+        // A changed service moves it.
+        let mut service = fresh.services().next().unwrap().clone();
+        service.version.index += 1;
+        o.upsert_service(service);
+        assert!(o.placement_revision() > r2);
     }
 }

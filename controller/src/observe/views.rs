@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use bollard::models::TaskState;
 use serde::Deserialize;
 
-use crate::cluster::{Availability, NodeView, Role, State, TaskView};
+use crate::cluster::{Availability, NodeView, Role, State};
+use crate::engine_json::null_as_default;
 
 /// A JSON object whose presence matters and whose content does not (`Mode.Global: {}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -28,7 +29,8 @@ pub struct ObservedNode {
     pub id: String,
     #[serde(default)]
     pub version: ObjectVersion,
-    #[serde(default)]
+    // Required, as are its role and availability: a default would make a manager a worker
+    // and an admin's drained node active (a decode error is retried instead).
     pub spec: NodeSpec,
     #[serde(default)]
     pub description: NodeDescription,
@@ -36,14 +38,16 @@ pub struct ObservedNode {
     pub status: NodeStatus,
     #[serde(default)]
     pub manager_status: Option<ManagerStatus>,
+    /// When a manager last wrote the node, on that manager's clock (see
+    /// [`super::Observation::swarm_now`]).
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NodeSpec {
-    #[serde(default)]
     pub role: String,
-    #[serde(default)]
     pub availability: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
@@ -152,6 +156,8 @@ impl ObservedNode {
             addr: self.status.addr.clone(),
             labels: self.spec.labels.clone(),
             version_index: self.version.index,
+            // Only the node's own engine can tell (`crate::autolock::observe_locks`).
+            locked: false,
         }
     }
 }
@@ -179,6 +185,10 @@ pub struct ObservedService {
 pub struct ServiceSpec {
     #[serde(default)]
     pub name: String,
+    /// The service's labels (`docker service create --label`): what
+    /// `spec.health.blockingServices` matches.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub mode: Option<ServiceMode>,
     #[serde(default)]
@@ -472,23 +482,10 @@ impl ObservedTask {
         matches!(self.state(), TaskState::REJECTED | TaskState::FAILED)
     }
 
-    /// The planner's view of this task.
-    pub fn to_view(&self) -> TaskView {
-        TaskView {
-            id: self.id.clone(),
-            node_id: self.node().map(str::to_string),
-            service_id: self.service_id.clone(),
-            state: self.state(),
-            desired_state: self.desired_state,
-        }
+    /// Past `running` and not a problem (`complete`, `shutdown`, `remove`, `orphaned`): the
+    /// history of a slot. It holds no address, occupies no node and is not counted, so the
+    /// store does not keep it (at 1,000 nodes that history is half of every task listing).
+    pub fn is_spent(&self) -> bool {
+        self.state() > TaskState::RUNNING && !self.is_problem()
     }
-}
-
-/// The engine writes `null` for some empty lists (`IPAM.Config` of a network without pools).
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }

@@ -15,7 +15,7 @@ use crate::vocab::CommandOutcome;
 /// Said of a failed node whose engine may be half-upgraded.
 const LEFT_DRAINED: &str = "left drained: no successful rollback";
 
-fn event(step: EventStep, message: impl Into<String>) -> NodeEvent {
+pub(super) fn event(step: EventStep, message: impl Into<String>) -> NodeEvent {
     NodeEvent {
         step,
         message: message.into(),
@@ -26,6 +26,9 @@ impl<'a> Planner<'a> {
     /// Moves a node that already carries a mark one step on, if its observed state allows.
     pub(super) fn advance(&mut self, node: &NodeView, mark: &Mark, managers_all_at_target: bool) {
         let retarget = mark.target != self.spec().version;
+        if mark.demoted && self.promotes_back(node, mark) {
+            return;
+        }
         match mark.step {
             Step::Draining => self.draining(node, mark, retarget),
             Step::Upgrading => self.upgrading(node, mark),
@@ -45,7 +48,7 @@ impl<'a> Planner<'a> {
     }
 
     /// The outcome of `command` for this node, if it ran under this very mark.
-    fn outcome(
+    pub(super) fn outcome(
         &self,
         node: &NodeView,
         mark: &Mark,
@@ -115,7 +118,26 @@ impl<'a> Planner<'a> {
             self.push(update);
             return;
         }
+        if node.is_manager()
+            && let Some(other) = self.manager_in_upgrade(node)
+        {
+            // Drained ahead: one manager's engine at a time.
+            self.wait(
+                node,
+                format!(
+                    "drained ahead; upgraded once the upgrade of manager {} is done",
+                    other.hostname
+                ),
+            );
+            return;
+        }
         if node.is_manager() && !self.quorum_allows(node, "stopping") {
+            return;
+        }
+        if self.hands_leadership_over(node, mark) {
+            return;
+        }
+        if mark.demoted && !self.quorum_allows(node, "stopping demoted") {
             return;
         }
         let message = format!("drained; upgrading to {}", self.spec().version);
@@ -129,7 +151,7 @@ impl<'a> Planner<'a> {
     }
 
     /// "running <argv>", the event that starts a node-side command.
-    fn command_event(&self, node: &NodeView, command: CommandKind) -> NodeEvent {
+    pub(super) fn command_event(&self, node: &NodeView, command: CommandKind) -> NodeEvent {
         let spec = self.spec();
         let (step, argv) = match command {
             CommandKind::Upgrade => (EventStep::Upgrade, &spec.upgrade.command),
@@ -140,6 +162,10 @@ impl<'a> Planner<'a> {
                     .as_ref()
                     .unwrap_or(&spec.upgrade.command),
             ),
+            CommandKind::Unlock => {
+                let message = "came up locked (autolock); unlocking it with spec.upgrade.unlockKey";
+                return event(EventStep::Unlock, message);
+            }
         };
         let expanded = node_vars(&node_ref(node), &spec.version).expand_argv(argv);
         event(step, format!("running {}", expanded.join(" ")))
@@ -176,7 +202,10 @@ impl<'a> Planner<'a> {
         let spec = self.spec();
         let now = self.now();
         let in_step = self.in_step(mark);
-        if self.ready_at_target(node) {
+        if self.ready_at_target(node) && mark.demoted {
+            // Promoted back from `upgraded`, where the Ready event is emitted.
+            self.upgrade_succeeded(node, mark);
+        } else if self.ready_at_target(node) {
             // The command finished but the operator stopped before recording it.
             let message = format!("at {} and Ready", node.engine_version);
             let mut update = self.change(node, None, Some(mark.at(Step::Ready, now)), message);
@@ -207,6 +236,19 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A manager drained ahead that the rollout no longer goes on with: its engine was never
+    /// touched, so it gets its availability back and loses its labels in one update.
+    pub(super) fn hand_back_ahead(&mut self, node: &NodeView, mark: &Mark) {
+        let message = format!(
+            "drained ahead, but the rollout does not go on with it now; back to {}",
+            mark.previous
+        );
+        let mut update = self.change(node, Some(mark.previous), None, message);
+        update.events = vec![event(EventStep::Reactivated, &update.message)];
+        update.finished = Some((Step::Draining, self.in_step(mark)));
+        self.push(update);
+    }
+
     fn retarget(&mut self, node: &NodeView, mark: &Mark) {
         let mut next = mark.at(Step::Draining, self.now());
         next.target = self.spec().version.clone();
@@ -215,6 +257,9 @@ impl<'a> Planner<'a> {
     }
 
     fn upgraded(&mut self, node: &NodeView, mark: &Mark) {
+        if self.upgraded_locked(node, mark) {
+            return;
+        }
         let spec = self.spec();
         let in_step = self.in_step(mark);
         if self.ready_at_target(node) {
@@ -239,8 +284,16 @@ impl<'a> Planner<'a> {
                 &node.engine_version
             };
             let reason = format!(
-                "not Ready at {} within readyTimeout {} (state {}, engine {engine})",
-                spec.version, spec.strategy.ready_timeout, node.state
+                "not Ready at {} within readyTimeout {} (state {}, engine {engine}){}",
+                spec.version,
+                spec.strategy.ready_timeout,
+                node.state,
+                if self.input.snapshot.autolock && node.is_manager() {
+                    // Seen locked only through its own endpoint in --docker-host.
+                    "; the swarm is autolocked: if it came up locked, `docker info` on it says so"
+                } else {
+                    ""
+                }
             );
             self.fail(node, mark, reason, true);
         } else {
@@ -275,7 +328,7 @@ impl<'a> Planner<'a> {
             let why = format!(
                 "health gate failed after reactivating {}: {}",
                 node.hostname,
-                failures.join("; ")
+                crate::health::gates::summary(failures)
             );
             if spec.health.resume_when_healthy {
                 self.block(BlockerKind::HealthGate, Some(node), why);
@@ -346,6 +399,8 @@ impl<'a> Planner<'a> {
     fn failure_mark(&self, mark: &Mark, step: Step, reason: String) -> Mark {
         let mut next = mark.at(step, self.now());
         next.reason = Some(reason);
+        // A failed node is a manager again (promoted in the same write) if it was demoted.
+        next.demoted = false;
         // A rollback keeps the spec the upgrade failed under.
         next.spec_hash =
             (mark.spec_hash.clone()).or_else(|| Some(self.input.spec_hash.to_string()));
@@ -387,7 +442,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Writes the failed mark (and the availability decided), then says the rollout is paused.
-    fn record_failure(
+    pub(super) fn record_failure(
         &mut self,
         node: &NodeView,
         mark: &Mark,

@@ -5,12 +5,24 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bollard::models::TaskState;
 use jiff::{SignedDuration, Timestamp};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 
 use super::*;
 use crate::cluster::{Availability, NodeView, Role, Snapshot, State, TaskView};
+use crate::events::Event;
+use crate::health::gates::{Gate, GateFailure};
 use crate::marks::{self, Mark, Step};
+use crate::rollout_check::{Fleet, check_order};
 use crate::spec::{EngineUpgradeSpec, NodeSelector, SpecDuration, Strategy, UpgradeSpec};
 use crate::vocab::CommandOutcome;
+
+fn gate_failure(gate: Gate, message: &str) -> GateFailure {
+    GateFailure {
+        gate,
+        message: message.into(),
+    }
+}
 
 const OLD: &str = "20.10.24+dfsg1";
 const NEW: &str = "26.1.5";
@@ -22,6 +34,7 @@ fn spec() -> EngineUpgradeSpec {
             command: vec!["/bin/true".into()],
             rollback: Some(vec!["/bin/true".into()]),
             timeout: SpecDuration::from_secs(60),
+            unlock_key: None,
         },
         strategy: Strategy {
             settle: SpecDuration::from_secs(5),
@@ -30,6 +43,7 @@ fn spec() -> EngineUpgradeSpec {
         node_selector: NodeSelector::default(),
         window: None,
         health: Default::default(),
+        notify: Default::default(),
     }
 }
 
@@ -46,6 +60,7 @@ fn node(id: &str, role: Role) -> NodeView {
         addr: format!("10.0.0.{}", id.len()),
         labels: BTreeMap::new(),
         version_index: 10,
+        locked: false,
     }
 }
 
@@ -79,11 +94,17 @@ fn mark(node: &mut NodeView, step: Step, since: Timestamp) {
         since,
         reason: None,
         spec_hash: None,
+        demoted: false,
     };
     if step != Step::Settling {
         node.availability = Availability::Drain;
     }
     m.write_to(&mut node.labels);
+}
+
+/// m3, the manager after m2, drained ahead while m2 is upgraded (its tasks gone).
+fn drained_ahead(nodes: &mut [NodeView]) {
+    mark(&mut nodes[2], Step::Draining, t0());
 }
 
 struct Case {
@@ -92,8 +113,9 @@ struct Case {
     running: BTreeSet<String>,
     ended: BTreeMap<String, CommandEnded>,
     vetoes: BTreeMap<String, String>,
-    health: Vec<String>,
+    health: Vec<GateFailure>,
     lingering: BTreeMap<String, usize>,
+    workload: preflight::Workload,
     now: Timestamp,
 }
 
@@ -103,13 +125,14 @@ impl Case {
             spec: spec(),
             snapshot: Snapshot {
                 nodes,
-                tasks: vec![],
+                ..Snapshot::default()
             },
             running: BTreeSet::new(),
             ended: BTreeMap::new(),
             vetoes: BTreeMap::new(),
             health: vec![],
             lingering: BTreeMap::new(),
+            workload: Default::default(),
             now: t0(),
         }
     }
@@ -127,9 +150,21 @@ impl Case {
             drain_check: &check,
             health_failures: &self.health,
             lingering_endpoints: &self.lingering,
+            workload: &self.workload,
             now: self.now,
         })
     }
+}
+
+/// The one action on `node`; the others (a manager drained ahead) act on other nodes.
+fn only_action_on<'a>(plan: &'a Plan, node: &str) -> &'a Action {
+    let on: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| a.node().id == node)
+        .collect();
+    assert_eq!(on.len(), 1, "actions: {:#?}", plan.actions);
+    on[0]
 }
 
 fn only_action(plan: &Plan) -> &Action {
@@ -174,7 +209,7 @@ fn waits_for_tasks_to_leave_a_draining_node() {
     let mut nodes = cluster();
     mark(&mut nodes[1], Step::Draining, t0());
     let mut case = Case::new(nodes);
-    case.snapshot.tasks.push(TaskView {
+    case.snapshot.add_task(&TaskView {
         id: "t1".into(),
         node_id: Some("m2".into()),
         service_id: "s".into(),
@@ -186,7 +221,7 @@ fn waits_for_tasks_to_leave_a_draining_node() {
     assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
     assert!(plan.blockers.iter().any(|b| b.kind == BlockerKind::Waiting));
 
-    case.snapshot.tasks[0].state = TaskState::SHUTDOWN;
+    case.snapshot.occupied.clear();
     let plan = case.plan();
     match only_action(&plan) {
         Action::Run {
@@ -210,7 +245,7 @@ fn drain_timeout_fails_without_rollback_and_restores() {
     let mut nodes = cluster();
     mark(&mut nodes[1], Step::Draining, t0());
     let mut case = Case::new(nodes);
-    case.snapshot.tasks.push(TaskView {
+    case.snapshot.add_task(&TaskView {
         id: "t1".into(),
         node_id: Some("m2".into()),
         service_id: "s".into(),
@@ -237,8 +272,26 @@ fn drain_timeout_fails_without_rollback_and_restores() {
 fn quorum_guard_holds_a_manager_while_another_is_not_reachable() {
     let mut nodes = cluster();
     nodes[2].state = State::Unknown; // m3 right after a leader change
+    // Before the first drain the pre-flight check refuses.
     let plan = Case::new(nodes.clone()).plan();
     assert!(plan.actions.is_empty());
+    assert!(
+        plan.blockers.iter().any(
+            |b| b.kind == BlockerKind::Preflight && b.message.contains("manager m3 is unknown")
+        ),
+        "{:#?}",
+        plan.blockers
+    );
+
+    // Under way, the quorum guard holds the next manager.
+    let mut under_way = nodes.clone();
+    mark(&mut under_way[3], Step::Settling, t0());
+    let plan = Case::new(under_way).plan();
+    assert!(
+        plan.actions.iter().all(|a| a.node().id == "w1"),
+        "{:#?}",
+        plan.actions
+    );
     assert!(
         plan.blockers
             .iter()
@@ -263,6 +316,7 @@ fn an_upgraded_manager_stays_drained_until_all_managers_are_at_target() {
     let mut nodes = cluster();
     nodes[1].engine_version = "26.1.5+dfsg1".into();
     mark(&mut nodes[1], Step::Upgraded, t0());
+    drained_ahead(&mut nodes);
     let mut case = Case::new(nodes);
     case.now = at(3);
     let plan = case.plan();
@@ -274,11 +328,17 @@ fn an_upgraded_manager_stays_drained_until_all_managers_are_at_target() {
     assert_eq!(u.mark.as_ref().unwrap().step, Step::Ready);
     assert_eq!(u.event_steps(), vec![EventStep::Ready]);
 
-    // Once at Ready, the next manager is drained; m2 is not reactivated.
+    // Once at Ready, m3 (drained ahead) is upgraded; m2 is not reactivated.
     mark(&mut case.snapshot.nodes[1], Step::Ready, at(3));
     case.snapshot.nodes[1].availability = Availability::Drain;
     let plan = case.plan();
-    assert_eq!(drained_node(only_action(&plan)), Some("m3"));
+    assert!(
+        matches!(only_action(&plan), Action::Run { command: CommandKind::Upgrade, update } if update.node.hostname == "m3")
+    );
+    // Then, m3 upgrading, m1 (the leader) is drained ahead.
+    mark(&mut case.snapshot.nodes[2], Step::Upgrading, at(3));
+    case.running.insert("m3".into());
+    assert_eq!(drained_node(only_action(&case.plan())), Some("m1"));
 }
 
 #[test]
@@ -308,14 +368,16 @@ fn all_managers_are_reactivated_together_then_workers_start() {
     case.now = at(2);
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    // Settled: in the same pass the labels go and w1 starts (no pass in between).
     case.now = at(6);
     let plan = case.plan();
-    assert_eq!(plan.actions.len(), 3);
+    assert_eq!(plan.actions.len(), 4, "{:#?}", plan.actions);
     assert!(
-        plan.actions
+        plan.actions[..3]
             .iter()
             .all(|a| matches!(a, Action::Update(u) if u.mark.is_none()))
     );
+    assert_eq!(drained_node(&plan.actions[3]), Some("w1"));
     for n in case.snapshot.nodes.iter_mut().take(3) {
         marks::clear(&mut n.labels);
     }
@@ -420,6 +482,7 @@ fn ready_timeout_fails_with_rollback_and_says_what_was_seen() {
     let mut nodes = cluster();
     nodes[1].engine_version = "20.10.24".into();
     mark(&mut nodes[1], Step::Upgraded, t0());
+    drained_ahead(&mut nodes);
     let mut case = Case::new(nodes);
     case.now = at(299);
     assert!(case.plan().actions.is_empty());
@@ -510,6 +573,7 @@ fn paused_spec_starts_nothing_new_but_finishes_what_is_under_way() {
 fn restart_mid_upgrade_reruns_the_command_or_records_success() {
     let mut nodes = cluster();
     mark(&mut nodes[1], Step::Upgrading, t0());
+    drained_ahead(&mut nodes);
     nodes[1].state = State::Down;
     let mut case = Case::new(nodes);
     // Engine away after a restart: the earlier run is probably still at work; wait for it.
@@ -662,6 +726,36 @@ fn complete_when_all_at_target_and_no_labels_left() {
     assert!(plan.nodes.iter().all(|n| n.order.is_none() && n.at_target));
 }
 
+#[test]
+fn not_complete_while_a_node_at_the_target_is_not_ready() {
+    let mut nodes = cluster();
+    for n in nodes.iter_mut() {
+        n.engine_version = NEW.into();
+    }
+    // a new leader reports nodes unknown for a while: waited for, not a problem
+    nodes[3].state = State::Unknown;
+    let plan = Case::new(nodes.clone()).plan();
+    assert!(!plan.complete && plan.actions.is_empty(), "{plan:#?}");
+    let b = &plan.blockers[0];
+    assert_eq!(
+        (b.kind, b.node.as_deref()),
+        (BlockerKind::Waiting, Some("w1"))
+    );
+    assert!(
+        b.message.contains("w1 is at the target but unknown"),
+        "{}",
+        b.message
+    );
+    // a node down is a problem the status names
+    nodes[3].state = State::Down;
+    let plan = Case::new(nodes.clone()).plan();
+    assert!(!plan.complete);
+    assert_eq!(plan.blockers[0].kind, BlockerKind::NodeDown);
+    // back: complete
+    nodes[3].state = State::Ready;
+    assert!(Case::new(nodes).plan().complete);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Whole rollouts through a model world.
 
@@ -669,6 +763,9 @@ fn complete_when_all_at_target_and_no_labels_left() {
 struct World {
     nodes: Vec<NodeView>,
     original: BTreeMap<String, Availability>,
+    /// Roles before the rollout: a manager demoted for a leader handover is still a manager
+    /// of the rollout's order.
+    roles: BTreeMap<String, Role>,
     /// Running tasks per node; draining takes one tick to empty a node.
     tasks: BTreeMap<String, usize>,
     /// Nodes whose upgrade or rollback command is under way: which, under the mark of when,
@@ -680,7 +777,11 @@ struct World {
     now: Timestamp,
     spec: EngineUpgradeSpec,
     history: Vec<String>,
-    rng: u64,
+    /// The events the planner's updates stand for, as the operator would write them.
+    events: Vec<Event>,
+    /// Printed by every failed check, to replay the run.
+    seed: u64,
+    rng: StdRng,
 }
 
 impl World {
@@ -690,9 +791,11 @@ impl World {
             .map(|n| (n.id.clone(), n.availability))
             .collect();
         let tasks = nodes.iter().map(|n| (n.id.clone(), 2)).collect();
+        let roles = nodes.iter().map(|n| (n.id.clone(), n.role)).collect();
         Self {
             nodes,
             original,
+            roles,
             tasks,
             upgrading: BTreeMap::new(),
             ended: BTreeMap::new(),
@@ -700,33 +803,26 @@ impl World {
             now: t0(),
             spec,
             history: vec![],
-            rng: seed.wrapping_mul(6364136223846793005).wrapping_add(1),
+            events: vec![],
+            seed,
+            rng: StdRng::seed_from_u64(seed),
         }
     }
 
     fn roll(&mut self, n: u64) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % n
+        self.rng.random_range(0..n)
     }
 
     fn snapshot(&self) -> Snapshot {
-        let mut tasks = vec![];
-        for (node, count) in &self.tasks {
-            for i in 0..*count {
-                tasks.push(TaskView {
-                    id: format!("{node}-{i}"),
-                    node_id: Some(node.clone()),
-                    service_id: "s".into(),
-                    state: TaskState::RUNNING,
-                    desired_state: TaskState::RUNNING,
-                });
-            }
-        }
         Snapshot {
             nodes: self.nodes.clone(),
-            tasks,
+            occupied: self
+                .tasks
+                .iter()
+                .filter(|(_, count)| **count > 0)
+                .map(|(node, count)| (node.clone(), *count))
+                .collect(),
+            ..Snapshot::default()
         }
     }
 
@@ -743,14 +839,18 @@ impl World {
             snapshot: &snapshot,
             running_commands: &running,
             ended_commands: &self.ended,
-            drain_check: &AllowEveryDrain,
+            drain_check: &|_: &[&str]| None,
             health_failures: &[],
             lingering_endpoints: &BTreeMap::new(),
+            workload: &Default::default(),
             now: self.now,
         });
         for action in plan.actions.clone() {
             self.check_before(&action);
             let u = action.update();
+            if let Some(role) = u.role {
+                self.set_role(&u.node.id, role);
+            }
             let node = self.node_mut(&u.node.id);
             if let Some(a) = u.availability {
                 node.availability = a;
@@ -762,6 +862,9 @@ impl World {
             node.version_index += 1;
             for e in &u.events {
                 self.history.push(format!("{} {}", u.node.hostname, e.step));
+                let (from, to) = (OLD, self.spec.version.as_str());
+                let event = Event::node(self.now, e.step, &u.node, from, to, &e.message);
+                self.events.push(event);
             }
             if self
                 .ended
@@ -783,6 +886,26 @@ impl World {
         plan
     }
 
+    /// A demotion hands leadership to another Ready manager at once (swarmkit's
+    /// TransferLeadership); a promoted node is reachable once its engine is Ready.
+    fn set_role(&mut self, id: &str, role: Role) {
+        let n = self.node_mut(id);
+        n.role = role;
+        n.reachable = role == Role::Manager && n.state == State::Ready;
+        if role == Role::Worker && std::mem::take(&mut n.leader) {
+            let next = self
+                .nodes
+                .iter_mut()
+                .find(|m| m.is_manager() && m.state == State::Ready);
+            next.expect("a Ready manager takes over").leader = true;
+        }
+    }
+
+    /// A manager before the rollout (demoted or not now).
+    fn was_manager(&self, node: &NodeView) -> bool {
+        self.roles[&node.id] == Role::Manager
+    }
+
     /// The world moves on: drained nodes empty, engines come back, time passes.
     fn tick(&mut self) {
         let advance = 1 + self.roll(3) as i64;
@@ -790,9 +913,13 @@ impl World {
         let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
         for id in ids {
             let availability = self.node_mut(&id).availability;
+            let stopping = match availability {
+                Availability::Drain => 1 + self.roll(2) as usize,
+                _ => 0,
+            };
             let count = self.tasks.get_mut(&id).unwrap();
             if availability == Availability::Drain {
-                *count = count.saturating_sub(1 + self.rng as usize % 2);
+                *count = count.saturating_sub(stopping);
             } else if availability == Availability::Active {
                 *count = 2;
             }
@@ -849,37 +976,54 @@ impl World {
         let managers_done = self
             .nodes
             .iter()
-            .filter(|n| n.is_manager())
+            .filter(|n| self.was_manager(n))
             .all(|m| self.spec.is_target(&m.engine_version));
-        if node.role == Role::Worker {
+        if !self.was_manager(node) {
             assert!(
                 managers_done,
-                "worker {} touched before every manager is upgraded: {:#?}",
-                node.hostname, self.history
+                "seed {}: worker {} touched before every manager is upgraded: {:#?}",
+                self.seed, node.hostname, self.history
             );
         }
         if let Action::Update(u) = action
-            && node.is_manager()
+            && self.was_manager(node)
             && u.event_steps().contains(&EventStep::Reactivate)
         {
             assert!(
                 managers_done,
-                "manager {} reactivated before every manager is upgraded: {:#?}",
-                node.hostname, self.history
+                "seed {}: manager {} reactivated before every manager is upgraded: {:#?}",
+                self.seed, node.hostname, self.history
             );
         }
         if let Action::Run {
             command: CommandKind::Upgrade,
             ..
         } = action
-            && node.is_manager()
+            && self.was_manager(node)
         {
             let others_ok = self
                 .nodes
                 .iter()
                 .filter(|m| m.is_manager() && m.id != node.id)
                 .all(|m| m.is_healthy());
-            assert!(others_ok, "quorum guard broken for {}", node.hostname);
+            let seed = self.seed;
+            assert!(
+                others_ok,
+                "seed {seed}: quorum guard broken for {}",
+                node.hostname
+            );
+            let other_in_hand = self.nodes.iter().any(|m| {
+                self.was_manager(m)
+                    && m.id != node.id
+                    && m.mark()
+                        .and_then(Result::ok)
+                        .is_some_and(|mk| mk.step.engine_in_hand())
+            });
+            assert!(
+                !other_in_hand,
+                "seed {seed}: two manager upgrades at once: {}",
+                node.hostname
+            );
         }
     }
 
@@ -892,21 +1036,26 @@ impl World {
                 )
             })
         };
-        let managers_busy = self
+        let manager_steps: Vec<Step> = self
             .nodes
             .iter()
-            .filter(|n| n.is_manager())
+            .filter(|n| self.was_manager(n))
             .filter(held)
-            .count();
+            .filter_map(|n| n.mark().and_then(Result::ok).map(|m| m.step))
+            .collect();
+        // One manager's engine at a time; at most one more drained ahead of it.
+        let in_hand = manager_steps.iter().filter(|s| s.engine_in_hand()).count();
+        let draining = manager_steps.len() - in_hand;
         assert!(
-            managers_busy <= 1,
-            "two managers at once: {:#?}",
+            in_hand <= 1 && draining <= 1,
+            "seed {}: two managers at once: {manager_steps:?} {:#?}",
+            self.seed,
             self.history
         );
         let workers_out = self
             .nodes
             .iter()
-            .filter(|n| !n.is_manager())
+            .filter(|n| !self.was_manager(n))
             .filter(|n| {
                 n.mark()
                     .and_then(Result::ok)
@@ -915,7 +1064,8 @@ impl World {
             .count();
         assert!(
             workers_out <= self.spec.strategy.max_unavailable_workers as usize,
-            "too many workers out: {:#?}",
+            "seed {}: too many workers out: {:#?}",
+            self.seed,
             self.history
         );
     }
@@ -927,14 +1077,41 @@ impl World {
                 return plan;
             }
         }
-        panic!("no end after {max_steps} steps: {:#?}", self.history);
+        panic!(
+            "seed {}: no end after {max_steps} steps: {:#?}",
+            self.seed, self.history
+        );
+    }
+
+    /// Checks the whole rollout's events (with the `completed` the operator writes last) with
+    /// the one order checker the simulator and real-swarm suites use.
+    fn check_order(&self, original: &[NodeView]) {
+        let to_upgrade = original
+            .iter()
+            .filter(|n| !self.spec.is_target(&n.engine_version));
+        let fleet = Fleet::new(to_upgrade.clone().map(|n| (n.hostname.as_str(), n.role)))
+            .with_kept_drained(
+                to_upgrade
+                    .filter(|n| n.availability == Availability::Drain)
+                    .map(|n| n.hostname.as_str()),
+            )
+            .with_max_unavailable_workers(self.spec.strategy.max_unavailable_workers as usize);
+        let mut events = self.events.clone();
+        events.push(Event::rollout(
+            self.now,
+            EventStep::Completed,
+            &self.spec.version,
+            "",
+        ));
+        let report = check_order(&events, &fleet);
+        assert!(report.is_ok(), "seed {}: {report}", self.seed);
     }
 }
 
 fn random_cluster(seed: u64) -> (Vec<NodeView>, u32) {
-    let mut w = World::new(vec![], spec(), seed);
-    let managers = [1usize, 3, 5][w.roll(3) as usize];
-    let workers = w.roll(6) as usize;
+    let mut w = StdRng::seed_from_u64(seed);
+    let managers = [1usize, 3, 5][w.random_range(0..3)];
+    let workers = w.random_range(0..6);
     let mut nodes = vec![];
     for i in 0..managers {
         nodes.push(node(&format!("m{i}"), Role::Manager));
@@ -942,56 +1119,49 @@ fn random_cluster(seed: u64) -> (Vec<NodeView>, u32) {
     for i in 0..workers {
         nodes.push(node(&format!("w{i}"), Role::Worker));
     }
-    let leader = w.roll(managers as u64) as usize;
+    let leader = w.random_range(0..managers);
     nodes[leader].leader = true;
     for n in nodes.iter_mut() {
-        n.availability = match w.roll(6) {
+        n.availability = match w.random_range(0..6) {
             0 => Availability::Pause,
             1 => Availability::Drain,
             _ => Availability::Active,
         };
-        if w.roll(5) == 0 {
+        if w.random_range(0..5) == 0 {
             n.engine_version = "26.1.5+dfsg1".into();
         }
     }
-    let max_unavailable = 1 + w.roll(3) as u32;
+    let max_unavailable = 1 + w.random_range(0..3);
     (nodes, max_unavailable)
+}
+
+/// A whole rollout of random cluster `seed` under `spec`: it completes with every node at the
+/// target, unlabelled, with its availability and role as before, in the checked order.
+fn random_rollout(seed: u64, mut spec: EngineUpgradeSpec) -> (World, Vec<NodeView>) {
+    let (nodes, max_unavailable) = random_cluster(seed);
+    spec.strategy.max_unavailable_workers = max_unavailable;
+    let mut world = World::new(nodes.clone(), spec, seed);
+    let plan = world.run(500);
+    assert!(plan.complete, "seed {seed}: {:#?}", world.history);
+    for n in &world.nodes {
+        assert!(world.spec.is_target(&n.engine_version), "seed {seed}");
+        assert!(!marks::has_any(&n.labels), "seed {seed}: {:?}", n.labels);
+        assert_eq!(
+            n.availability, world.original[&n.id],
+            "seed {seed}: {} not restored",
+            n.hostname
+        );
+        let role = world.roles[&n.id];
+        assert_eq!(n.role, role, "seed {seed}: {:#?}", world.history);
+    }
+    world.check_order(&nodes);
+    (world, nodes)
 }
 
 #[test]
 fn whole_rollouts_keep_the_order_and_restore_every_node() {
     for seed in 0..300 {
-        let (nodes, max_unavailable) = random_cluster(seed);
-        let mut spec = spec();
-        spec.strategy.max_unavailable_workers = max_unavailable;
-        let mut world = World::new(nodes, spec, seed);
-        let plan = world.run(500);
-        assert!(plan.complete, "seed {seed}: {:#?}", world.history);
-        for n in &world.nodes {
-            assert!(world.spec.is_target(&n.engine_version), "seed {seed}");
-            assert!(!marks::has_any(&n.labels), "seed {seed}: {:?}", n.labels);
-            assert_eq!(
-                n.availability, world.original[&n.id],
-                "seed {seed}: {} not restored",
-                n.hostname
-            );
-        }
-        // Managers: each upgraded before any reactivated; the leader's upgrade is the last manager's.
-        let first_reactivate = world
-            .history
-            .iter()
-            .position(|h| h.starts_with('m') && h.ends_with(" reactivate"));
-        let last_manager_upgrade = world
-            .history
-            .iter()
-            .rposition(|h| h.starts_with('m') && h.ends_with(" upgraded"));
-        if let (Some(r), Some(u)) = (first_reactivate, last_manager_upgrade) {
-            assert!(u < r, "seed {seed}: {:#?}", world.history);
-        }
-        let first_worker = world.history.iter().position(|h| h.starts_with('w'));
-        if let (Some(w), Some(u)) = (first_worker, last_manager_upgrade) {
-            assert!(u < w, "seed {seed}: {:#?}", world.history);
-        }
+        random_rollout(seed, spec());
     }
 }
 
@@ -1014,13 +1184,18 @@ fn a_failing_upgrade_stops_the_rollout_and_touches_nothing_else() {
     world.fail_upgrade.insert("m3".into());
     let plan = world.run(300);
     assert!(plan.failed && !plan.complete);
-    // m2 was upgraded and is held drained; m1 (leader) and the workers were never started.
-    assert!(
-        world
-            .history
-            .iter()
-            .all(|h| !h.starts_with("m1 ") && !h.starts_with('w'))
-    );
+    // m2 was upgraded and is held drained; m1 (leader), drained ahead while m3 was upgraded,
+    // was handed back untouched; the workers were never started.
+    let m1: Vec<&str> = world
+        .history
+        .iter()
+        .filter_map(|h| h.strip_prefix("m1 "))
+        .collect();
+    assert_eq!(m1, ["drain", "reactivated"], "{:#?}", world.history);
+    assert!(world.history.iter().all(|h| !h.starts_with('w')));
+    let m1 = world.nodes.iter().find(|n| n.id == "m1").unwrap();
+    assert_eq!(m1.availability, Availability::Active);
+    assert!(!marks::has_any(&m1.labels));
     let plan = world.step();
     assert!(plan.actions.is_empty() || plan.actions.iter().all(|a| a.node().hostname == "m2"));
 }
@@ -1028,7 +1203,10 @@ fn a_failing_upgrade_stops_the_rollout_and_touches_nothing_else() {
 #[test]
 fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
     let mut case = Case::new(cluster());
-    case.health = vec!["service test_client: 1/2 running".into()];
+    case.health = vec![gate_failure(
+        Gate::ServicesConverged,
+        "service test_client: 1/2 running",
+    )];
     // Without resumeWhenHealthy the pause is recorded on the next node, which is not drained.
     match only_action(&case.plan()) {
         Action::Update(u) => {
@@ -1062,7 +1240,7 @@ fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
     }
     mark(&mut nodes[3], Step::Settling, t0());
     let mut case = Case::new(nodes);
-    case.health = vec!["3 tasks rejected".into()];
+    case.health = vec![gate_failure(Gate::NoNewRejections, "3 tasks rejected")];
     case.now = at(60);
     match only_action(&case.plan()) {
         Action::Update(u) => {
@@ -1078,10 +1256,14 @@ fn a_failing_health_gate_starts_nothing_and_holds_reactivated_nodes() {
     case.spec.health.resume_when_healthy = true;
     assert!(case.plan().actions.is_empty());
     case.health.clear();
-    let Action::Update(u) = only_action(&case.plan()).clone() else {
+    let plan = case.plan();
+    assert_eq!(plan.actions.len(), 2, "{:#?}", plan.actions);
+    let Action::Update(u) = &plan.actions[0] else {
         panic!()
     };
-    assert_eq!(u.mark, None);
+    assert_eq!((u.node.hostname.as_str(), &u.mark), ("w1", &None));
+    // w1 settled in this pass: w2 starts in it too.
+    assert_eq!(drained_node(&plan.actions[1]), Some("w2"));
 }
 
 #[test]
@@ -1143,6 +1325,9 @@ fn a_drained_node_waits_until_its_endpoints_are_withdrawn() {
 fn case_at(step: Step) -> Case {
     let mut nodes = cluster();
     mark(&mut nodes[1], step, t0());
+    if matches!(step, Step::Upgrading | Step::Upgraded) {
+        drained_ahead(&mut nodes);
+    }
     if step == Step::RollingBack {
         nodes[1]
             .labels
@@ -1165,6 +1350,13 @@ fn ended(case: &mut Case, command: CommandKind, outcome: CommandOutcome) {
 
 fn only_update(plan: &Plan) -> NodeUpdate {
     match only_action(plan) {
+        Action::Update(u) => u.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn only_update_on(plan: &Plan, node: &str) -> NodeUpdate {
+    match only_action_on(plan, node) {
         Action::Update(u) => u.clone(),
         other => panic!("{other:?}"),
     }
@@ -1367,19 +1559,22 @@ fn the_first_manager_is_judged_with_every_manager_drained() {
             drain_check: &check,
             health_failures: &case.health,
             lingering_endpoints: &case.lingering,
+            workload: &case.workload,
             now: case.now,
         })
     };
     let case = Case::new(cluster());
     assert_eq!(drained_node(only_action(&run(&case))), Some("m2"));
     assert_eq!(asked.take(), vec![vec!["m1", "m2", "m3"]]);
-    // A later manager (one already holds a mark): only itself.
+    // A manager drained ahead (m2 upgrading): judged with every manager drained too, since by
+    // the end of the managers' phase they all are.
     let mut nodes = cluster();
-    nodes[1].engine_version = NEW.into();
-    mark(&mut nodes[1], Step::Ready, t0());
-    let case = Case::new(nodes);
+    mark(&mut nodes[1], Step::Upgrading, t0());
+    nodes[1].state = State::Down;
+    let mut case = Case::new(nodes);
+    case.running.insert("m2".into());
     assert_eq!(drained_node(only_action(&run(&case))), Some("m3"));
-    assert_eq!(asked.take(), vec![vec!["m3"]]);
+    assert_eq!(asked.take(), vec![vec!["m1", "m2", "m3"]]);
 }
 
 #[test]
@@ -1394,4 +1589,659 @@ fn a_vetoed_worker_lets_the_next_one_go() {
     assert_eq!(drained_node(only_action(&plan)), Some("w2"));
     assert!(plan.blockers.iter().any(|b| b.kind == BlockerKind::Vetoed
         && b.message == "not draining w1: service web would have nowhere to run"));
+}
+
+/// An autolocked swarm whose manager m2 was upgraded and came up locked: down to the swarm,
+/// its own engine at the target.
+fn locked_m2(since: Timestamp) -> Case {
+    let mut nodes = cluster();
+    mark(&mut nodes[1], Step::Upgraded, since);
+    nodes[1].locked = true;
+    nodes[1].state = State::Down;
+    nodes[1].reachable = false;
+    nodes[1].engine_version = NEW.into();
+    let mut case = Case::new(nodes);
+    case.snapshot.autolock = true;
+    case
+}
+
+/// Writes an update's mark on the node, as the executor would.
+fn write_mark(case: &mut Case, update: &NodeUpdate) {
+    let node = case
+        .snapshot
+        .nodes
+        .iter_mut()
+        .find(|n| n.id == update.node.id)
+        .unwrap();
+    match &update.mark {
+        Some(m) => m.write_to(&mut node.labels),
+        None => marks::clear(&mut node.labels),
+    }
+}
+
+fn current_mark(case: &Case, id: &str) -> Mark {
+    case.snapshot.node(id).unwrap().mark().unwrap().unwrap()
+}
+
+#[test]
+fn a_locked_manager_without_a_key_waits_past_ready_timeout_with_the_reason() {
+    let mut case = locked_m2(t0());
+    case.now = at(1000);
+    let plan = case.plan();
+    // First seen locked: recorded, so that the time locked does not count against readyTimeout.
+    let Action::Update(u) = only_action_on(&plan, "m2") else {
+        panic!("{:#?}", plan.actions)
+    };
+    assert_eq!(u.mark.as_ref().unwrap().step, Step::Upgraded);
+    assert_eq!(u.mark.as_ref().unwrap().since, at(1000));
+    write_mark(&mut case, &u.clone());
+    case.now = at(5000);
+    let plan = case.plan();
+    // Nothing for m2 (m3 may be drained ahead meanwhile).
+    assert!(
+        plan.actions.iter().all(|a| a.node().id != "m2"),
+        "{:#?}",
+        plan.actions
+    );
+    assert!(!plan.failed);
+    let locked = plan
+        .blockers
+        .iter()
+        .find(|b| b.kind == BlockerKind::Locked)
+        .expect("a locked blocker");
+    assert_eq!(locked.node.as_deref(), Some("m2"));
+    assert!(
+        locked.message.contains("the swarm is autolocked: each upgraded manager will come up locked; give spec.upgrade.unlockKey or unlock each by hand"),
+        "{}",
+        locked.message
+    );
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::Autolocked)
+    );
+    // Unlocked by hand: readyTimeout counts from the unlock.
+    let n2 = case
+        .snapshot
+        .nodes
+        .iter_mut()
+        .find(|n| n.id == "m2")
+        .unwrap();
+    n2.locked = false;
+    case.now = at(5001);
+    let plan = case.plan();
+    let Action::Update(u) = only_action_on(&plan, "m2") else {
+        panic!("{:#?}", plan.actions)
+    };
+    write_mark(&mut case, &u.clone());
+    let m = current_mark(&case, "m2");
+    assert_eq!(
+        (m.step, m.since, m.reason),
+        (Step::Upgraded, at(5001), None)
+    );
+    case.now = at(5001 + 299);
+    assert!(!case.plan().failed);
+    case.now = at(5001 + 301);
+    let plan = case.plan();
+    let Action::Run { update, .. } = only_action_on(&plan, "m2") else {
+        panic!("{:#?}", plan.actions)
+    };
+    let reason = update.mark.as_ref().unwrap().reason.clone().unwrap();
+    assert!(
+        reason.contains("readyTimeout") && reason.contains("engine 26.1.5"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_locked_manager_is_unlocked_with_the_key_and_a_refused_key_fails_it() {
+    let mut case = locked_m2(t0());
+    case.spec.upgrade.unlock_key = Some(crate::spec::UnlockKeySource::File("/k".into()));
+    case.now = at(10);
+    let first = case.plan();
+    write_mark(&mut case, &first.actions[0].update().clone());
+    assert!(
+        !case
+            .plan()
+            .blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::Autolocked)
+    );
+    let plan = case.plan();
+    let Action::Unlock(u) = only_action_on(&plan, "m2") else {
+        panic!("{:#?}", plan.actions)
+    };
+    assert_eq!(u.event_steps(), vec![EventStep::Unlock]);
+    let since = u.mark.as_ref().unwrap().since;
+
+    case.running.insert("m2".into());
+    let plan = case.plan();
+    assert!(
+        plan.actions.iter().all(|a| a.node().id != "m2") && !plan.failed,
+        "{:#?}",
+        plan.actions
+    );
+    case.running.clear();
+
+    let refused =
+        "the unlock key was refused by m2 (swarm could not be unlocked: invalid key provided)";
+    case.ended.insert(
+        "m2".into(),
+        CommandEnded {
+            command: CommandKind::Unlock,
+            started: since,
+            outcome: CommandOutcome::Failed(refused.into()),
+        },
+    );
+    let plan = case.plan();
+    let Action::Update(u) = only_action_on(&plan, "m2") else {
+        panic!("{:#?}", plan.actions)
+    };
+    let m = u.mark.as_ref().unwrap();
+    assert_eq!(m.step, Step::Failed);
+    assert!(m.reason.as_deref().unwrap().starts_with(refused));
+    assert_eq!(u.availability, None, "left drained");
+    assert_eq!(u.event_steps(), vec![EventStep::Failed, EventStep::Paused]);
+}
+
+#[test]
+fn the_autolock_notice_comes_before_anything_is_drained_and_only_without_a_key() {
+    let mut case = Case::new(cluster());
+    case.snapshot.autolock = true;
+    let plan = case.plan();
+    assert_eq!(drained_node(only_action(&plan)), Some("m2"));
+    let notice = plan
+        .blockers
+        .iter()
+        .find(|b| b.kind == BlockerKind::Autolocked)
+        .expect("the notice");
+    assert!(!notice.kind.is_problem());
+    case.spec.upgrade.unlock_key = Some(crate::spec::UnlockKeySource::Env("K".into()));
+    assert!(
+        !case
+            .plan()
+            .blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::Autolocked)
+    );
+    case.spec.upgrade.unlock_key = None;
+    case.snapshot.autolock = false;
+    assert!(
+        !case
+            .plan()
+            .blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::Autolocked)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Managers drained ahead.
+
+/// m2 upgrading (its command running, engine away), m3 drained ahead from `previous`.
+fn upgrading_with_m3_ahead(previous: Availability) -> Case {
+    let mut nodes = cluster();
+    mark(&mut nodes[1], Step::Upgrading, t0());
+    nodes[1].state = State::Down;
+    nodes[1].reachable = false;
+    nodes[2].availability = previous;
+    drained_ahead(&mut nodes);
+    let mut case = Case::new(nodes);
+    case.running.insert("m2".into());
+    case.now = at(10);
+    case
+}
+
+/// The one update of `plan` for m3: back to `previous`, every operator label removed.
+fn assert_m3_handed_back(plan: &Plan, previous: Availability, path: &str) {
+    let m3: Vec<&NodeUpdate> = plan
+        .actions
+        .iter()
+        .map(Action::update)
+        .filter(|u| u.node.hostname == "m3")
+        .collect();
+    assert_eq!(m3.len(), 1, "{path}: {:#?}", plan.actions);
+    assert_eq!(m3[0].availability, Some(previous), "{path}");
+    assert_eq!(m3[0].mark, None, "{path}");
+    assert_eq!(m3[0].expect, Some(Step::Draining), "{path}");
+}
+
+#[test]
+fn the_next_manager_is_drained_while_one_is_upgraded_and_waits_for_it() {
+    // m2's engine is down for its upgrade: m3 is drained all the same (a drain stops no engine).
+    let mut nodes = cluster();
+    mark(&mut nodes[1], Step::Upgrading, t0());
+    nodes[1].state = State::Down;
+    nodes[1].reachable = false;
+    let mut case = Case::new(nodes);
+    case.running.insert("m2".into());
+    assert_eq!(drained_node(only_action(&case.plan())), Some("m3"));
+
+    // m3 drained: its engine is not stopped while m2's upgrade is under way.
+    let mut case = upgrading_with_m3_ahead(Availability::Active);
+    let plan = case.plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(plan.blockers.iter().any(|b| b.node.as_deref() == Some("m3")
+        && b.message.contains("drained ahead")
+        && b.message.contains("m2")));
+    // Nor once m2's command is done but m2 is not Ready yet.
+    case.running.clear();
+    mark(&mut case.snapshot.nodes[1], Step::Upgraded, at(5));
+    case.snapshot.nodes[1].engine_version = NEW.into();
+    assert!(case.plan().actions.is_empty());
+    // m2 Ready at the target: m2 recorded Ready; m3 waits one more pass (m2 still seen upgraded).
+    case.snapshot.nodes[1].state = State::Ready;
+    case.snapshot.nodes[1].reachable = true;
+    let u = only_update(&case.plan());
+    assert_eq!(
+        (u.node.hostname.as_str(), u.mark.unwrap().step),
+        ("m2", Step::Ready)
+    );
+    mark(&mut case.snapshot.nodes[1], Step::Ready, at(6));
+    assert!(matches!(
+        only_action(&case.plan()),
+        Action::Run { command: CommandKind::Upgrade, update } if update.node.hostname == "m3"
+    ));
+    // Only one manager ahead: the leader m1 is not drained while m3 is draining.
+    case.snapshot.nodes[1].state = State::Down;
+    let plan = case.plan();
+    assert!(plan.actions.iter().all(|a| a.node().hostname != "m1"));
+}
+
+#[test]
+fn a_manager_drained_ahead_goes_back_on_every_abandoning_path() {
+    for previous in [Availability::Active, Availability::Pause] {
+        let base = || upgrading_with_m3_ahead(previous);
+
+        let mut case = base();
+        case.spec.strategy.paused = true;
+        assert_m3_handed_back(&case.plan(), previous, "paused");
+
+        let mut case = base();
+        case.spec.window = Some(crate::spec::Window {
+            days: vec![crate::spec::Weekday::Sun],
+            start: "01:00".into(),
+            end: "02:00".into(),
+            timezone: "UTC".into(),
+        });
+        assert_m3_handed_back(&case.plan(), previous, "window closed");
+
+        // m2 failed (rolling back, then failed): the rollout is paused by the failure.
+        for step in [Step::RollingBack, Step::Failed] {
+            let mut case = base();
+            case.running.clear();
+            mark(&mut case.snapshot.nodes[1], step, t0());
+            case.snapshot.nodes[1]
+                .labels
+                .insert(marks::SPEC_HASH.into(), "h1".into());
+            assert_m3_handed_back(&case.plan(), previous, "m2 failed");
+        }
+
+        let mut case = base();
+        case.health.push(gate_failure(
+            Gate::ServicesConverged,
+            "service web: 1/3 running",
+        ));
+        assert_m3_handed_back(&case.plan(), previous, "health gate");
+
+        // The spec changed: m3 is no longer selected.
+        let mut case = base();
+        case.spec.node_selector.hostnames = vec!["m1".into(), "m2".into()];
+        assert_m3_handed_back(&case.plan(), previous, "deselected");
+
+        // kill -9, then a restart with the rollout paused: nothing in memory, the labels decide.
+        let mut case = base();
+        case.running.clear();
+        case.ended.clear();
+        case.spec.strategy.paused = true;
+        assert_m3_handed_back(&case.plan(), previous, "restart while paused");
+        // A restart with nothing abandoning it: m3 stays drained and waits for m2.
+        case.spec.strategy.paused = false;
+        assert!(
+            case.plan()
+                .actions
+                .iter()
+                .all(|a| a.node().hostname != "m3")
+        );
+    }
+}
+
+#[test]
+fn a_manager_draining_in_turn_is_not_handed_back_on_pause() {
+    // m3 drains in its own turn (no other manager's upgrade under way): it goes on, as before.
+    let mut nodes = cluster();
+    nodes[1].engine_version = NEW.into();
+    mark(&mut nodes[1], Step::Ready, t0());
+    drained_ahead(&mut nodes);
+    let mut case = Case::new(nodes);
+    case.spec.strategy.paused = true;
+    assert!(matches!(
+        only_action(&case.plan()),
+        Action::Run { command: CommandKind::Upgrade, update } if update.node.hostname == "m3"
+    ));
+}
+
+#[test]
+fn pausing_at_random_moments_keeps_the_order_and_restores_every_node() {
+    let mut handed_back = 0;
+    for seed in 0..200 {
+        let (nodes, max_unavailable) = random_cluster(seed);
+        let mut spec = spec();
+        spec.strategy.max_unavailable_workers = max_unavailable;
+        // Half the runs hand the leader's leadership over before its upgrade.
+        spec.strategy.leader_handover = seed % 2 == 1;
+        let mut world = World::new(nodes, spec, seed);
+        let mut complete = false;
+        for _ in 0..800 {
+            // Toggled one pass in eight: paused for a few passes at a time.
+            if world.roll(8) == 0 {
+                world.spec.strategy.paused = !world.spec.strategy.paused;
+            }
+            let in_upgrade = world
+                .nodes
+                .iter()
+                .any(|m| m.is_manager() && seen_step(m).is_some_and(Step::engine_in_hand));
+            let ahead: Vec<String> = world
+                .nodes
+                .iter()
+                .filter(|n| n.is_manager() && seen_step(n) == Some(Step::Draining) && in_upgrade)
+                .map(|n| n.id.clone())
+                .collect();
+            let paused = world.spec.strategy.paused;
+            let plan = world.step();
+            if paused {
+                // A paused pass hands back every manager drained ahead.
+                for id in &ahead {
+                    let n = world.nodes.iter().find(|n| &n.id == id).unwrap();
+                    assert!(
+                        !marks::has_any(&n.labels),
+                        "seed {seed}: {:#?}",
+                        world.history
+                    );
+                    assert_eq!(n.availability, world.original[id], "seed {seed}");
+                    handed_back += 1;
+                }
+            }
+            if plan.complete {
+                complete = true;
+                break;
+            }
+        }
+        assert!(complete, "seed {seed}: {:#?}", world.history);
+        for n in &world.nodes {
+            assert!(!marks::has_any(&n.labels), "seed {seed}: {:?}", n.labels);
+            assert_eq!(n.availability, world.original[&n.id], "seed {seed}");
+            assert_eq!(
+                n.role, world.roles[&n.id],
+                "seed {seed}: {:#?}",
+                world.history
+            );
+        }
+    }
+    assert!(handed_back > 0, "no pause ever met a manager drained ahead");
+}
+
+// ---------------------------------------------------------------------------------------------
+// strategy.leaderHandover
+
+fn handover_spec() -> EngineUpgradeSpec {
+    let mut spec = spec();
+    spec.strategy.leader_handover = true;
+    spec
+}
+
+#[test]
+fn with_leader_handover_the_leader_is_demoted_upgraded_as_a_worker_and_promoted_back() {
+    for seed in 0..300 {
+        let (world, nodes) = random_rollout(seed, handover_spec());
+        let leader = nodes.iter().find(|n| n.leader).unwrap();
+        let managers = nodes.iter().filter(|n| n.is_manager()).count();
+        let steps: Vec<&str> = world
+            .history
+            .iter()
+            .filter_map(|h| h.strip_prefix(&format!("{} ", leader.hostname)))
+            .collect();
+        if managers >= 3 && !world.spec.is_target(&leader.engine_version) {
+            let pos = |step: &str| steps.iter().position(|s| *s == step);
+            let (demote, upgrade, promote) = (pos("demote"), pos("upgrade"), pos("promote"));
+            assert!(
+                demote.is_some() && demote < upgrade && upgrade < promote && promote < pos("ready"),
+                "seed {seed}: {steps:?}"
+            );
+        } else {
+            assert!(!steps.contains(&"demote"), "seed {seed}: {steps:?}");
+        }
+    }
+}
+
+#[test]
+fn a_failed_upgrade_after_a_handover_makes_the_node_a_manager_again() {
+    let mut world = World::new(cluster(), handover_spec(), 11);
+    world.fail_upgrade.insert("m1".into());
+    let plan = world.run(300);
+    assert!(plan.failed && !plan.complete, "{:#?}", world.history);
+    let m1 = world.nodes.iter().find(|n| n.id == "m1").unwrap();
+    assert_eq!(m1.role, Role::Manager, "{:#?}", world.history);
+    let mark = m1.mark().unwrap().unwrap();
+    assert_eq!(mark.step, Step::Failed);
+    assert!(!mark.demoted);
+    assert!(world.history.iter().any(|h| h == "m1 demote"));
+}
+
+/// m2 and m3 upgraded and kept drained; m1 (the leader) drained, its tasks gone.
+fn leader_drained(spec: EngineUpgradeSpec) -> Case {
+    let mut nodes = cluster();
+    for n in &mut nodes[1..3] {
+        n.engine_version = format!("{NEW}+dfsg1");
+        mark(n, Step::Ready, t0());
+    }
+    mark(&mut nodes[0], Step::Draining, t0());
+    let mut case = Case::new(nodes);
+    case.spec = spec;
+    case.now = at(10);
+    case
+}
+
+#[test]
+fn the_drained_leader_is_demoted_in_the_write_that_records_it() {
+    let plan = leader_drained(handover_spec()).plan();
+    let Action::Update(u) = only_action_on(&plan, "m1") else {
+        panic!("{:#?}", plan.actions)
+    };
+    assert_eq!(u.role, Some(Role::Worker));
+    let mark = u.mark.as_ref().unwrap();
+    assert!(mark.demoted && mark.step == Step::Draining);
+    assert_eq!(u.event_steps(), vec![EventStep::Demote]);
+    // Without the strategy the leader is upgraded in place.
+    let plan = leader_drained(spec()).plan();
+    assert!(
+        matches!(only_action_on(&plan, "m1"), Action::Run { update, .. } if update.role.is_none())
+    );
+}
+
+#[test]
+fn a_demoted_leader_is_stopped_only_once_another_manager_leads() {
+    let mut case = leader_drained(handover_spec());
+    let demote = only_update_on(&case.plan(), "m1");
+    write_mark(&mut case, &demote);
+    let m1 = case
+        .snapshot
+        .nodes
+        .iter_mut()
+        .find(|n| n.id == "m1")
+        .unwrap();
+    m1.role = Role::Worker;
+    // Still leading and in raft for a moment (its ManagerStatus lingers).
+    let plan = case.plan();
+    assert!(
+        plan.actions.iter().all(|a| a.node().id != "m1"),
+        "{:#?}",
+        plan.actions
+    );
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.message.contains("hand raft leadership"))
+    );
+    let nodes = &mut case.snapshot.nodes;
+    nodes[0].leader = false;
+    nodes[0].reachable = false;
+    nodes[1].leader = true;
+    let plan = case.plan();
+    let Action::Run { command, update } = only_action_on(&plan, "m1") else {
+        panic!("{:#?}", plan.actions)
+    };
+    assert_eq!(*command, CommandKind::Upgrade);
+    assert!(update.mark.as_ref().unwrap().demoted);
+    assert_eq!(
+        update.node.role,
+        Role::Manager,
+        "still a manager of the rollout"
+    );
+    // The quorum guard holds for the remaining managers.
+    case.snapshot.nodes[2].state = State::Down;
+    let plan = case.plan();
+    assert!(plan.actions.iter().all(|a| a.node().id != "m1"));
+    assert!(
+        plan.blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::QuorumGuard)
+    );
+}
+
+#[test]
+fn a_demoted_leader_ready_at_the_target_is_promoted_back_before_anything_else() {
+    let mut case = leader_drained(handover_spec());
+    let nodes = &mut case.snapshot.nodes;
+    let m1 = &mut nodes[0];
+    let mut m = m1.mark().unwrap().unwrap().at(Step::Upgraded, at(20));
+    m.demoted = true;
+    m.write_to(&mut m1.labels);
+    m1.role = Role::Worker;
+    m1.leader = false;
+    m1.reachable = false;
+    m1.engine_version = format!("{NEW}+dfsg1");
+    nodes[1].leader = true;
+    case.now = at(30);
+    let u = only_update_on(&case.plan(), "m1");
+    assert_eq!(u.role, Some(Role::Manager));
+    let mark = u.mark.as_ref().unwrap();
+    assert!(!mark.demoted && mark.step == Step::Upgraded);
+    assert_eq!(u.event_steps(), vec![EventStep::Promote]);
+    // No worker starts while it is promoted back.
+    let plan = case.plan();
+    assert!(plan.actions.iter().all(|a| !a.node().id.starts_with('w')));
+}
+
+#[test]
+fn every_path_that_drops_the_demoted_flag_promotes_the_node() {
+    let mut node = node("m1", Role::Worker);
+    let m = Mark {
+        demoted: true,
+        ..Mark::from_labels(&{
+            let mut n = cluster().remove(0);
+            mark(&mut n, Step::Upgrading, t0());
+            n.labels
+        })
+        .unwrap()
+        .unwrap()
+    };
+    m.write_to(&mut node.labels);
+    assert_eq!(restored_role(&node, None), Some(Role::Manager));
+    let kept = m.at(Step::Upgraded, t0());
+    assert_eq!(restored_role(&node, Some(&kept)), None);
+    let dropped = Mark {
+        demoted: false,
+        ..kept
+    };
+    assert_eq!(restored_role(&node, Some(&dropped)), Some(Role::Manager));
+    node.role = Role::Manager;
+    assert_eq!(restored_role(&node, None), None, "already a manager");
+}
+
+#[test]
+fn a_held_worker_is_left_out_and_the_rollout_completes_with_it_held() {
+    let mut nodes = cluster();
+    for n in nodes.iter_mut().take(4) {
+        n.engine_version = NEW.into();
+    }
+    nodes[4]
+        .labels
+        .insert(marks::HOLD.into(), "disk swap on Friday".into());
+    let plan = Case::new(nodes.clone()).plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert!(plan.complete, "{plan:#?}");
+    let w2 = plan.nodes.iter().find(|n| n.hostname == "w2").unwrap();
+    assert_eq!(w2.held.as_deref(), Some("disk swap on Friday"));
+    assert!(!w2.selected && w2.order.is_none());
+    // the hold removed: w2 is started
+    nodes[4].labels.remove(marks::HOLD);
+    let plan = Case::new(nodes).plan();
+    assert!(!plan.complete);
+    assert!(
+        matches!(only_action(&plan), Action::Start(u) if u.node.hostname == "w2"),
+        "{:#?}",
+        plan.actions
+    );
+}
+
+#[test]
+fn a_held_manager_below_the_target_stops_the_rollout_before_anything_is_drained() {
+    let mut nodes = cluster();
+    nodes[2].labels.insert(marks::HOLD.into(), String::new());
+    let plan = Case::new(nodes.clone()).plan();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    assert_eq!(plan.phase, Phase::Managers);
+    let b = plan
+        .blockers
+        .iter()
+        .find(|b| b.kind == BlockerKind::Held)
+        .expect("a held blocker");
+    assert_eq!(b.node.as_deref(), Some("m3"));
+    assert!(
+        b.message.contains("manager m3 is held (no reason given)")
+            && b.message.contains("--label-rm swarm-upgrade.hold m3"),
+        "{}",
+        b.message
+    );
+    // nor does any worker start while the managers cannot finish
+    for n in nodes.iter_mut().take(3) {
+        if n.hostname != "m3" {
+            n.engine_version = NEW.into();
+        }
+    }
+    let plan = Case::new(nodes.clone()).plan();
+    assert!(
+        plan.actions.is_empty() && !plan.complete,
+        "{:#?}",
+        plan.actions
+    );
+    // a held manager already at the target holds nothing up
+    nodes[2].engine_version = NEW.into();
+    let plan = Case::new(nodes).plan();
+    assert!(
+        matches!(only_action(&plan), Action::Start(u) if u.node.hostname == "w1"),
+        "{:#?}",
+        plan.actions
+    );
+}
+
+#[test]
+fn upgraded_managers_wait_for_one_that_went_unknown_before_they_are_reactivated() {
+    let mut nodes = cluster();
+    for m in &mut nodes[..3] {
+        m.engine_version = "26.1.5+dfsg1".into();
+        mark(m, Step::Ready, t0());
+    }
+    nodes[2].state = State::Unknown; // m3 right after the leader's upgrade changed the leader
+    let plan = Case::new(nodes.clone()).plan();
+    let reactivated = |plan: &Plan| {
+        plan.actions
+            .iter()
+            .filter(|a| a.update().availability == Some(Availability::Active))
+            .count()
+    };
+    assert_eq!(reactivated(&plan), 0, "{:#?}", plan.actions);
+    nodes[2].state = State::Ready;
+    assert_eq!(reactivated(&Case::new(nodes).plan()), 3);
 }

@@ -14,8 +14,8 @@ use serde_saphyr::granit_parser::{Event, Parser};
 use super::base_url::BaseUrl;
 use super::target::{ProbeKind, Target};
 use super::{
-    API_VERSION, ArgTemplateError, EngineUpgrade, HealthSpec, KIND, PLACEHOLDERS, SpecDuration,
-    parse_arg_template,
+    API_VERSION, ArgTemplateError, EngineUpgrade, HealthSpec, KIND, PLACEHOLDERS, ProbeSpec,
+    PrometheusGate, SpecDuration, parse_arg_template,
 };
 
 /// A spec that cannot be used, with where and what to write instead.
@@ -58,8 +58,8 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<EngineUpgrade, SpecError> {
         }
     }
 
-    let doc: EngineUpgrade =
-        serde_saphyr::from_str(text).map_err(|e| from_yaml_error(&e, &locs, file))?;
+    let doc: EngineUpgrade = serde_saphyr::from_str(text)
+        .map_err(|e| within_text(from_yaml_error(&e, &locs, file), text))?;
 
     if let Some(issue) = semantic_issue(&doc) {
         let pos = locs.locate(&issue.path, issue.at);
@@ -68,16 +68,48 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<EngineUpgrade, SpecError> {
     Ok(doc)
 }
 
+/// Parses a spec file's bytes: text that is not UTF-8 is refused at its first bad byte.
+pub fn parse_spec_bytes(bytes: &[u8], file: &Path) -> Result<EngineUpgrade, SpecError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_spec(text, file),
+        Err(e) => Err(not_utf8(bytes, e.valid_up_to(), file)),
+    }
+}
+
+/// Where the first byte that is not UTF-8 is: its line, and its column in characters.
+fn not_utf8(bytes: &[u8], valid_up_to: usize, file: &Path) -> SpecError {
+    let before = &bytes[..valid_up_to];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    // `before` is valid UTF-8 by construction.
+    let column = 1 + String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count();
+    SpecError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message: format!(
+            "the spec is not UTF-8 text (byte 0x{:02x})",
+            bytes[valid_up_to]
+        ),
+        hint: Some("save the file as UTF-8; YAML takes no other encoding here".into()),
+    }
+}
+
 /// Reads and parses a spec file.
 pub fn load_spec_file(file: &Path) -> Result<EngineUpgrade, SpecError> {
-    let text = std::fs::read_to_string(file).map_err(|e| SpecError {
+    let bytes = std::fs::read(file).map_err(|e| SpecError {
         file: file.to_path_buf(),
         line: 0,
         column: 0,
         message: format!("cannot read the spec file: {e}"),
         hint: Some("check the path given to --spec".into()),
     })?;
-    parse_spec(&text, file)
+    parse_spec_bytes(&bytes, file)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,137 +291,197 @@ fn semantic_issue(doc: &EngineUpgrade) -> Option<Issue> {
             e.hint,
         ));
     }
-    health_issue(&spec.health)
+    health_issue(&spec.health).or_else(|| webhook_issue(&spec.notify))
+}
+
+fn webhook_issue(notify: &super::NotifySpec) -> Option<Issue> {
+    let found = super::notify::notify_issue(notify)?;
+    Some(Issue {
+        path: vec![
+            Seg::key("spec"),
+            Seg::key("notify"),
+            Seg::key("webhooks"),
+            Seg::Index(found.index),
+            Seg::key(found.field),
+        ],
+        at: At::Value,
+        message: found.message,
+        hint: found.hint,
+    })
 }
 
 fn health_issue(health: &HealthSpec) -> Option<Issue> {
-    let probe_path = |i: usize, field: &str| -> Vec<Seg> {
-        vec![
-            Seg::key("spec"),
-            Seg::key("health"),
-            Seg::key("probes"),
-            Seg::Index(i),
-            Seg::key(field),
-        ]
-    };
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, p) in health.probes.iter().enumerate() {
-        let target = match Target::parse(&p.target) {
-            Ok(t) => t,
-            Err(e) => {
-                return Some(Issue {
-                    path: probe_path(i, "target"),
-                    at: At::Value,
-                    message: format!("health.probes[{i}].target: {e}"),
-                    hint: "write HOST:PORT for a TCP connect (like \"tasks.web:80\") or http://HOST[:PORT]/path for an HTTP GET".into(),
-                });
-            }
-        };
-        if let Some(first) = seen.insert(target.as_str().to_string(), i) {
+        if let Some(issue) = probe_issue(i, p, &mut seen) {
+            return Some(issue);
+        }
+    }
+    health.prometheus.as_ref().and_then(prometheus_issue)
+}
+
+fn probe_path(i: usize, field: &str) -> Vec<Seg> {
+    vec![
+        Seg::key("spec"),
+        Seg::key("health"),
+        Seg::key("probes"),
+        Seg::Index(i),
+        Seg::key(field),
+    ]
+}
+
+/// `health.probes[i]`; `seen` maps the targets of the probes before it to their index.
+fn probe_issue(i: usize, p: &ProbeSpec, seen: &mut HashMap<String, usize>) -> Option<Issue> {
+    let target = match Target::parse(&p.target) {
+        Ok(t) => t,
+        Err(e) => {
             return Some(Issue {
                 path: probe_path(i, "target"),
                 at: At::Value,
-                message: format!(
-                    "health.probes[{i}].target {:?} is already probed by health.probes[{first}]",
-                    p.target.trim()
-                ),
-                hint: "list each target once".into(),
+                message: format!("health.probes[{i}].target: {e}"),
+                hint: "write HOST:PORT for a TCP connect (like \"tasks.web:80\") or http://HOST[:PORT]/path for an HTTP GET".into(),
             });
         }
-        for (d, field) in [(p.interval, "interval"), (p.timeout, "timeout")] {
-            if d.get().is_zero() {
-                return Some(Issue {
-                    path: probe_path(i, field),
-                    at: At::Key,
-                    message: format!("health.probes[{i}].{field} is zero"),
-                    hint: format!("write a positive duration, like {field}: 1s"),
-                });
-            }
-        }
-        if let Some(status) = p.expect_status {
-            if !matches!(target.kind, ProbeKind::Http { .. }) {
-                return Some(Issue {
-                    path: probe_path(i, "expectStatus"),
-                    at: At::Key,
-                    message: format!(
-                        "health.probes[{i}].expectStatus is set but {:?} is a TCP target",
-                        p.target.trim()
-                    ),
-                    hint: format!(
-                        "remove expectStatus, or probe over HTTP: target: \"http://{}/\"",
-                        target.as_str()
-                    ),
-                });
-            }
-            if !(100..=599).contains(&status) {
-                return Some(Issue {
-                    path: probe_path(i, "expectStatus"),
-                    at: At::Value,
-                    message: format!(
-                        "health.probes[{i}].expectStatus {status} is not an HTTP status"
-                    ),
-                    hint: "write a status between 100 and 599, like expectStatus: 200".into(),
-                });
-            }
+    };
+    if let Some(first) = seen.insert(target.as_str().to_string(), i) {
+        return Some(Issue {
+            path: probe_path(i, "target"),
+            at: At::Value,
+            message: format!(
+                "health.probes[{i}].target {:?} is already probed by health.probes[{first}]",
+                p.target.trim()
+            ),
+            hint: "list each target once".into(),
+        });
+    }
+    for (d, field) in [(p.interval, "interval"), (p.timeout, "timeout")] {
+        if d.get().is_zero() {
+            return Some(Issue {
+                path: probe_path(i, field),
+                at: At::Key,
+                message: format!("health.probes[{i}].{field} is zero"),
+                hint: format!("write a positive duration, like {field}: 1s"),
+            });
         }
     }
-    if let Some(prom) = &health.prometheus {
-        let path = ["spec", "health", "prometheus"];
-        if let Err(e) = BaseUrl::parse(&prom.url) {
-            let mut p: Vec<Seg> = path.iter().map(|k| Seg::key(k)).collect();
-            p.push(Seg::key("url"));
-            return Some(Issue {
-                path: p,
-                at: At::Value,
-                message: format!("health.prometheus.url {:?}: {e}", prom.url),
-                hint: "write the server's base URL, like url: http://prometheus:9090".into(),
-            });
-        }
-        if prom.query.trim().is_empty() {
-            return Some(issue(
-                &["spec", "health", "prometheus", "query"],
-                At::Key,
-                "health.prometheus.query is empty",
-                "write a PromQL query that returns series only when something is wrong, like query: 'ALERTS{alertstate=\"firing\",severity=\"critical\"}'",
-            ));
-        }
-        if let Some(i) = zero_issue(
-            prom.timeout,
-            &["spec", "health", "prometheus", "timeout"],
-            "health.prometheus.timeout",
-        ) {
-            return Some(i);
-        }
+    p.expect_status
+        .and_then(|status| expect_status_issue(i, p, &target, status))
+}
+
+/// `expectStatus` needs an HTTP target and a status between 100 and 599.
+fn expect_status_issue(i: usize, p: &ProbeSpec, target: &Target, status: u16) -> Option<Issue> {
+    if !matches!(target.kind, ProbeKind::Http { .. }) {
+        return Some(Issue {
+            path: probe_path(i, "expectStatus"),
+            at: At::Key,
+            message: format!(
+                "health.probes[{i}].expectStatus is set but {:?} is a TCP target",
+                p.target.trim()
+            ),
+            hint: format!(
+                "remove expectStatus, or probe over HTTP: target: \"http://{}/\"",
+                target.as_str()
+            ),
+        });
+    }
+    if !(100..=599).contains(&status) {
+        return Some(Issue {
+            path: probe_path(i, "expectStatus"),
+            at: At::Value,
+            message: format!("health.probes[{i}].expectStatus {status} is not an HTTP status"),
+            hint: "write a status between 100 and 599, like expectStatus: 200".into(),
+        });
     }
     None
+}
+
+fn prometheus_issue(prom: &PrometheusGate) -> Option<Issue> {
+    let path = ["spec", "health", "prometheus"];
+    if let Err(e) = BaseUrl::parse(&prom.url) {
+        let mut p: Vec<Seg> = path.iter().map(|k| Seg::key(k)).collect();
+        p.push(Seg::key("url"));
+        return Some(Issue {
+            path: p,
+            at: At::Value,
+            message: format!("health.prometheus.url {:?}: {e}", prom.url),
+            hint: "write the server's base URL, like url: http://prometheus:9090".into(),
+        });
+    }
+    if prom.query.trim().is_empty() {
+        return Some(issue(
+            &["spec", "health", "prometheus", "query"],
+            At::Key,
+            "health.prometheus.query is empty",
+            "write a PromQL query that returns series only when something is wrong, like query: 'ALERTS{alertstate=\"firing\",severity=\"critical\"}'",
+        ));
+    }
+    zero_issue(
+        prom.timeout,
+        &["spec", "health", "prometheus", "timeout"],
+        "health.prometheus.timeout",
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // serde-saphyr errors
 
+/// The parser counts a lone carriage return as a line break; editors and `grep -n` count only
+/// newlines. A position past the file's last line (found by fuzzing: a file holding just `\r`)
+/// is shown at the end of that last line instead.
+fn within_text(mut e: SpecError, text: &str) -> SpecError {
+    let lines: Vec<&str> = text.split('\n').collect();
+    if e.line > lines.len() {
+        e.line = lines.len();
+        e.column = lines.last().map_or(0, |l| l.chars().count()) + 1;
+    }
+    e
+}
+
 fn from_yaml_error(e: &serde_saphyr::Error, locs: &Locator, file: &Path) -> SpecError {
-    use serde_saphyr::Error as E;
     let inner = e.without_snippet();
     let (line, column) = e
         .location()
         .map(|l| (l.line() as usize, l.column() as usize))
         .filter(|(l, _)| *l > 0)
         .unwrap_or((1, 1));
-    let pos = Pos { line, column };
+    let mut pos = Pos { line, column };
     let here = locs.path_at(pos);
-    let in_map = |path: &[Seg]| {
-        if path.is_empty() {
-            "at the top level".to_string()
-        } else {
-            format!("in {}", display_path(path))
-        }
+    let (message, hint) = match field_error(inner, here, locs, &mut pos) {
+        Some(described) => described,
+        None => syntax_error(inner, here),
     };
-    let mut pos = pos;
-    let (message, hint) = match inner {
+    SpecError {
+        file: file.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        message,
+        hint: Some(hint),
+    }
+}
+
+/// "in spec.health", or "at the top level".
+fn in_map(path: &[Seg]) -> String {
+    if path.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("in {}", display_path(path))
+    }
+}
+
+/// The message and hint for an error serde reports about a field or a value at `here`;
+/// none for the parser's own errors. A missing field moves `pos` to the mapping's key.
+fn field_error(
+    inner: &serde_saphyr::Error,
+    here: Option<&[Seg]>,
+    locs: &Locator,
+    pos: &mut Pos,
+) -> Option<(String, String)> {
+    use serde_saphyr::Error as E;
+    let parent = here.map(|p| &p[..p.len().saturating_sub(1)]).unwrap_or(&[]);
+    let described = match inner {
         E::SerdeUnknownField {
             field, expected, ..
         } => {
-            let parent = here.map(|p| &p[..p.len().saturating_sub(1)]).unwrap_or(&[]);
             let mut hint = format!("valid fields {}: {}", in_map(parent), expected.join(", "));
             if let Some(near) = closest(field, expected) {
                 hint = format!("did you mean `{near}`? {hint}");
@@ -398,9 +490,8 @@ fn from_yaml_error(e: &serde_saphyr::Error, locs: &Locator, file: &Path) -> Spec
         }
         E::SerdeMissingField { field, .. } => {
             // serde-saphyr points at some key of the mapping; the mapping's own key is clearer.
-            let parent = here.map(|p| &p[..p.len().saturating_sub(1)]).unwrap_or(&[]);
             if here.is_some() {
-                pos = locs.locate(parent, At::Key);
+                *pos = locs.locate(parent, At::Key);
             }
             (
                 format!("missing field `{field}` {}", in_map(parent)),
@@ -437,6 +528,15 @@ fn from_yaml_error(e: &serde_saphyr::Error, locs: &Locator, file: &Path) -> Spec
             ),
             format!("write {expected} here"),
         ),
+        _ => return None,
+    };
+    Some(described)
+}
+
+/// The message and hint for the parser's errors and the spec types' own messages.
+fn syntax_error(inner: &serde_saphyr::Error, here: Option<&[Seg]>) -> (String, String) {
+    use serde_saphyr::Error as E;
+    match inner {
         E::Unexpected { expected, .. } => {
             let what = here
                 .map(|p| format!(" for {}", display_path(p)))
@@ -489,13 +589,6 @@ fn from_yaml_error(e: &serde_saphyr::Error, locs: &Locator, file: &Path) -> Spec
             let text = strip_location(&other.to_string());
             (text, SYNTAX_HINT.to_string())
         }
-    };
-    SpecError {
-        file: file.to_path_buf(),
-        line: pos.line,
-        column: pos.column,
-        message,
-        hint: Some(hint),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod base_url;
 pub mod duration;
 pub mod load;
+pub mod notify;
 pub mod target;
 pub mod watch;
 pub mod window;
@@ -18,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 pub use base_url::{BaseUrl, BaseUrlError};
 pub use duration::SpecDuration;
-pub use load::{SpecError, load_spec_file, parse_spec};
+pub use load::{SpecError, load_spec_file, parse_spec, parse_spec_bytes};
+pub use notify::{NotifyEvent, NotifySpec, WebhookFormat, WebhookSpec, WebhookUrl};
 pub use target::{ProbeKind, Target, TargetError};
 pub use watch::{SpecState, SpecWatcher, WatchOptions};
 pub use window::{Weekday, Window};
@@ -74,6 +76,10 @@ pub struct EngineUpgradeSpec {
     /// the rollout.
     #[serde(default, skip_serializing_if = "HealthSpec::is_default")]
     pub health: HealthSpec,
+    /// Webhooks told of failures, pauses, resumptions, completion and upgraded nodes. Not part
+    /// of the rollout: changing it does not retry a failed node.
+    #[serde(default, skip_serializing_if = "NotifySpec::is_default")]
+    pub notify: NotifySpec,
 }
 
 /// How a node's engine is upgraded (and rolled back): commands run by the operator, as argv.
@@ -97,6 +103,34 @@ pub struct UpgradeSpec {
     /// How long the command may run before it is killed and counted as failed. Must not be zero.
     #[serde(default = "default_upgrade_timeout")]
     pub timeout: SpecDuration,
+    /// Where the swarm's unlock key is, for an autolocked swarm (`docker swarm update
+    /// --autolock=true`): each upgraded manager comes up locked, and the operator unlocks it
+    /// with `POST /swarm/unlock` on that manager's own engine. The key itself is never in the
+    /// spec, the log, `/status`, the events or the metrics. Without it the rollout waits at each
+    /// locked manager for someone to run `docker swarm unlock` there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<UnlockKeySource>,
+}
+
+/// Where the operator reads the swarm's unlock key (`docker swarm unlock-key -q`), each time it
+/// unlocks a manager: a file (a swarm or Kubernetes secret mounted in the operator's container)
+/// or an environment variable. Surrounding whitespace is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum UnlockKeySource {
+    /// A file holding the key, such as `/run/secrets/swarm-unlock-key`.
+    File(String),
+    /// The name of an environment variable of the operator holding the key.
+    Env(String),
+}
+
+impl fmt::Display for UnlockKeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "spec.upgrade.unlockKey.file {path}"),
+            Self::Env(name) => write!(f, "spec.upgrade.unlockKey.env {name}"),
+        }
+    }
 }
 
 /// How fast and how carefully the rollout goes.
@@ -121,6 +155,17 @@ pub struct Strategy {
     /// Stop before the next step, leaving nothing half-done.
     #[serde(default)]
     pub paused: bool,
+    /// Before the leader's engine is stopped, demote it to a worker (the swarm hands raft
+    /// leadership to another manager at once) and promote it back once it is Ready at the
+    /// target. Saves the raft election a leader's restart causes. While it is upgraded the swarm
+    /// has one manager fewer; with 3 managers the other two must stay up, exactly as when the
+    /// leader is stopped in place. Applies with 3 managers or more.
+    #[serde(default)]
+    pub leader_handover: bool,
+    /// Let the rollout take a node whose engine is newer than `version` down to it. Without
+    /// it, a node newer than the target stops the rollout before anything is drained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
 }
 
 /// Which nodes the rollout covers. Both parts must match; the default (empty) is every node.
@@ -158,6 +203,36 @@ pub struct HealthSpec {
     /// false: it stays paused until the spec is changed.
     #[serde(default)]
     pub resume_when_healthy: bool,
+    /// Services that keep their node from being started: a node running a task of a service
+    /// with every one of these labels (`Spec.Labels`) is not drained while that task runs
+    /// there (a backup, a batch job, a singleton that must not move).
+    #[serde(default, skip_serializing_if = "BlockingServices::is_empty")]
+    pub blocking_services: BlockingServices,
+}
+
+/// `health.blockingServices`: which services hold the node they run on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlockingServices {
+    /// Every label must be on the service (`docker service create --label KEY=VALUE`) with this
+    /// value. Empty: no service blocks.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl BlockingServices {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Whether a service with these labels blocks its nodes.
+    pub fn matches(&self, service_labels: &BTreeMap<String, String>) -> bool {
+        !self.is_empty()
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| service_labels.get(k) == Some(v))
+    }
 }
 
 impl HealthSpec {
@@ -165,6 +240,15 @@ impl HealthSpec {
     /// [`spec_hash`] of a spec without `health` is what it was before the section existed).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Whether any gate is configured: `blockingServices` alone turns none on.
+    pub fn has_gates(&self) -> bool {
+        let gates = HealthSpec {
+            blocking_services: BlockingServices::default(),
+            ..self.clone()
+        };
+        !gates.is_default()
     }
 }
 
@@ -214,6 +298,8 @@ impl Default for Strategy {
             ready_timeout: default_ready_timeout(),
             settle: default_settle(),
             paused: false,
+            leader_handover: false,
+            allow_downgrade: false,
         }
     }
 }
@@ -435,7 +521,12 @@ pub fn schema_json() -> String {
 /// A short, stable fingerprint of the spec's content: a node that failed under one spec is
 /// retried once the spec is different.
 pub fn spec_hash(spec: &EngineUpgradeSpec) -> String {
-    let json = serde_json::to_string(spec).expect("a spec always serializes");
+    // Where notifications go is not how the rollout runs: a webhook edit retries nothing.
+    let rollout = EngineUpgradeSpec {
+        notify: NotifySpec::default(),
+        ..spec.clone()
+    };
+    let json = serde_json::to_string(&rollout).expect("a spec always serializes");
     format!("{:016x}", stable_hash(json.as_bytes()))
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
-use super::{EngineUpgrade, SpecError, parse_spec};
+use super::{EngineUpgrade, SpecError, parse_spec_bytes};
 
 /// What the operator should act on, as last read from the spec file.
 #[derive(Debug, Clone)]
@@ -220,8 +220,8 @@ impl Loader {
     }
 
     fn read(&self) -> Result<EngineUpgrade, SpecError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => parse_spec(&text, &self.path),
+        match std::fs::read(&self.path) {
+            Ok(bytes) => parse_spec_bytes(&bytes, &self.path),
             Err(e) => Err(SpecError {
                 file: self.path.clone(),
                 line: 0,

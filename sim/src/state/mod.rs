@@ -3,7 +3,9 @@
 
 mod agents;
 mod allocator;
+mod autolock;
 mod heartbeats;
+mod history;
 mod lookup;
 mod model;
 mod networks;
@@ -15,6 +17,9 @@ mod services;
 mod stacks;
 mod store;
 
+pub use autolock::{
+    ERR_INVALID_KEY_STRING, ERR_INVALID_UNLOCK_KEY, ERR_NOT_LOCKED, ERR_SWARM_LOCKED,
+};
 pub use model::*;
 pub use store::Cluster;
 
@@ -53,12 +58,20 @@ impl Cluster {
             tasks: BTreeMap::new(),
             networks: BTreeMap::new(),
             leader: None,
+            unlock_key: None,
+            swarm_version: 10,
+            swarm_spec: None,
+            swarm_updated: None,
             election_at: None,
             events: VecDeque::new(),
             event_tx,
             next_vxlan: 4096,
             dirty: true,
             moving: BTreeSet::new(),
+            history: None,
+            node_writes: 0,
+            step_down_at: None,
+            stepped_down: None,
         };
         c.create_network_inner("ingress", "10.0.0.0/24", false, true, now)
             .expect("ingress subnet");
@@ -101,6 +114,7 @@ impl Cluster {
         }
         // Anything that changed after the reconcile passes is reconciled on the next tick.
         self.dirty = self.generation != settled;
+        self.record_frame(now);
         self.generation != gen_before
     }
 }

@@ -102,8 +102,11 @@ pub struct NodeRec {
     pub availability: Availability,
     pub labels: BTreeMap<String, String>,
     pub spec_name: Option<String>,
-    /// Is the engine process up (its API answers)?
+    /// Is the engine process up with its swarm component (its API answers)?
     pub engine_running: bool,
+    /// The engine runs this version but its swarm component is locked (autolock): the API
+    /// answers, the swarm sees the node as stopped. `engine_running` is false meanwhile.
+    pub locked_engine: Option<String>,
     pub engine_version: String,
     /// The version before the last upgrade (for rollback).
     pub backup_version: Option<String>,
@@ -139,6 +142,11 @@ pub enum EndpointMode {
 }
 
 /// A placement constraint: `node.role==manager`, `node.hostname!=n1`, `node.labels.k==v`,
+/// A placement constraint without `==` or `!=`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid constraint {0}: expected KEY==VALUE or KEY!=VALUE")]
+pub struct ConstraintError(pub String);
+
 /// `node.id==...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Constraint {
@@ -148,13 +156,13 @@ pub struct Constraint {
 }
 
 impl Constraint {
-    pub fn parse(s: &str) -> Result<Constraint, String> {
+    pub fn parse(s: &str) -> Result<Constraint, ConstraintError> {
         let (k, eq, v) = if let Some((k, v)) = s.split_once("!=") {
             (k, false, v)
         } else if let Some((k, v)) = s.split_once("==") {
             (k, true, v)
         } else {
-            return Err(format!("invalid constraint {s}"));
+            return Err(ConstraintError(s.to_string()));
         };
         Ok(Constraint {
             key: k.trim().to_string(),
@@ -376,4 +384,40 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
             .collect()
     };
     parse(a).cmp(&parse(b))
+}
+
+// ---------------------------------------------------------------- recorded history
+
+/// One node as the swarm and its host show it at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeFrame {
+    pub id: String,
+    pub hostname: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    pub leader: bool,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    /// The manager's raft reachability (meaningless for a worker).
+    pub reachable: bool,
+    /// The engine process runs (a locked manager's does not count: its swarm part is stopped).
+    pub engine_running: bool,
+    pub engine_version: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Every node at one simulated time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Frame {
+    /// Simulated nanoseconds since the simulator's epoch.
+    pub at: Nanos,
+    pub nodes: Vec<NodeFrame>,
+}
+
+/// The frames recorded so far, the last one being the current state.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub frames: Vec<Frame>,
 }

@@ -23,7 +23,7 @@ impl Cluster {
                 format!("network with name {name} already exists"),
             ));
         }
-        let pool = Pool::new(subnet).map_err(|e| ApiError::new(400, e))?;
+        let pool = Pool::new(subnet).map_err(|e| ApiError::new(400, e.to_string()))?;
         let id = gen_id(&mut self.rng);
         let version = self.next_index();
         let vxlan = self.next_vxlan;

@@ -1,11 +1,22 @@
 //! The API's node writes: `POST /nodes/{id}/update` and `DELETE /nodes/{id}`.
 
-use crate::clock::Nanos;
+use crate::clock::{Nanos, secs};
 
 use super::model::*;
 use super::store::*;
 
+/// Simulated seconds between a drain and the leader step-down of `leader-change-on-drain`:
+/// the drained node's tasks are still moving.
+const STEP_DOWN_AFTER_DRAIN: f64 = 0.5;
+
 impl Cluster {
+    /// The `out-of-sequence-every` fault: whether this node update is the Nth.
+    fn injected_out_of_sequence(&mut self) -> bool {
+        self.node_writes += 1;
+        let every = self.faults.out_of_sequence_every;
+        every > 0 && self.node_writes.is_multiple_of(every)
+    }
+
     /// `POST /nodes/{id}/update?version=N` with a full NodeSpec.
     pub fn update_node(
         &mut self,
@@ -23,7 +34,7 @@ impl Cluster {
         let role = role.as_deref();
         let availability = availability.as_deref();
         let i = self.find_node(key)?;
-        if self.nodes[i].version != version {
+        if self.nodes[i].version != version || self.injected_out_of_sequence() {
             return Err(ApiError::new(500, ERR_OUT_OF_SEQUENCE));
         }
         let role = match role.unwrap_or("") {
@@ -57,6 +68,8 @@ impl Cluster {
             ));
         }
         let old_av = self.nodes[i].availability;
+        let demotes_leader =
+            role == Role::Worker && self.leader.as_ref() == Some(&self.nodes[i].id);
         let v = self.next_index();
         let n = &mut self.nodes[i];
         n.role = role;
@@ -67,6 +80,12 @@ impl Cluster {
         n.updated = now;
         if role == Role::Manager {
             n.reachable = n.engine_running;
+        }
+        if demotes_leader {
+            self.transfer_leadership(now);
+        }
+        if old_av != avail && avail == Availability::Drain && self.faults.leader_change_on_drain {
+            self.step_down_at = Some(now + secs(STEP_DOWN_AFTER_DRAIN));
         }
         if old_av != avail {
             self.node_event(

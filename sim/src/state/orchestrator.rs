@@ -11,28 +11,57 @@ use super::store::*;
 /// Orchestration.TaskHistoryRetentionLimit
 const TASK_HISTORY: usize = 5;
 
+/// What one orchestration pass decides, carried out in this order once it is done.
+#[derive(Default)]
+struct Orders {
+    /// Tasks to set desired `shutdown`.
+    shutdown: Vec<String>,
+    /// New tasks: (service, slot for replicated, node for global).
+    create: Vec<(String, Option<u64>, Option<String>)>,
+}
+
 impl Cluster {
     pub(super) fn orchestrate(&mut self, now: Nanos) {
         if !self.dirty {
             return;
         }
-        let mut to_shutdown: Vec<String> = vec![];
-        let mut to_create: Vec<(String, Option<u64>, Option<String>)> = vec![];
+        let mut orders = Orders::default();
+        let live = self.supervise(&mut orders);
+        for s in self.services.values() {
+            let tasks = live.get(s.id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
+            if let Some(t) = Self::next_to_update(s, tasks) {
+                orders.shutdown.push(t.id.clone());
+            }
+            match s.mode {
+                Mode::Replicated(n) => Self::fill_slots(s, n, tasks, &mut orders),
+                Mode::Global => self.fill_nodes(s, tasks, &mut orders),
+            }
+        }
+        for id in orders.shutdown {
+            self.set_desired(&id, TState::Shutdown, now);
+        }
+        for (svc, slot, node) in orders.create {
+            self.new_task(&svc, slot, node, now);
+        }
+    }
+
+    /// The restart supervisor: a dead task, a task on a drained node or one its constraints
+    /// no longer allow, and a task whose node was removed are shut down. Returns the rest of
+    /// the tasks desired running, per service.
+    fn supervise(&self, orders: &mut Orders) -> HashMap<&str, Vec<&TaskRec>> {
         let node_pos: HashMap<&str, usize> = self
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.id.as_str(), i))
             .collect();
-        // Per-service view of live (desired running) tasks.
         let mut live: HashMap<&str, Vec<&TaskRec>> = HashMap::new();
         for t in self.tasks.values() {
             if t.desired != TState::Running {
                 continue;
             }
             if t.state.terminal() {
-                // The restart supervisor: a dead task is shut down and replaced.
-                to_shutdown.push(t.id.clone());
+                orders.shutdown.push(t.id.clone());
                 continue;
             }
             let node = t.node_id.as_deref().and_then(|n| node_pos.get(n).copied());
@@ -41,66 +70,55 @@ impl Cluster {
                 let drained = n.availability == Availability::Drain;
                 let constraint_fails = !svc.constraints.iter().all(|c| c.matches(n));
                 if drained || constraint_fails {
-                    to_shutdown.push(t.id.clone());
+                    orders.shutdown.push(t.id.clone());
                     continue;
                 }
             } else if t.node_id.is_some() {
-                // Its node was removed.
-                to_shutdown.push(t.id.clone());
+                orders.shutdown.push(t.id.clone());
                 continue;
             }
             live.entry(t.service_id.as_str()).or_default().push(t);
         }
-        for s in self.services.values() {
-            let tasks = live.get(s.id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
-            if let Some(t) = Self::next_to_update(s, tasks) {
-                to_shutdown.push(t.id.clone());
-            }
-            match s.mode {
-                Mode::Replicated(n) => {
-                    let mut slots: BTreeMap<u64, Vec<&TaskRec>> = BTreeMap::new();
-                    for t in tasks {
-                        slots.entry(t.slot.unwrap_or(0)).or_default().push(t);
-                    }
-                    for slot in 1..=n {
-                        match slots.get(&slot) {
-                            None => to_create.push((s.id.clone(), Some(slot), None)),
-                            Some(v) if v.len() > 1 => {
-                                for t in &v[1..] {
-                                    to_shutdown.push(t.id.clone());
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    for (slot, v) in slots.range(n + 1..) {
-                        let _ = slot;
-                        to_shutdown.extend(v.iter().map(|t| t.id.clone()));
+        live
+    }
+
+    /// Replicated: one task per slot 1..=n; extra tasks of a slot and slots above n go.
+    fn fill_slots(s: &ServiceRec, n: u64, tasks: &[&TaskRec], orders: &mut Orders) {
+        let mut slots: BTreeMap<u64, Vec<&TaskRec>> = BTreeMap::new();
+        for t in tasks {
+            slots.entry(t.slot.unwrap_or(0)).or_default().push(t);
+        }
+        for slot in 1..=n {
+            match slots.get(&slot) {
+                None => orders.create.push((s.id.clone(), Some(slot), None)),
+                Some(v) if v.len() > 1 => {
+                    for t in &v[1..] {
+                        orders.shutdown.push(t.id.clone());
                     }
                 }
-                Mode::Global => {
-                    let mut have: HashMap<&str, usize> = HashMap::new();
-                    for t in tasks {
-                        if let Some(n) = t.node_id.as_deref() {
-                            *have.entry(n).or_default() += 1;
-                        }
-                    }
-                    for n in &self.nodes {
-                        let eligible = n.availability == Availability::Active
-                            && n.state != NodeState::Down
-                            && s.constraints.iter().all(|c| c.matches(n));
-                        if eligible && !have.contains_key(n.id.as_str()) {
-                            to_create.push((s.id.clone(), None, Some(n.id.clone())));
-                        }
-                    }
-                }
+                _ => {}
             }
         }
-        for id in to_shutdown {
-            self.set_desired(&id, TState::Shutdown, now);
+        for v in slots.range(n + 1..).map(|(_, v)| v) {
+            orders.shutdown.extend(v.iter().map(|t| t.id.clone()));
         }
-        for (svc, slot, node) in to_create {
-            self.new_task(&svc, slot, node, now);
+    }
+
+    /// Global: a task on every active, not-down node the constraints allow that has none.
+    fn fill_nodes(&self, s: &ServiceRec, tasks: &[&TaskRec], orders: &mut Orders) {
+        let mut have: HashMap<&str, usize> = HashMap::new();
+        for t in tasks {
+            if let Some(n) = t.node_id.as_deref() {
+                *have.entry(n).or_default() += 1;
+            }
+        }
+        for n in &self.nodes {
+            let eligible = n.availability == Availability::Active
+                && n.state != NodeState::Down
+                && s.constraints.iter().all(|c| c.matches(n));
+            if eligible && !have.contains_key(n.id.as_str()) {
+                orders.create.push((s.id.clone(), None, Some(n.id.clone())));
+            }
         }
     }
 

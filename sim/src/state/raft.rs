@@ -37,7 +37,35 @@ impl Cluster {
         }
     }
 
+    /// The leader steps down (as after a lost heartbeat or `docker node demote` elsewhere): a
+    /// new leader, another manager when one is up, is elected after the election delay.
+    pub fn step_down(&mut self, now: Nanos) {
+        let Some(old) = self.leader.take() else {
+            return;
+        };
+        self.stepped_down = Some(old);
+        self.election_at = self.has_quorum().then(|| now + secs(self.timings.election));
+        self.touch();
+    }
+
+    /// The leader was demoted: it hands leadership to another manager, which leads after the
+    /// transfer delay (swarmkit's TransferLeadership on demotion), not after an election.
+    pub(super) fn transfer_leadership(&mut self, now: Nanos) {
+        let Some(old) = self.leader.take() else {
+            return;
+        };
+        self.stepped_down = Some(old);
+        self.election_at = self
+            .has_quorum()
+            .then(|| now + secs(self.timings.leader_transfer));
+        self.touch();
+    }
+
     pub(super) fn tick_raft(&mut self, now: Nanos) {
+        if self.step_down_at.is_some_and(|at| now >= at) {
+            self.step_down_at = None;
+            self.step_down(now);
+        }
         if let Some(l) = &self.leader {
             let alive = self
                 .nodes
@@ -60,11 +88,14 @@ impl Cluster {
         if now < at {
             return;
         }
-        // Elect: the first up manager.
+        // Elect: the first up manager, other than one that just stepped down if possible.
+        let up = |n: &NodeRec| n.role == Role::Manager && n.engine_running;
+        let stepped_down = self.stepped_down.take();
         let Some(li) = self
             .nodes
             .iter()
-            .position(|n| n.role == Role::Manager && n.engine_running)
+            .position(|n| up(n) && Some(&n.id) != stepped_down.as_ref())
+            .or_else(|| self.nodes.iter().position(up))
         else {
             return;
         };

@@ -59,7 +59,7 @@ impl Cluster {
             .iter()
             .map(|c| Constraint::parse(c))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::new(400, e))?;
+            .map_err(|e| ApiError::new(400, e.to_string()))?;
         Ok((networks, constraints))
     }
 

@@ -28,6 +28,15 @@ pub struct Cluster {
     pub tasks: BTreeMap<String, TaskRec>,
     pub networks: BTreeMap<String, NetworkRec>,
     pub leader: Option<String>,
+    /// The unlock key while autolock is on (`EncryptionConfig.AutoLockManagers`).
+    pub unlock_key: Option<String>,
+    /// `Version.Index` of the swarm object (`GET /swarm`), moved by `POST /swarm/update`.
+    pub swarm_version: u64,
+    /// The swarm's `Spec` as `POST /swarm/update` last wrote it (labels, raft, dispatcher, CA
+    /// settings: served back as written); `None` until then (the defaults `swarm init` sets).
+    pub swarm_spec: Option<serde_json::Value>,
+    /// When the swarm object last changed (`UpdatedAt`).
+    pub swarm_updated: Option<Nanos>,
     pub election_at: Option<Nanos>,
     pub events: VecDeque<Event>,
     pub event_tx: tokio::sync::broadcast::Sender<Event>,
@@ -36,6 +45,14 @@ pub struct Cluster {
     /// Tasks an agent still has to move (assigned up to running, or running but no longer
     /// wanted): the agents visit these, not every task.
     pub(super) moving: BTreeSet<String>,
+    /// Every node's state over time, when a test asked for it.
+    pub(super) history: Option<History>,
+    /// Node updates answered so far (the `out-of-sequence-every` fault counts them).
+    pub(super) node_writes: u64,
+    /// A leader step-down scheduled by the `leader-change-on-drain` fault.
+    pub(super) step_down_at: Option<Nanos>,
+    /// The manager that stepped down: the next election prefers another one.
+    pub(super) stepped_down: Option<String>,
 }
 
 pub(super) fn gen_id(rng: &mut StdRng) -> String {
@@ -80,6 +97,7 @@ impl Cluster {
             labels: BTreeMap::new(),
             spec_name: None,
             engine_running: true,
+            locked_engine: None,
             engine_version: version.to_string(),
             backup_version: None,
             state: NodeState::Ready,

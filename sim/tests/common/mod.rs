@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use swarm_sim::{SimConfig, SimHandle, Stack};
 
 /// A fast swarm: 20 simulated seconds per real second.
@@ -22,46 +20,16 @@ pub async fn start_default() -> SimHandle {
     start(config(20.0)).await
 }
 
-pub fn hostport(addr: &str) -> String {
-    addr.trim_start_matches("tcp://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string()
-}
-
-/// One HTTP/1.1 request; Err if the connection fails (refused, dropped).
+/// One request to `tcp://HOST:PORT` (or `HOST:PORT`) or `unix:///PATH`; Err if the
+/// connection fails (refused, dropped).
 pub async fn try_http(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&str>,
-) -> Result<(u16, hyper::HeaderMap, Vec<u8>), String> {
-    let hp = hostport(addr);
-    let stream = tokio::net::TcpStream::connect(&hp)
-        .await
-        .map_err(|e| format!("connect {hp}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "docker")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
-        .unwrap();
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, headers, bytes.to_vec()))
+) -> Result<(u16, hyper::HeaderMap, Vec<u8>), swarm_sim::client::ClientError> {
+    let a = swarm_sim::client::request(addr, method, path, body).await?;
+    Ok((a.status, a.headers, a.body))
 }
 
 pub async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Vec<u8>) {
@@ -108,4 +76,20 @@ pub fn node_by_host<'a>(nodes: &'a serde_json::Value, host: &str) -> &'a serde_j
         .iter()
         .find(|n| n["Description"]["Hostname"] == host)
         .unwrap_or_else(|| panic!("no node {host}"))
+}
+
+/// Waits (20 s at most) until `n` tasks run: the test stack of the manual upgrade procedure
+/// runs 7.
+pub async fn wait_for_running_tasks(ep: &str, n: usize) {
+    wait_for(&format!("{n} running tasks"), 20, || async {
+        let t = get_json(ep, "/tasks").await;
+        let running = t
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["Status"]["State"] == "running")
+            .count();
+        (running == n).then_some(())
+    })
+    .await;
 }
