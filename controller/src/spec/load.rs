@@ -34,12 +34,16 @@ pub struct SpecError {
 /// Parses and validates a spec. `file` is only used in errors.
 pub fn parse_spec(text: &str, file: &Path) -> Result<EngineUpgrade, SpecError> {
     let locs = Locator::new(text);
-    let err = |pos: Pos, message: String, hint: String| SpecError {
-        file: file.to_path_buf(),
-        line: pos.line,
-        column: pos.column,
-        message,
-        hint: Some(hint),
+    let lines = EditorLines::new(text);
+    let err = |pos: Pos, message: String, hint: String| {
+        let pos = lines.of_parser(pos);
+        SpecError {
+            file: file.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            message,
+            hint: Some(hint),
+        }
     };
 
     // apiVersion and kind first: a document of another kind would otherwise be reported as a
@@ -59,7 +63,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<EngineUpgrade, SpecError> {
     }
 
     let doc: EngineUpgrade = serde_saphyr::from_str(text)
-        .map_err(|e| within_text(from_yaml_error(&e, &locs, file), text))?;
+        .map_err(|e| lines.within_text(from_yaml_error(&e, &locs, file)))?;
 
     if let Some(issue) = semantic_issue(&doc) {
         let pos = locs.locate(&issue.path, issue.at);
@@ -425,16 +429,52 @@ fn prometheus_issue(prom: &PrometheusGate) -> Option<Issue> {
 // ---------------------------------------------------------------------------------------------
 // serde-saphyr errors
 
-/// The parser counts a lone carriage return as a line break; editors and `grep -n` count only
-/// newlines. A position past the file's last line (found by fuzzing: a file holding just `\r`)
-/// is shown at the end of that last line instead.
-fn within_text(mut e: SpecError, text: &str) -> SpecError {
-    let lines: Vec<&str> = text.split('\n').collect();
-    if e.line > lines.len() {
-        e.line = lines.len();
-        e.column = lines.last().map_or(0, |l| l.chars().count()) + 1;
+/// Positions as an editor and `grep -n` count them: only `\n` ends a line. The YAML parser also
+/// ends a line at a lone `\r` (found by fuzzing), so its positions are mapped here.
+struct EditorLines {
+    /// For each of the parser's lines: the file's line and the column it starts at (both 1-based).
+    starts: Vec<Pos>,
+    /// The file's last line and its width, for a position past the end.
+    last: Pos,
+}
+
+impl EditorLines {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![Pos { line: 1, column: 1 }];
+        let (mut line, mut column) = (1, 1);
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\n' => (line, column) = (line + 1, 1),
+                '\r' if chars.peek() == Some(&'\n') => continue,
+                _ => column += 1,
+            }
+            if c == '\n' || c == '\r' {
+                starts.push(Pos { line, column });
+            }
+        }
+        let last = Pos { line, column };
+        EditorLines { starts, last }
     }
-    e
+
+    fn of_parser(&self, pos: Pos) -> Pos {
+        match self.starts.get(pos.line.wrapping_sub(1)) {
+            Some(start) => Pos {
+                line: start.line,
+                column: start.column + pos.column.saturating_sub(1),
+            },
+            None => self.last,
+        }
+    }
+
+    fn within_text(&self, mut e: SpecError) -> SpecError {
+        let pos = self.of_parser(Pos {
+            line: e.line,
+            column: e.column,
+        });
+        (e.line, e.column) = (pos.line, pos.column);
+        e
+    }
 }
 
 fn from_yaml_error(e: &serde_saphyr::Error, locs: &Locator, file: &Path) -> SpecError {
@@ -838,6 +878,17 @@ mod tests {
             l.locate(&[Seg::key("b"), Seg::key("zz")], At::Key),
             Pos { line: 2, column: 1 }
         );
+    }
+
+    #[test]
+    fn a_lone_carriage_return_stays_inside_its_line() {
+        // The parser's lines: "a: [", "x]", "b: 1"; the editor's: "a: [\rx]", "b: 1".
+        let lines = EditorLines::new("a: [\rx]\r\nb: 1\n");
+        let at = |line, column| lines.of_parser(Pos { line, column }).to_string();
+        assert_eq!(at(1, 4), "1:4");
+        assert_eq!(at(2, 1), "1:6", "the x after the carriage return");
+        assert_eq!(at(3, 4), "2:4");
+        assert_eq!(at(9, 1), "3:1", "past the end: the end of the file");
     }
 
     #[test]
