@@ -33,6 +33,10 @@ pub struct NodeView {
     /// A manager whose own engine says its swarm component is locked (autolock): not a working
     /// manager until unlocked. From the node's own `/info`, not from the swarm's node list.
     pub locked: bool,
+    /// Whether the node's own engine runs a manager (its `/info` `ControlAvailable`); `None`
+    /// where the operator does not reach that engine. A demoted manager's engine goes on running
+    /// its manager until it has cleared its raft data.
+    pub runs_manager: Option<bool>,
 }
 
 impl NodeView {
@@ -93,6 +97,7 @@ impl NodeView {
             labels,
             version_index,
             locked: false,
+            runs_manager: None,
         })
     }
 

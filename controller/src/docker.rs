@@ -1064,27 +1064,59 @@ impl Swarm {
     /// `POST /swarm/unlock` with `key` on the node's own engine (found by the node ID or the
     /// address its endpoint reported in [`Self::manager_infos`]); never on another manager.
     pub async fn unlock(&self, node_id: &str, node_addr: &str, key: &str) -> Result<(), ApiError> {
-        let own = self
-            .managers
-            .iter()
-            .find(|m| m.node_id().as_deref() == Some(node_id))
-            .or_else(|| {
-                let addr = Some(node_addr).filter(|a| !a.is_empty());
-                self.managers
-                    .iter()
-                    .find(|m| m.node_addr().as_deref() == addr)
-            })
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "no --docker-host endpoint is node {node_id}'s own engine"
-                ))
-            })?;
+        let own = self.own_engine(node_id, node_addr).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no --docker-host endpoint is node {node_id}'s own engine"
+            ))
+        })?;
         self.count_request("unlock", 0);
         let result = own.unlock(key).await;
         if let Err(e) = &result {
             self.report(e);
         }
         result
+    }
+
+    /// The endpoint that is the node's own engine, by the node ID or the address it reported.
+    fn own_engine(&self, node_id: &str, node_addr: &str) -> Option<&ManagerClient> {
+        let addr = Some(node_addr).filter(|a| !a.is_empty());
+        let by_id = self
+            .managers
+            .iter()
+            .find(|m| m.node_id().as_deref() == Some(node_id));
+        by_id.or_else(|| {
+            self.managers
+                .iter()
+                .find(|m| m.node_addr().as_deref() == addr)
+        })
+    }
+
+    /// The node's own `/info`, even while its endpoint is on standby (a demoted manager's is):
+    /// from the endpoint known to be that node, else from those not identified yet (after a
+    /// restart, a node demoted before it was never asked). Each is waited for
+    /// [`PER_MANAGER_VIEW_TIMEOUT`] at most; `None` if none answers as that node.
+    pub async fn own_info(&self, node_id: &str) -> Option<SystemInfo> {
+        let candidates: Vec<&ManagerClient> = match self.own_engine(node_id, "") {
+            Some(own) => vec![own],
+            None => self
+                .managers
+                .iter()
+                .filter(|m| m.node_id().is_none())
+                .collect(),
+        };
+        for manager in candidates {
+            self.count_request("info", 0);
+            let call = manager.call(&|d: Docker| async move { d.info().await });
+            let Ok(Ok(mut info)) = tokio::time::timeout(PER_MANAGER_VIEW_TIMEOUT, call).await
+            else {
+                continue;
+            };
+            manager.remember(&mut info);
+            if claimed_node_id(&info) == Some(node_id) {
+                return Some(info);
+            }
+        }
+        None
     }
 
     /// `GET /swarm` as the engine sent it, every field kept: for a read-modify-write of the

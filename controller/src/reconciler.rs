@@ -84,10 +84,35 @@ async fn planner_input(swarm: &Swarm, observation: &Observation) -> Snapshot {
     let mut snapshot = observation.snapshot();
     let workers = snapshot.nodes.iter().filter(|n| !n.is_manager());
     swarm.note_workers(workers.map(|n| n.id.as_str()));
+    for id in demoted_by_us(&snapshot.nodes) {
+        own.extend(swarm.own_info(&id).await);
+    }
     crate::autolock::observe_locks(&mut snapshot, &mut own);
     preflight::observe_live_restore(&mut snapshot, &own);
+    observe_own_managers(&mut snapshot.nodes, &own);
     correct_descriptions(&mut snapshot.nodes, own);
     snapshot
+}
+
+/// Managers the operator demoted that are workers now: their endpoints are on standby, but
+/// the planner must hear from their own engines whether their managers have stopped.
+fn demoted_by_us(views: &[NodeView]) -> Vec<String> {
+    let demoted = |v: &&NodeView| v.mark().and_then(Result::ok).is_some_and(|m| m.demoted);
+    let workers = views.iter().filter(|v| !v.is_manager());
+    workers.filter(demoted).map(|v| v.id.clone()).collect()
+}
+
+/// Whether each reached engine runs a manager itself (`ControlAvailable`): a demoted manager's
+/// engine does until it has cleared its raft data, and the planner stops it only after.
+fn observe_own_managers(views: &mut [NodeView], own: &[bollard::models::SystemInfo]) {
+    for swarm in own.iter().filter_map(|info| info.swarm.as_ref()) {
+        let Some(id) = swarm.node_id.as_deref() else {
+            continue;
+        };
+        if let Some(view) = views.iter_mut().find(|v| v.id == id) {
+            view.runs_manager = swarm.control_available;
+        }
+    }
 }
 
 /// A 20.10 swarm can store one node's description (hostname, engine version) under another

@@ -86,7 +86,11 @@ async fn full_rollout_keeps_the_seed_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_leader_handover_the_leader_hands_over_then_is_upgraded_as_a_worker() {
-    let lab = Lab::start_converged(sim_config()).await;
+    // The demoted leader's engine takes a minute to stop its manager: stopped before that, it
+    // would keep its raft data and its engine would crash when promoted back.
+    let mut config = sim_config();
+    config.timings.demoted_manager_stop = 60.0;
+    let lab = Lab::start_converged(config).await;
     let before = availabilities(&lab).await;
     let leader = lab.nodes().await.into_iter().find(|n| n.leader).unwrap();
     let spec = lab.write_spec(&lab.spec_text(1, "    leaderHandover: true\n"));

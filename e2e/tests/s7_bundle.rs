@@ -47,6 +47,10 @@ const EVENT_METRICS: &[(&str, &str)] = &[
         "swarm_upgrade_reconcile_errors_total",
         "a failed reconcile step",
     ),
+    (
+        "swarm_upgrade_notifications_failed_total",
+        "spec.notify (not in the chart's spec)",
+    ),
 ];
 
 #[tokio::test]

@@ -162,6 +162,11 @@ pub struct Timings {
     /// The leader demoted (`docker node demote`) -> another manager leads: swarmkit transfers
     /// leadership (raft TransferLeadership) instead of waiting for an election.
     pub leader_transfer: f64,
+    /// Demotion -> the demoted node's own engine stops its manager and clears its raft data
+    /// (swarmkit does so once its certificate says worker). An engine stopped before that keeps
+    /// the old raft data, and a later promotion makes it panic ("tocommit(N) is out of range
+    /// [lastIndex(0)]", seen on the real lab, moby/moby#29180).
+    pub demoted_manager_stop: f64,
     /// After an election the new leader reports nodes `unknown`; each returns `ready` after a
     /// random delay up to this.
     pub unknown_max: f64,
@@ -189,6 +194,7 @@ impl Default for Timings {
             node_down: 15.0,
             election: 1.5,
             leader_transfer: 0.3,
+            demoted_manager_stop: 2.0,
             unknown_max: 6.0,
             node_ready: 1.0,
             install: 3.0,

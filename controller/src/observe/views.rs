@@ -156,8 +156,10 @@ impl ObservedNode {
             addr: self.status.addr.clone(),
             labels: self.spec.labels.clone(),
             version_index: self.version.index,
-            // Only the node's own engine can tell (`crate::autolock::observe_locks`).
+            // Only the node's own engine can tell (`crate::autolock::observe_locks`,
+            // `crate::reconciler::observe_own_managers`).
             locked: false,
+            runs_manager: None,
         }
     }
 }

@@ -39,14 +39,25 @@ impl Planner<'_> {
             self.wait(node, message.into());
             return true;
         }
+        if node.runs_manager != Some(false) {
+            // swarmkit clears a demoted manager's raft data only once its engine has stopped
+            // the manager; an engine stopped before keeps it, and panics when promoted back
+            // ("tocommit(N) is out of range [lastIndex(0)]", seen on the real lab).
+            let message = "demoted to a worker; waiting for its engine to stop its manager and clear its raft data";
+            self.wait(node, message.into());
+            return true;
+        }
         false
     }
 
     fn handover_applies(&self, node: &NodeView) -> bool {
         let managers = self.input.snapshot.nodes.iter().filter(|n| n.is_manager());
+        // Only where the operator reaches the leader's own engine: it alone tells when the
+        // demotion has finished there.
         self.spec().strategy.leader_handover
             && node.is_manager()
             && node.leader
+            && node.runs_manager == Some(true)
             && managers.count() >= MIN_MANAGERS_FOR_HANDOVER
     }
 

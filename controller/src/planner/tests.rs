@@ -61,6 +61,7 @@ fn node(id: &str, role: Role) -> NodeView {
         labels: BTreeMap::new(),
         version_index: 10,
         locked: false,
+        runs_manager: Some(role == Role::Manager),
     }
 }
 
@@ -887,11 +888,15 @@ impl World {
     }
 
     /// A demotion hands leadership to another Ready manager at once (swarmkit's
-    /// TransferLeadership); a promoted node is reachable once its engine is Ready.
+    /// TransferLeadership); the demoted node's engine stops its manager a tick later. A
+    /// promoted node is reachable once its engine is Ready.
     fn set_role(&mut self, id: &str, role: Role) {
         let n = self.node_mut(id);
         n.role = role;
         n.reachable = role == Role::Manager && n.state == State::Ready;
+        if role == Role::Manager {
+            n.runs_manager = Some(n.state == State::Ready);
+        }
         if role == Role::Worker && std::mem::take(&mut n.leader) {
             let next = self
                 .nodes
@@ -912,6 +917,10 @@ impl World {
         self.now += SignedDuration::from_secs(advance);
         let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
         for id in ids {
+            let n = self.node_mut(&id);
+            if n.role == Role::Worker && n.runs_manager == Some(true) {
+                n.runs_manager = Some(false);
+            }
             let availability = self.node_mut(&id).availability;
             let stopping = match availability {
                 Availability::Drain => 1 + self.roll(2) as usize,
@@ -931,6 +940,7 @@ impl World {
                 let n = self.node_mut(&id);
                 n.state = State::Down;
                 n.reachable = false;
+                n.runs_manager = None;
                 if done {
                     self.upgrading.remove(&id);
                     let n = self.node_mut(&id);
@@ -944,6 +954,7 @@ impl World {
                     };
                     n.state = State::Ready;
                     n.reachable = n.role == Role::Manager;
+                    n.runs_manager = Some(n.role == Role::Manager);
                     let ended = CommandEnded {
                         command,
                         started,
@@ -993,6 +1004,14 @@ impl World {
                 managers_done,
                 "seed {}: manager {} reactivated before every manager is upgraded: {:#?}",
                 self.seed, node.hostname, self.history
+            );
+        }
+        if let Action::Run { .. } = action {
+            assert!(
+                node.role == Role::Manager || node.runs_manager != Some(true),
+                "seed {}: {} stopped while its demoted manager still runs (its raft data kept)",
+                self.seed,
+                node.hostname
             );
         }
         if let Action::Run {
@@ -2052,8 +2071,15 @@ fn the_drained_leader_is_demoted_in_the_write_that_records_it() {
     let mark = u.mark.as_ref().unwrap();
     assert!(mark.demoted && mark.step == Step::Draining);
     assert_eq!(u.event_steps(), vec![EventStep::Demote]);
-    // Without the strategy the leader is upgraded in place.
+    // Without the strategy the leader is upgraded in place; so it is where the operator does
+    // not reach the leader's own engine (only that engine tells when a demotion has finished).
     let plan = leader_drained(spec()).plan();
+    assert!(
+        matches!(only_action_on(&plan, "m1"), Action::Run { update, .. } if update.role.is_none())
+    );
+    let mut unreached = leader_drained(handover_spec());
+    unreached.snapshot.nodes[0].runs_manager = None;
+    let plan = unreached.plan();
     assert!(
         matches!(only_action_on(&plan, "m1"), Action::Run { update, .. } if update.role.is_none())
     );
@@ -2087,6 +2113,23 @@ fn a_demoted_leader_is_stopped_only_once_another_manager_leads() {
     nodes[0].leader = false;
     nodes[0].reachable = false;
     nodes[1].leader = true;
+    // Its engine still runs the manager (raft data not cleared yet), or does not answer.
+    for runs_manager in [Some(true), None] {
+        case.snapshot.nodes[0].runs_manager = runs_manager;
+        let plan = case.plan();
+        assert!(
+            plan.actions.iter().all(|a| a.node().id != "m1"),
+            "{runs_manager:?}"
+        );
+        assert!(
+            plan.blockers.iter().any(|b| b
+                .message
+                .contains("stop its manager and clear its raft data")),
+            "{:#?}",
+            plan.blockers
+        );
+    }
+    case.snapshot.nodes[0].runs_manager = Some(false);
     let plan = case.plan();
     let Action::Run { command, update } = only_action_on(&plan, "m1") else {
         panic!("{:#?}", plan.actions)

@@ -159,7 +159,11 @@ pub struct Strategy {
     /// leadership to another manager at once) and promote it back once it is Ready at the
     /// target. Saves the raft election a leader's restart causes. While it is upgraded the swarm
     /// has one manager fewer; with 3 managers the other two must stay up, exactly as when the
-    /// leader is stopped in place. Applies with 3 managers or more.
+    /// leader is stopped in place. Its engine is stopped only once it says it no longer runs a
+    /// manager (a demoted manager's engine clears its raft data then; stopped earlier, it
+    /// crashes when promoted back). Applies with 3 managers or more, and only where the
+    /// leader's own engine is one of the `--docker-host` endpoints; otherwise the leader is
+    /// upgraded in place.
     #[serde(default)]
     pub leader_handover: bool,
     /// Let the rollout take a node whose engine is newer than `version` down to it. Without

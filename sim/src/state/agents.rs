@@ -24,6 +24,7 @@ impl Cluster {
         }
         let n = &mut self.nodes[i];
         n.engine_running = false;
+        n.stale_raft_data |= n.manager_stops_at.take().is_some();
         n.stopped_at = Some(now);
         n.ready_at = None;
         if self.leader.as_deref() == Some(&self.nodes[i].id) {

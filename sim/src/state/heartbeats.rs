@@ -16,6 +16,9 @@ impl Cluster {
         let t = self.timings.clone();
         let have_leader = self.leader.is_some();
         for i in 0..self.nodes.len() {
+            if self.nodes[i].manager_stops_at.is_some_and(|at| now >= at) {
+                self.nodes[i].manager_stops_at = None;
+            }
             let n = &self.nodes[i];
             if let Some(s) = n.stopped_at {
                 if n.role == Role::Manager && n.reachable && now >= s + secs(t.reachability) {

@@ -197,6 +197,33 @@ mod tests {
         );
     }
 
+    /// A demoted manager's engine stopped before it has stopped its manager keeps its raft
+    /// data, and panics when promoted again (as on the real lab); stopped after, it does not.
+    #[test]
+    fn promoting_a_manager_stopped_mid_demotion_crashes_its_engine() {
+        for (wait, survives) in [(0, false), (3 * SEC, true)] {
+            let mut c = cluster(3, 2);
+            run(&mut c, 0, 5 * SEC);
+            let id = c.nodes[1].id.clone();
+            let demote = SpecUpdate::new("worker", "drain");
+            c.update_node(&id, c.nodes[1].version, demote, 5 * SEC)
+                .unwrap();
+            assert!(
+                c.nodes[1].runs_manager(),
+                "its manager stops a moment later"
+            );
+            run(&mut c, 5 * SEC, 5 * SEC + wait);
+            let stopped = 5 * SEC + wait + 100 * MS;
+            c.engine_stop(1, stopped);
+            c.engine_start(1, "26.1.5", stopped + SEC);
+            run(&mut c, stopped + SEC, stopped + 5 * SEC);
+            let promote = SpecUpdate::new("manager", "drain");
+            let at = stopped + 5 * SEC;
+            c.update_node(&id, c.nodes[1].version, promote, at).unwrap();
+            assert_eq!(c.nodes[1].engine_running, survives, "waited {wait}");
+        }
+    }
+
     #[test]
     fn seed_stack_converges() {
         let mut c = cluster(3, 2);

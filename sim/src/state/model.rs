@@ -127,6 +127,19 @@ pub struct NodeRec {
     pub ingress_addr: Option<u32>,
     /// (service id, time) of recent task failures on this node.
     pub failures: Vec<(String, Nanos)>,
+    /// Demoted, but its own engine still runs its manager until then (`/info` says
+    /// `ControlAvailable`), raft data not yet cleared.
+    pub manager_stops_at: Option<Nanos>,
+    /// Its engine stopped while a demoted manager still ran there: the old raft data is left,
+    /// and the engine panics when the node is promoted again.
+    pub stale_raft_data: bool,
+}
+
+impl NodeRec {
+    /// Its own engine runs a manager: a manager, or one demoted whose manager has not stopped.
+    pub fn runs_manager(&self) -> bool {
+        self.role == Role::Manager || self.manager_stops_at.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -68,6 +68,7 @@ impl Cluster {
             ));
         }
         let old_av = self.nodes[i].availability;
+        let old_role = self.nodes[i].role;
         let demotes_leader =
             role == Role::Worker && self.leader.as_ref() == Some(&self.nodes[i].id);
         let v = self.next_index();
@@ -80,6 +81,17 @@ impl Cluster {
         n.updated = now;
         if role == Role::Manager {
             n.reachable = n.engine_running;
+        }
+        if old_role == Role::Manager && role == Role::Worker && n.engine_running {
+            n.manager_stops_at = Some(now + secs(self.timings.demoted_manager_stop));
+        }
+        let panics = old_role == Role::Worker && role == Role::Manager && n.stale_raft_data;
+        if role == Role::Manager {
+            n.manager_stops_at = None;
+            n.stale_raft_data = false;
+        }
+        if panics {
+            self.engine_stop(i, now);
         }
         if demotes_leader {
             self.transfer_leadership(now);

@@ -114,6 +114,8 @@ impl Cluster {
             next_bump: now + secs(self.timings.version_bump * jitter),
             ingress_addr: None,
             failures: vec![],
+            manager_stops_at: None,
+            stale_raft_data: false,
         };
         if let Some(ing) = self.networks.values_mut().find(|n| n.ingress) {
             n.ingress_addr = ing.pool.alloc();

@@ -43,6 +43,7 @@ fn node(id: &str, role: Role, version: &str) -> NodeView {
         labels: BTreeMap::new(),
         version_index: 10,
         locked: false,
+        runs_manager: Some(role == Role::Manager),
     }
 }
 
