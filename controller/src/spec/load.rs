@@ -36,14 +36,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<EngineUpgrade, SpecError> {
     let locs = Locator::new(text);
     let lines = EditorLines::new(text);
     let err = |pos: Pos, message: String, hint: String| {
-        let pos = lines.of_parser(pos);
-        SpecError {
-            file: file.to_path_buf(),
-            line: pos.line,
-            column: pos.column,
-            message,
-            hint: Some(hint),
-        }
+        spec_error(file, lines.of_parser(pos), message, hint)
     };
 
     // apiVersion and kind first: a document of another kind would otherwise be reported as a
@@ -62,8 +55,8 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<EngineUpgrade, SpecError> {
         }
     }
 
-    let doc: EngineUpgrade = serde_saphyr::from_str(text)
-        .map_err(|e| lines.within_text(from_yaml_error(&e, &locs, file)))?;
+    let doc: EngineUpgrade =
+        serde_saphyr::from_str(text).map_err(|e| from_yaml_error(&e, &locs, &lines, file))?;
 
     if let Some(issue) = semantic_issue(&doc) {
         let pos = locs.locate(&issue.path, issue.at);
@@ -466,18 +459,24 @@ impl EditorLines {
             None => self.last,
         }
     }
+}
 
-    fn within_text(&self, mut e: SpecError) -> SpecError {
-        let pos = self.of_parser(Pos {
-            line: e.line,
-            column: e.column,
-        });
-        (e.line, e.column) = (pos.line, pos.column);
-        e
+fn spec_error(file: &Path, pos: Pos, message: String, hint: String) -> SpecError {
+    SpecError {
+        file: file.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        message,
+        hint: Some(hint),
     }
 }
 
-fn from_yaml_error(e: &serde_saphyr::Error, locs: &Locator, file: &Path) -> SpecError {
+fn from_yaml_error(
+    e: &serde_saphyr::Error,
+    locs: &Locator,
+    lines: &EditorLines,
+    file: &Path,
+) -> SpecError {
     let inner = e.without_snippet();
     let (line, column) = e
         .location()
@@ -490,13 +489,7 @@ fn from_yaml_error(e: &serde_saphyr::Error, locs: &Locator, file: &Path) -> Spec
         Some(described) => described,
         None => syntax_error(inner, here),
     };
-    SpecError {
-        file: file.to_path_buf(),
-        line: pos.line,
-        column: pos.column,
-        message,
-        hint: Some(hint),
-    }
+    spec_error(file, lines.of_parser(pos), message, hint)
 }
 
 /// "in spec.health", or "at the top level".
