@@ -921,7 +921,7 @@ impl World {
             if n.role == Role::Worker && n.runs_manager == Some(true) {
                 n.runs_manager = Some(false);
             }
-            let availability = self.node_mut(&id).availability;
+            let availability = n.availability;
             let stopping = match availability {
                 Availability::Drain => 1 + self.roll(2) as usize,
                 _ => 0,

@@ -85,16 +85,15 @@ fn not_utf8(bytes: &[u8], valid_up_to: usize, file: &Path) -> SpecError {
     let column = 1 + String::from_utf8_lossy(&before[line_start..])
         .chars()
         .count();
-    SpecError {
-        file: file.to_path_buf(),
-        line,
-        column,
-        message: format!(
+    spec_error(
+        file,
+        Pos { line, column },
+        format!(
             "the spec is not UTF-8 text (byte 0x{:02x})",
             bytes[valid_up_to]
         ),
-        hint: Some("save the file as UTF-8; YAML takes no other encoding here".into()),
-    }
+        "save the file as UTF-8; YAML takes no other encoding here".into(),
+    )
 }
 
 /// Reads and parses a spec file.
@@ -438,12 +437,18 @@ impl EditorLines {
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
             match c {
-                '\n' => (line, column) = (line + 1, 1),
-                '\r' if chars.peek() == Some(&'\n') => continue,
+                // `\r\n` is one break to both: counted at its `\n`.
+                '\r' if chars.peek() == Some(&'\n') => {}
+                '\n' => {
+                    (line, column) = (line + 1, 1);
+                    starts.push(Pos { line, column });
+                }
+                // A lone `\r` breaks the parser's line only: the editor's goes on.
+                '\r' => {
+                    column += 1;
+                    starts.push(Pos { line, column });
+                }
                 _ => column += 1,
-            }
-            if c == '\n' || c == '\r' {
-                starts.push(Pos { line, column });
             }
         }
         let last = Pos { line, column };

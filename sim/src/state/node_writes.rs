@@ -79,16 +79,13 @@ impl Cluster {
         n.spec_name = name.filter(|s| !s.is_empty());
         n.version = v;
         n.updated = now;
-        if role == Role::Manager {
-            n.reachable = n.engine_running;
-        }
-        if old_role == Role::Manager && role == Role::Worker && n.engine_running {
-            n.manager_stops_at = Some(now + secs(self.timings.demoted_manager_stop));
-        }
         let panics = old_role == Role::Worker && role == Role::Manager && n.stale_raft_data;
         if role == Role::Manager {
+            n.reachable = n.engine_running;
             n.manager_stops_at = None;
             n.stale_raft_data = false;
+        } else if old_role == Role::Manager && n.engine_running {
+            n.manager_stops_at = Some(now + secs(self.timings.demoted_manager_stop));
         }
         if panics {
             self.engine_stop(i, now);
