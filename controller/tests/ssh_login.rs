@@ -91,6 +91,11 @@ impl Sshd {
             .into_iter()
             .find(|p| Command::new(p).arg("-V").output().is_ok())
             .unwrap_or_else(|| panic!("no sshd; {NEEDS}"));
+        // Debian's sshd refuses to start without its privilege separation directory, which
+        // only its service unit creates (RuntimeDirectory=sshd); a fresh CI machine has none.
+        if !Path::new("/run/sshd").exists() {
+            let _ = std::fs::create_dir_all("/run/sshd");
+        }
         let out = Command::new(sshd)
             .arg("-f")
             .arg(d.join("sshd_config"))
@@ -98,7 +103,11 @@ impl Sshd {
             .arg(d.join("sshd.log"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "sshd did not start: {out:?}");
+        assert!(
+            out.status.success(),
+            "sshd did not start: {out:?}; its log: {}",
+            std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+        );
         let pid = wait_for_file(&d.join("sshd.pid"))
             .await
             .trim()
