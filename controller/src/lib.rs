@@ -22,6 +22,7 @@ pub mod docker;
 mod engine_json;
 pub mod events;
 pub(crate) mod executor;
+mod gossip;
 pub mod health;
 pub(crate) mod http;
 pub mod http_client;

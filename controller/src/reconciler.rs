@@ -18,6 +18,7 @@ use crate::cluster::{NodeView, Snapshot};
 use crate::docker::{ApiError, Swarm};
 use crate::events::{Event, EventSink, EventStep};
 use crate::executor::{Commands, Executor};
+use crate::gossip::GossipWatch;
 use crate::health::capacity::network_usage;
 use crate::health::gates::{GateFailure, GateInput, GateMetrics, evaluate};
 use crate::health::metrics::HealthMetrics;
@@ -319,62 +320,6 @@ pub async fn plan_now(
     Ok((p, observation))
 }
 
-/// For nodes drained by the operator whose tasks have stopped: how many of their service
-/// endpoints the managers' overlay gossip still announces. Asked of every manager, since a
-/// node only sees the networks it has tasks on; a manager that does not answer is skipped.
-pub async fn lingering_endpoints(
-    swarm: &Swarm,
-    snapshot: &Snapshot,
-    observation: &Observation,
-) -> BTreeMap<String, usize> {
-    let drained: BTreeMap<&str, &str> = snapshot
-        .nodes
-        .iter()
-        .filter(|n| {
-            n.mark()
-                .and_then(Result::ok)
-                .is_some_and(|m| m.step == crate::marks::Step::Draining)
-                && snapshot.tasks_on(&n.id) == 0
-                && !n.addr.is_empty()
-        })
-        .map(|n| (n.addr.as_str(), n.id.as_str()))
-        .collect();
-    let mut lingering = BTreeMap::new();
-    if drained.is_empty() {
-        return lingering;
-    }
-    let overlays = observation
-        .networks()
-        .filter(|n| n.is_overlay() && !n.ingress);
-    for network in overlays {
-        let id = network.id.as_str();
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for view in swarm
-            .network_endpoints_on_every_manager(id)
-            .await
-            .into_iter()
-            .flatten()
-        {
-            let mut here: BTreeMap<&str, usize> = BTreeMap::new();
-            for service in view.services.values() {
-                for task in &service.tasks {
-                    if let Some((addr, _)) = drained.get_key_value(task.info.host_ip.as_str()) {
-                        *here.entry(addr).or_default() += 1;
-                    }
-                }
-            }
-            for (addr, n) in here {
-                let e = seen.entry(addr).or_default();
-                *e = (*e).max(n);
-            }
-        }
-        for (addr, n) in seen {
-            *lingering.entry(drained[addr].to_string()).or_default() += n;
-        }
-    }
-    lingering
-}
-
 /// Plans one observation, outside the loop (`plan`, `status`, benchmarks): no command of this
 /// process has ended, and the time is the system's now.
 pub fn plan_with_predictions(
@@ -472,6 +417,7 @@ impl Reconciler {
         let mut health = HealthWatch::with_clock(&self.metrics, clock);
         let mut announced = Announced::default();
         let mut blocker_log = BlockerLog::default();
+        let mut gossip = GossipWatch::default();
         let mut last_error: Option<String> = None;
         let mut owed_written = false;
         let outcome = loop {
@@ -516,7 +462,7 @@ impl Reconciler {
                 .await;
             let running = executor.commands.running();
             let ended = executor.commands.ended();
-            let lingering = lingering_endpoints(&self.swarm, &snapshot, observation).await;
+            let lingering = gossip.lingering(&self.swarm, &snapshot, observation).await;
             let p = plan_pass(&Pass {
                 spec: &upgrade_spec,
                 hash: &hash,
