@@ -2,12 +2,16 @@
 //! processes (`swarm-sim serve` as a child of this bench, `swarm-upgrade run` as another), so the
 //! figures are the operator's own: resident memory (VmHWM), CPU seconds, bytes read from the
 //! managers (its `swarm_upgrade_docker_api_response_bytes_total`), and how soon it acts once a node
-//! it upgraded is Ready again. Prints a table; asserts nothing about time.
+//! it upgraded is Ready again. Prints a table; asserts nothing about time. The rollout is
+//! measured in two parts: the managers' phase (every manager upgraded and reactivated: the
+//! engines serving the operator restart, and a leader change makes it list everything again)
+//! and then `FLEET_ROLL_SECS` of the workers' phase, the steady state of a long rollout, whose
+//! cost is also given per worker upgraded (bytes per second follow the simulator's speed).
 //!
 //! `cargo bench -p swarm-upgrade --bench fleet_cost`
 //! env: `FLEET_NODES` (default `100,1000,5000`), `FLEET_TASKS_PER_NODE` (30), `FLEET_IDLE_SECS`
 //! (60), `FLEET_ROLL_SECS` (60), `FLEET_TIME_SCALE` (5), `FLEET_KEEP` (keep each fleet's spec, events
-//! and operator log).
+//! and operator log), `FLEET_OPERATOR_LOG` (the operator's `RUST_LOG`, default `warn`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -182,7 +186,10 @@ fn start_operator(dir: &Path, managers: &[String], listen: &str) -> Proc {
         .arg(dir.join("spec.yaml"))
         .args(["--docker-host", &hosts, "--listen", listen, "--events"])
         .arg(dir.join("events.jsonl"))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLEET_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -261,10 +268,11 @@ impl Phase {
     }
 }
 
-async fn measure(pid: u32, listen: &str, secs: f64) -> Phase {
+/// The operator's cost while `until` runs.
+async fn measure(pid: u32, listen: &str, until: impl Future<Output = ()>) -> Phase {
     let m0 = scrape(listen).await.unwrap_or_default();
     let (c0, t0) = (cpu_secs(pid), Instant::now());
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    until.await;
     let m1 = scrape(listen).await.unwrap_or_default();
     let (c1, took) = (cpu_secs(pid), t0.elapsed().as_secs_f64());
     Phase {
@@ -444,6 +452,27 @@ fn reaction_ms(events: &Path, ready: &BTreeMap<String, Vec<jiff::Timestamp>>) ->
     out
 }
 
+/// Until every manager is reactivated (the managers' phase of the rollout), at most `cap`.
+async fn managers_done(events: &Path, managers: usize, cap: f64) {
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < cap {
+        let text = std::fs::read_to_string(events).unwrap_or_default();
+        let done = (text.lines())
+            .filter(|l| {
+                l.contains("\"role\":\"manager\"") && l.contains("\"step\":\"reactivated\"")
+            })
+            .count();
+        if done >= managers {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sleep(secs: f64) {
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+}
+
 fn percentile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -464,7 +493,12 @@ struct Row {
     nodes: usize,
     tasks: usize,
     idle: Phase,
+    /// The rollout until every manager is upgraded and reactivated.
+    managers: Phase,
+    /// The workers' phase after it, for `FLEET_ROLL_SECS`.
     roll: Phase,
+    /// Nodes upgraded in the workers' phase.
+    workers_upgraded: usize,
     hwm_mb: f64,
     upgraded: usize,
     reaction: Vec<f64>,
@@ -491,18 +525,24 @@ async fn one_fleet(
     sim_converged(&sim.managers[0]).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     eprintln!("fleet {nodes} nodes: idle for {idle_secs} s");
-    let idle = measure(op.pid(), &listen, idle_secs).await;
+    let idle = measure(op.pid(), &listen, sleep(idle_secs)).await;
     let ready = watch_ready(&sim.control);
     write_spec(&dir.join("spec.yaml"), TO, &sim.control);
-    eprintln!("fleet {nodes} nodes: rolling for {roll_secs} s");
-    let roll = measure(op.pid(), &listen, roll_secs).await;
     let events = dir.join("events.jsonl");
+    eprintln!("fleet {nodes} nodes: the managers' phase");
+    let until = managers_done(&events, sim.managers.len(), 600.0);
+    let managers = measure(op.pid(), &listen, until).await;
+    let before = count_step(&events, "upgraded");
+    eprintln!("fleet {nodes} nodes: the workers' phase for {roll_secs} s");
+    let roll = measure(op.pid(), &listen, sleep(roll_secs)).await;
     let reaction = reaction_ms(&events, &ready.lock().unwrap());
     let row = Row {
         nodes,
         tasks: nodes * per_node,
         idle,
+        managers,
         roll,
+        workers_upgraded: count_step(&events, "upgraded") - before,
         hwm_mb: mem_mb(op.pid(), "VmHWM:"),
         upgraded: count_step(&events, "upgraded"),
         reaction,
@@ -523,7 +563,12 @@ async fn one_fleet(
 /// Where each phase's requests and bytes went, per call, per second.
 fn print_calls(rows: &[Row]) {
     for r in rows {
-        for (phase, p) in [("idle", &r.idle), ("rolling", &r.roll)] {
+        let phases = [
+            ("idle", &r.idle),
+            ("managers' phase", &r.managers),
+            ("workers' phase", &r.roll),
+        ];
+        for (phase, p) in phases {
             let calls: Vec<String> = p
                 .by_call
                 .iter()
@@ -531,23 +576,30 @@ fn print_calls(rows: &[Row]) {
                     format!("{call} {:.1}/s {:.3} MB/s", n / p.secs, b / p.secs / 1e6)
                 })
                 .collect();
-            println!("{} nodes, {phase}: {}", r.nodes, calls.join("; "));
+            println!(
+                "{} nodes, {phase} ({:.1} s, {:.1} MB, CPU {:.2} %): {}",
+                r.nodes,
+                p.secs,
+                p.bytes / 1e6,
+                p.cpu_pct(),
+                calls.join("; ")
+            );
         }
     }
 }
 
 fn print(rows: &mut [Row]) {
     println!(
-        "\n| nodes | tasks | operator VmHWM MB | CPU idle % | CPU rolling % | MB/s idle | MB/s rolling | req/s idle | req/s rolling | nodes upgraded | ready->next p50 ms | p99 ms |"
+        "\n| nodes | tasks | operator VmHWM MB | CPU idle % | CPU rolling % | MB/s idle | MB/s rolling | MB per worker | req/s idle | req/s rolling | nodes upgraded | ready->next p50 ms | p99 ms |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let (p50, p99) = (
             percentile(&mut r.reaction, 0.5),
             percentile(&mut r.reaction, 0.99),
         );
         println!(
-            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} | {:.0} |",
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.0} |",
             r.nodes,
             r.tasks,
             r.hwm_mb,
@@ -555,6 +607,7 @@ fn print(rows: &mut [Row]) {
             r.roll.cpu_pct(),
             r.idle.mb_per_s(),
             r.roll.mb_per_s(),
+            r.roll.bytes / 1e6 / r.workers_upgraded.max(1) as f64,
             r.idle.requests / r.idle.secs,
             r.roll.requests / r.roll.secs,
             r.upgraded,

@@ -13,7 +13,7 @@ use bollard::query_parameters::{
     EventsOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions, UpdateNodeOptions,
 };
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
@@ -172,19 +172,26 @@ impl ApiError {
     /// An engine's 5xx is a manager failing for now (raft busy, an RPC cut short); retrying a
     /// write is safe too, as every node update carries the version index it was read at.
     fn try_elsewhere(&self) -> bool {
-        matches!(
-            self,
-            ApiError::NoQuorum(_)
-                | ApiError::Client(_)
-                | ApiError::Decode { .. }
-                | ApiError::TlsHandshake(_)
-                | ApiError::ApiVersion { .. }
-                | ApiError::TooLarge { .. }
-                | ApiError::Status {
-                    status: 500..=599,
-                    ..
-                }
-        )
+        self.is_version_too_new()
+            || matches!(
+                self,
+                ApiError::NoQuorum(_)
+                    | ApiError::Client(_)
+                    | ApiError::Decode { .. }
+                    | ApiError::TlsHandshake(_)
+                    | ApiError::ApiVersion { .. }
+                    | ApiError::TooLarge { .. }
+                    | ApiError::Status {
+                        status: 500..=599,
+                        ..
+                    }
+            )
+    }
+
+    /// The engine refuses the API version agreed with it before: it restarted as an older
+    /// engine (a rollback, or a rollout back to 20.10). The connection is agreed on again.
+    fn is_version_too_new(&self) -> bool {
+        matches!(self, ApiError::Status { status: 400, message } if max_version_from_error(message).is_some())
     }
 
     /// Whether the whole round is worth retrying after a pause: not for a certificate that
@@ -701,6 +708,33 @@ impl ManagerClient {
     }
 }
 
+/// Says which endpoint serves the event stream while the stream lives.
+struct EventSource {
+    slot: Arc<std::sync::Mutex<Option<String>>>,
+    endpoint: String,
+}
+
+impl EventSource {
+    fn open(slot: &Arc<std::sync::Mutex<Option<String>>>, endpoint: &str) -> Self {
+        *slot.lock().expect("poisoned") = Some(endpoint.to_string());
+        Self {
+            slot: slot.clone(),
+            endpoint: endpoint.to_string(),
+        }
+    }
+}
+
+impl Drop for EventSource {
+    fn drop(&mut self) {
+        // A stream opened since (a hand-over) has put its own endpoint here: leave it.
+        if let Ok(mut slot) = self.slot.lock()
+            && slot.as_deref() == Some(self.endpoint.as_str())
+        {
+            *slot = None;
+        }
+    }
+}
+
 /// Managers whose engine a command is stopping or restarting, by node ID (a count: an upgrade
 /// and its rollback may overlap).
 type StandbyNodes = Arc<std::sync::Mutex<BTreeMap<String, usize>>>;
@@ -742,6 +776,10 @@ pub struct Swarm {
     /// Nodes last seen (or just made) workers: their endpoints can no longer serve cluster
     /// calls, and a demoted leader's held a request for 8 s on the real lab before failing.
     workers: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// Told when a manager is to be avoided, so that the event stream moves off it at once.
+    avoid_changed: Arc<tokio::sync::Notify>,
+    /// The endpoint serving the event stream while one is open (see [`Self::events`]).
+    event_source: Arc<std::sync::Mutex<Option<String>>>,
     on_error: Option<ErrorHook>,
     on_request: Option<RequestHook>,
     /// How long a call keeps trying every endpoint before it gives up.
@@ -769,6 +807,8 @@ impl Swarm {
             preferred: Arc::new(AtomicUsize::new(0)),
             standby: StandbyNodes::default(),
             workers: Arc::default(),
+            avoid_changed: Arc::default(),
+            event_source: Arc::default(),
             on_error: None,
             on_request: None,
             patience: Duration::from_secs(30),
@@ -880,9 +920,33 @@ impl Swarm {
             .expect("poisoned")
             .entry(node_id.to_string())
             .or_default() += 1;
+        self.avoid_changed.notify_waiters();
         Standby {
             nodes: self.standby.clone(),
             node_id: node_id.to_string(),
+        }
+    }
+
+    /// Resolves when a manager starts to be avoided ([`Self::standby`], [`Self::note_demoted`]).
+    pub async fn avoid_changed(&self) {
+        self.avoid_changed.notified().await;
+    }
+
+    /// Waits (up to a second) until the event stream is no longer served by the node's
+    /// endpoint: its engine is about to stop, and an open stream holds up the shutdown or
+    /// breaks, which costs a full listing.
+    pub async fn event_stream_moved_off(&self, node_id: &str) {
+        let on_node = || {
+            let source = self.event_source.lock().expect("poisoned").clone();
+            (self.managers.iter()).any(|m| {
+                Some(m.endpoint.display()) == source && m.node_id().as_deref() == Some(node_id)
+            })
+        };
+        for _ in 0..50 {
+            if !on_node() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -904,6 +968,7 @@ impl Swarm {
             .lock()
             .expect("poisoned")
             .insert(node_id.to_string());
+        self.avoid_changed.notify_waiters();
     }
 
     /// The order of one round: from the endpoint that answered last, managers on standby last
@@ -951,7 +1016,7 @@ impl Swarm {
                 }
                 Err(e) => {
                     self.report(&e);
-                    if matches!(e, ApiError::Unreachable { .. }) {
+                    if matches!(e, ApiError::Unreachable { .. }) || e.is_version_too_new() {
                         manager.forget().await;
                     } else if !e.try_elsewhere() {
                         return Err(e);
@@ -1243,9 +1308,12 @@ impl Swarm {
 
     /// Node, service and network events from the preferred manager: what changed, for the
     /// reflector to re-read (the events are not a source of truth themselves). Also says which
-    /// node serves the stream, when another could: see [`Self::avoids`].
+    /// endpoint serves the stream, when another could: see [`Self::avoids_endpoint`]. With `since` (the
+    /// engine's `seconds.nanoseconds`), the engine first replays the events it still holds
+    /// from then.
     pub async fn events(
         &self,
+        since: Option<String>,
     ) -> Result<
         (
             Option<String>,
@@ -1253,14 +1321,12 @@ impl Swarm {
         ),
         ApiError,
     > {
-        let (docker, node_id) = self
+        let (docker, serving, avoided) = self
             .with_failover(|m: &ManagerClient| async move {
                 self.count_request("events", 0);
                 let ping = |d: Docker| async move { d.ping().await.map(|_| d) };
                 let docker = m.call(&ping).await?;
-                // Served by a manager to avoid only because no other answered: keep it.
-                let node_id = m.node_id().filter(|id| !self.avoids(id));
-                Ok((docker, node_id))
+                Ok((docker, m.endpoint.display(), self.on_standby(m)))
             })
             .await?;
         let filters = HashMap::from([(
@@ -1271,12 +1337,29 @@ impl Swarm {
                 "network".to_string(),
             ],
         )]);
-        let stream = docker.events(Some(EventsOptions {
-            since: None,
-            until: None,
-            filters: Some(filters),
-        }));
-        Ok((node_id, stream))
+        let source = EventSource::open(&self.event_source, &serving);
+        // Served by a manager to avoid only because no other answered: keep it.
+        let endpoint = (!avoided).then_some(serving);
+        let stream = docker
+            .events(Some(EventsOptions {
+                since,
+                until: None,
+                filters: Some(filters),
+            }))
+            // The source is known to be open for as long as the stream lives.
+            .map(move |event| {
+                let _open = &source;
+                event
+            });
+        Ok((endpoint, stream))
+    }
+
+    /// Whether calls should avoid this endpoint now (see [`Self::avoids`]), by the node it
+    /// is known to be by now.
+    pub fn avoids_endpoint(&self, endpoint: &str) -> bool {
+        (self.managers.iter())
+            .find(|m| m.endpoint.display() == endpoint)
+            .is_some_and(|m| self.on_standby(m))
     }
 
     /// Whether calls should avoid the node's endpoint now: it is on standby (its engine is

@@ -421,6 +421,7 @@ impl Executor {
             let outcome = match argv {
                 Some(argv) => {
                     let _standby = this.swarm.standby(&node.id);
+                    this.swarm.event_stream_moved_off(&node.id).await;
                     run_node_command(argv, &node, &spec.version, spec.upgrade.timeout.get()).await
                 }
                 // The spec changed while the node waited for its rollback.

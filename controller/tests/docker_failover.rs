@@ -122,3 +122,19 @@ async fn a_manager_on_standby_is_avoided_while_another_answers() {
     assert_eq!(answered_by(&only_n1).await, "n1");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_back_as_an_older_engine_is_asked_in_its_version() {
+    let sim = sim().await;
+    let eps = endpoints(&sim);
+    // One endpoint, so no other manager can answer for it.
+    let swarm = Swarm::new(vec![eps[0].clone()]).with_patience(Duration::from_secs(10));
+    sim.sim().upgrade_node("n1", "26.1.5").await.unwrap();
+    let listed: Vec<serde_json::Value> = swarm.get_json("nodes", "/nodes").await.unwrap();
+    assert_eq!(listed.len(), 5, "agreed on 1.45 with engine 26.1");
+    // Between two calls the engine restarts as 20.10, which refuses 1.45 ("too new").
+    sim.sim().upgrade_node("n1", "20.10.24").await.unwrap();
+    let listed: Result<Vec<serde_json::Value>, ApiError> = swarm.get_json("nodes", "/nodes").await;
+    assert_eq!(listed.expect("asked again in 1.41").len(), 5);
+    sim.shutdown().await;
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bollard::models::TaskState;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use swarm_sim::state::{ServiceDef, SpecUpdate};
@@ -37,6 +38,21 @@ async fn lab() -> (SimHandle, Swarm) {
     )
 }
 
+/// The calls each request is made for, in order.
+type Calls = Arc<std::sync::Mutex<Vec<&'static str>>>;
+
+/// A client of the simulator's managers that records its calls.
+fn recording(sim: &SimHandle) -> (Swarm, Calls) {
+    let calls: Calls = Arc::default();
+    let record = calls.clone();
+    let endpoints = (sim.manager_endpoints().iter())
+        .map(|e| Endpoint::parse(e, None).unwrap())
+        .collect();
+    let swarm = Swarm::new(endpoints)
+        .with_request_hook(Arc::new(move |call, _| record.lock().unwrap().push(call)));
+    (swarm, calls)
+}
+
 /// A reflector that never lists everything on its own: only events, re-reads and the
 /// resyncs the test provokes keep it current.
 fn reflector(swarm: &Swarm) -> (Reflector, Arc<Notify>) {
@@ -51,10 +67,20 @@ fn reflector(swarm: &Swarm) -> (Reflector, Arc<Notify>) {
 /// Refreshes until the store equals a fresh listing (the swarm settles and the events
 /// arrive); fails with the difference after `patience`.
 async fn converges(reflector: &mut Reflector, swarm: &Swarm, what: &str) {
+    converges_with(reflector, swarm, what, &BTreeSet::new()).await;
+}
+
+/// [`converges`], re-reading the nodes `in_flight` every pass as the operator does.
+async fn converges_with(
+    reflector: &mut Reflector,
+    swarm: &Swarm,
+    what: &str,
+    in_flight: &BTreeSet<String>,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         // Right after the endpoints come back a pass may fail; the next one catches up.
-        let refreshed = reflector.refresh(&BTreeSet::new()).await;
+        let refreshed = reflector.refresh(in_flight).await;
         let (_, mut fresh) = observe(swarm).await.expect("fresh listing");
         same_node_versions(reflector.store(), &mut fresh);
         // The planner's input too: its per-node occupancy is kept incrementally.
@@ -246,5 +272,108 @@ async fn a_broken_event_stream_and_a_leader_change_are_caught_up() {
         .await
         .expect("start it again");
     converges(&mut reflector, &swarm, "after the old leader came back").await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_is_followed_by_its_slots_not_by_whole_task_lists() {
+    let (sim, fresh) = lab().await;
+    sim.sim()
+        .with(|c, now| c.create_service(&ServiceDef::replicated("spread", 12, &[]), now))
+        .expect("service");
+    let (swarm, calls) = recording(&sim);
+    let (mut reflector, _wake) = reflector(&swarm);
+    converges(&mut reflector, &fresh, "the first listing").await;
+    // Until a pass reads nothing but the service counts: every service has converged.
+    for _ in 0..100 {
+        calls.lock().unwrap().clear();
+        reflector.refresh(&BTreeSet::new()).await.unwrap();
+        if *calls.lock().unwrap() == ["services"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["services"],
+        "the swarm never settled"
+    );
+    calls.lock().unwrap().clear();
+
+    // The operator drains a node it has in flight: it re-reads that node's tasks every pass.
+    let n4 = (reflector.store().nodes())
+        .find(|n| n.hostname() == "n4")
+        .map(|n| n.id.clone())
+        .expect("n4");
+    set_availability(&sim, "n4", "drain");
+    // The orchestrator moves the tasks a moment later: until then a pass has nothing to follow.
+    for _ in 0..100 {
+        let (_, now) = observe(&fresh).await.expect("fresh listing");
+        if now
+            .tasks_on(&n4)
+            .all(|t| t.desired_state != TaskState::RUNNING)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    converges_with(
+        &mut reflector,
+        &fresh,
+        "after the drain",
+        &BTreeSet::from([n4]),
+    )
+    .await;
+    // The replacements' slots are read until they run.
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls.contains(&"tasks_of_slots"), "{calls:?}");
+    assert!(
+        !calls.contains(&"tasks_of_service"),
+        "a drain read a whole service's tasks: {calls:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_moved_off_a_manager_misses_no_event_and_lists_nothing_again() {
+    let (sim, fresh) = lab().await;
+    let (swarm, calls) = recording(&sim);
+    let (mut reflector, _wake) = reflector(&swarm);
+    converges(&mut reflector, &fresh, "the first listing").await;
+    // As every pass of the operator does: which node each endpoint is.
+    swarm.manager_infos().await;
+    // The stream opens a moment after the first listing, and asks for one more then.
+    for _ in 0..100 {
+        let opened = calls.lock().unwrap().contains(&"events");
+        calls.lock().unwrap().clear();
+        reflector.refresh(&BTreeSet::new()).await.unwrap();
+        let listed = |c: &Vec<&str>| c.contains(&"nodes") || c.contains(&"networks");
+        if opened && !listed(&calls.lock().unwrap()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Each manager in turn is put on standby, as before its upgrade, with a change made at
+    // once: whichever serves the stream hands it over, and the change still arrives.
+    let managers: Vec<String> = (reflector.store().nodes())
+        .filter(|n| n.role() == swarm_upgrade::cluster::Role::Manager)
+        .map(|n| n.id.clone())
+        .collect();
+    calls.lock().unwrap().clear();
+    for (id, availability) in managers.iter().zip(["drain", "active", "drain"]) {
+        let _standby = swarm.standby(id);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        set_availability(&sim, "n5", availability);
+        converges(&mut reflector, &fresh, &format!("n5 {availability}")).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        calls.contains(&"node"),
+        "the changes were not read: {calls:?}"
+    );
+    assert!(
+        !calls.contains(&"nodes") && !calls.contains(&"networks"),
+        "a moved stream listed everything again: {calls:?}"
+    );
     sim.shutdown().await;
 }

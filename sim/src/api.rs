@@ -912,7 +912,12 @@ impl TaskFilter {
             vals.is_empty()
                 || vals.iter().any(|v| match key.as_str() {
                     "id" => k.id.starts_with(v.as_str()),
-                    "name" => k.name.starts_with(v.as_str()),
+                    // swarmkit looks a prefix up in a lowercased index and then compares it
+                    // with the name as written: a prefix with capitals finds nothing.
+                    "name" => {
+                        k.name.starts_with(v.as_str())
+                            && k.name.to_lowercase().starts_with(v.as_str())
+                    }
                     "desired-state" => match v.as_str() {
                         "running" | "accepted" => k.desired_running,
                         _ => !k.desired_running,

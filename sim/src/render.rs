@@ -707,9 +707,10 @@ pub fn snapshot(c: &Cluster, cache: &mut RenderCache) -> Snapshot {
             .get(&t.service_id)
             .map(|s| s.name.as_str())
             .unwrap_or("");
+        // swarmkit's `naming.Task`: `service.slot.id`, or `service.node.id` for global tasks.
         let name = match t.slot {
-            Some(s) => format!("{sname}.{s}"),
-            None => format!("{sname}.{}", t.node_id.as_deref().unwrap_or("")),
+            Some(s) => format!("{sname}.{s}.{}", t.id),
+            None => format!("{sname}.{}.{}", t.node_id.as_deref().unwrap_or(""), t.id),
         };
         let e = Arc::new(TaskEntry {
             key: TaskKey {

@@ -139,6 +139,27 @@ async fn task_filters_take_hostnames_and_names() {
     )
     .await;
     assert_eq!(named.as_array().unwrap().len(), 1);
+    // Names are swarmkit's `service.slot.id`; a prefix with capitals finds nothing, as in
+    // swarmkit's lowercased name index.
+    let id = named[0]["ID"].as_str().unwrap();
+    let whole = format!(r#"{{"name":["test_client.1.{id}"]}}"#);
+    let by_whole = get_json(&ep, &format!("/tasks?filters={}", enc(&whole))).await;
+    assert_eq!(by_whole.as_array().unwrap().len(), 1);
+    let slots = get_json(
+        &ep,
+        &format!(
+            "/tasks?filters={}",
+            enc(r#"{"name":["test_client.1.","test_client.2."]}"#)
+        ),
+    )
+    .await;
+    assert_eq!(slots.as_array().unwrap().len(), 2);
+    let capitals = get_json(
+        &ep,
+        &format!("/tasks?filters={}", enc(r#"{"name":["Test_client.1."]}"#)),
+    )
+    .await;
+    assert!(capitals.as_array().unwrap().is_empty());
     let shut = get_json(
         &ep,
         &format!(

@@ -7,5 +7,5 @@ pub mod store;
 pub mod views;
 
 pub use reflector::{Cadence, Reflector};
-pub use store::{Observation, TaskChanges, TaskScope};
+pub use store::{Observation, SlotKey, TaskChanges, TaskScope};
 pub use views::{ObservedNetwork, ObservedNode, ObservedService, ObservedTask, Wanted};

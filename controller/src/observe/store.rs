@@ -2,24 +2,36 @@
 //! ID, by node and by service, kept current by the [`super::reflector`] and read by every
 //! consumer (the planner through [`Observation::snapshot`], the health checks directly).
 
+use bollard::models::TaskState;
 use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::views::{ObservedNetwork, ObservedNode, ObservedService, ObservedTask};
 use crate::cluster::{Snapshot, occupies_node};
 
+/// A replicated service's slot: its ID and the slot's number (`Slot`, from 1).
+pub type SlotKey = (String, i64);
+
 /// Where the tasks a listing changed (added, changed or gone) belong.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskChanges {
     pub services: BTreeSet<String>,
     pub nodes: BTreeSet<String>,
+    /// Slots whose task is gone or told to stop (a drain, a rejection): the orchestrator
+    /// gives each a new task, most often on another node.
+    pub vacated: BTreeSet<SlotKey>,
 }
 
 impl TaskChanges {
-    fn note(&mut self, task: &ObservedTask) {
+    fn note(&mut self, task: &ObservedTask, gone: bool) {
         self.services.insert(task.service_id.clone());
         if let Some(node) = task.node() {
             self.nodes.insert(node.to_string());
+        }
+        if let Some(slot) = task.slot.filter(|s| *s > 0)
+            && (gone || task.desired_state > TaskState::RUNNING)
+        {
+            self.vacated.insert((task.service_id.clone(), slot));
         }
     }
 }
@@ -32,6 +44,9 @@ pub enum TaskScope {
     Nodes(BTreeSet<String>),
     /// Tasks of these services (`filters={"service":[...]}`).
     Services(BTreeSet<String>),
+    /// Tasks of these slots (`filters={"name":["web.3."]}`, the listing then narrowed to
+    /// the slots' services: a service named `web.3` would match too).
+    Slots(BTreeSet<SlotKey>),
 }
 
 /// Objects by ID, iterated in the engine's listing order (messages name them in that order).
@@ -371,16 +386,17 @@ impl Observation {
             TaskScope::All => self.tasks.keys().cloned().collect(),
             TaskScope::Nodes(ids) => self.ids_in(&self.by_node, ids),
             TaskScope::Services(ids) => self.ids_in(&self.by_service, ids),
+            TaskScope::Slots(slots) => self.ids_in_slots(slots),
         };
         let mut changes = TaskChanges::default();
         for id in gone.iter().filter(|id| !listed.contains(*id)) {
             if let Some(old) = self.remove_task(id) {
-                changes.note(&old);
+                changes.note(&old, true);
             }
         }
         for task in tasks {
             if self.tasks.get(&task.id) != Some(&task) {
-                changes.note(&task);
+                changes.note(&task, false);
                 self.upsert_task(task);
             }
         }
@@ -399,6 +415,8 @@ impl Observation {
                 services.retain(|s| !ids.contains(s));
                 !services.is_empty()
             }),
+            // A slot's listing does not show the service's other spent tasks: add only.
+            TaskScope::Slots(_) => {}
         }
         for t in spent {
             if let Some(node) = t.node() {
@@ -419,6 +437,21 @@ impl Observation {
             .filter_map(|k| index.get(k))
             .flatten()
             .cloned()
+            .collect()
+    }
+
+    fn ids_in_slots(&self, slots: &BTreeSet<SlotKey>) -> Vec<String> {
+        let mut by_service: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+        for (service, slot) in slots {
+            by_service.entry(service).or_default().insert(*slot);
+        }
+        by_service
+            .into_iter()
+            .flat_map(|(service, numbers)| {
+                self.tasks_of(service)
+                    .filter(move |t| t.slot.is_some_and(|n| numbers.contains(&n)))
+                    .map(|t| t.id.clone())
+            })
             .collect()
     }
 
@@ -584,6 +617,61 @@ mod tests {
         // a listing without it: the node's services are forgotten too
         o.replace_tasks(&scope, vec![]);
         assert_eq!(o.services_on(&node).count(), 0);
+    }
+
+    #[test]
+    fn a_drained_slot_is_vacated_and_its_listing_replaces_only_that_slot() {
+        let mut o = captured();
+        let task = o
+            .tasks()
+            .find(|t| t.is_running() && t.slot.is_some_and(|n| n > 0) && t.node().is_some())
+            .expect("a running replicated task")
+            .clone();
+        let (service, slot) = (task.service_id.clone(), task.slot.unwrap());
+        let others = o
+            .tasks_of(&service)
+            .filter(|t| t.slot != Some(slot))
+            .count();
+        let node = task.node().unwrap().to_string();
+        let mut listing: Vec<ObservedTask> = o.tasks_on(&node).cloned().collect();
+        // the node is drained: its task is told to stop, still running
+        let told = listing.iter_mut().find(|t| t.id == task.id).unwrap();
+        told.desired_state = TaskState::SHUTDOWN;
+        let changes = o.replace_tasks(&TaskScope::Nodes(BTreeSet::from([node])), listing);
+        assert_eq!(
+            changes.vacated,
+            BTreeSet::from([(service.clone(), slot)]),
+            "{changes:?}"
+        );
+
+        // the slot's listing: the old task spent, its replacement starting elsewhere
+        let mut spent = task.clone();
+        spent.desired_state = TaskState::SHUTDOWN;
+        spent.status.state = TaskState::SHUTDOWN;
+        let mut new = task.clone();
+        new.id = "replacement".into();
+        new.node_id = "elsewhere".into();
+        new.status.state = TaskState::STARTING;
+        let scope = TaskScope::Slots(BTreeSet::from([(service.clone(), slot)]));
+        o.replace_tasks(&scope, vec![spent, new]);
+        assert!(o.task(&task.id).is_none(), "the spent task is not kept");
+        assert!(o.task("replacement").is_some());
+        let slot_tasks: Vec<_> = o
+            .tasks_of(&service)
+            .filter(|t| t.slot == Some(slot))
+            .collect();
+        assert_eq!(slot_tasks.len(), 1);
+        assert_eq!(
+            o.tasks_of(&service)
+                .filter(|t| t.slot != Some(slot))
+                .count(),
+            others,
+            "the service's other slots are left alone"
+        );
+        // an empty listing of the slot: its tasks are gone
+        o.replace_tasks(&scope, vec![]);
+        assert!(o.task("replacement").is_none());
+        assert_eq!(o.tasks_of(&service).count(), others);
     }
 
     #[test]

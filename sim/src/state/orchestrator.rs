@@ -193,33 +193,24 @@ impl Cluster {
 
     /// How many tasks of a service are running (for `ServiceStatus`).
     pub fn service_counts(&self) -> HashMap<String, (u64, u64)> {
-        let mut running: HashMap<String, u64> = HashMap::new();
+        // As swarmkit's `ListServiceStatuses`: running counts every task whose state is
+        // running (one told to stop included, until it stops); a global service desires as
+        // many tasks as have desired state running.
+        let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
         for t in self.tasks.values() {
-            if t.state == TState::Running && t.desired == TState::Running {
-                *running.entry(t.service_id.clone()).or_default() += 1;
-            }
+            let c = counts.entry(t.service_id.clone()).or_default();
+            c.0 += u64::from(t.state == TState::Running);
+            c.1 += u64::from(t.desired == TState::Running);
         }
-        let eligible_nodes = |s: &ServiceRec| {
-            self.nodes
-                .iter()
-                .filter(|n| {
-                    n.availability != Availability::Drain
-                        && n.state != NodeState::Down
-                        && s.constraints.iter().all(|c| c.matches(n))
-                })
-                .count() as u64
-        };
         self.services
             .values()
             .map(|s| {
+                let (running, desired_tasks) = counts.get(&s.id).copied().unwrap_or((0, 0));
                 let desired = match s.mode {
                     Mode::Replicated(n) => n,
-                    Mode::Global => eligible_nodes(s),
+                    Mode::Global => desired_tasks,
                 };
-                (
-                    s.id.clone(),
-                    (running.get(&s.id).copied().unwrap_or(0), desired),
-                )
+                (s.id.clone(), (running, desired))
             })
             .collect()
     }
