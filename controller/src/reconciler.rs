@@ -111,9 +111,20 @@ fn observe_own_managers(views: &mut [NodeView], own: &[bollard::models::SystemIn
             continue;
         };
         if let Some(view) = views.iter_mut().find(|v| v.id == id) {
-            view.runs_manager = swarm.control_available;
+            view.runs_manager = own_manager_known(swarm)
+                .then_some(swarm.control_available)
+                .flatten();
         }
     }
+}
+
+/// Whether the engine's `ControlAvailable` says what its manager is doing. While the engine
+/// restarts its swarm component (state `error` or `pending`, no node ID of its own) it reads
+/// `false` whatever became of the manager, and a manager that stopped that way kept its raft
+/// data: an engine stopped then and promoted back later panics in raft (moby/moby#29180).
+fn own_manager_known(swarm: &bollard::models::SwarmInfo) -> bool {
+    swarm.local_node_state == Some(bollard::models::LocalNodeState::ACTIVE)
+        && swarm.error.as_deref().is_none_or(str::is_empty)
 }
 
 /// A 20.10 swarm can store one node's description (hostname, engine version) under another
@@ -813,6 +824,43 @@ fn nodes_in_flight(snapshot: &Snapshot) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_engine_restarting_its_swarm_component_does_not_say_its_manager_stopped() {
+        let nodes: Vec<bollard::models::Node> = swarm_sim::captures::json("20.10.24/nodes.json");
+        let mut views: Vec<NodeView> = nodes
+            .iter()
+            .map(|n| NodeView::from_engine(n).unwrap())
+            .collect();
+        let id = views[0].id.clone();
+        let info = |state, error: &str, control| bollard::models::SystemInfo {
+            swarm: Some(bollard::models::SwarmInfo {
+                node_id: Some(id.clone()),
+                local_node_state: Some(state),
+                error: Some(error.into()),
+                control_available: Some(control),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        use bollard::models::LocalNodeState::{ACTIVE, ERROR, PENDING};
+        let cases = [
+            (info(ACTIVE, "", false), Some(false)),
+            (info(ACTIVE, "", true), Some(true)),
+            (
+                info(ERROR, "manager stopped: raft node stopped", false),
+                None,
+            ),
+            (info(PENDING, "", false), None),
+            // The manager is stopping: its control socket is gone, its raft data not yet.
+            (info(ACTIVE, "rpc error: code = Unavailable", true), None),
+        ];
+        for (own, expected) in cases {
+            views[0].runs_manager = Some(true);
+            observe_own_managers(&mut views, std::slice::from_ref(&own));
+            assert_eq!(views[0].runs_manager, expected, "{:?}", own.swarm);
+        }
+    }
 
     #[test]
     fn a_nodes_own_engine_corrects_a_swapped_description() {
