@@ -825,13 +825,18 @@ fn nodes_in_flight(snapshot: &Snapshot) -> BTreeSet<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_engine_restarting_its_swarm_component_does_not_say_its_manager_stopped() {
+    /// The five lab nodes as a 20.10 manager listed them.
+    fn captured_views() -> Vec<NodeView> {
         let nodes: Vec<bollard::models::Node> = swarm_sim::captures::json("20.10.24/nodes.json");
-        let mut views: Vec<NodeView> = nodes
+        nodes
             .iter()
             .map(|n| NodeView::from_engine(n).unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn an_engine_restarting_its_swarm_component_does_not_say_its_manager_stopped() {
+        let mut views = captured_views();
         let id = views[0].id.clone();
         let info = |state, error: &str, control| bollard::models::SystemInfo {
             swarm: Some(bollard::models::SwarmInfo {
@@ -864,11 +869,7 @@ mod tests {
 
     #[test]
     fn a_nodes_own_engine_corrects_a_swapped_description() {
-        let nodes: Vec<bollard::models::Node> = swarm_sim::captures::json("20.10.24/nodes.json");
-        let mut views: Vec<NodeView> = nodes
-            .iter()
-            .map(|n| NodeView::from_engine(n).unwrap())
-            .collect();
+        let mut views = captured_views();
         // As seen on the lab: the swarm shows n2's node with n5's hostname and engine.
         let n2 = views.iter().position(|v| v.hostname == "n2").unwrap();
         let id = views[n2].id.clone();
