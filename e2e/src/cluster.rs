@@ -5,9 +5,10 @@ use crate::{HOSTS, MANAGERS, wait_for};
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// `docker -H <host's socket> ARGS...`; stdout on success.
@@ -72,46 +73,135 @@ impl Node {
     }
 }
 
-/// Every node, by hostname, as a manager sees it.
+/// Each lab host's node ID, as the host's own engine says it (`docker info`). A 20.10 swarm can
+/// keep one node's description (hostname, engine version) under another node's ID for minutes
+/// after a leader change (seen on this lab, and in CI), so a host is found by its ID, not by the
+/// hostname in the swarm's description. Cleared when a lab comes up: IDs are a lab's.
+static NODE_IDS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// A new lab's nodes have new IDs.
+pub fn forget_node_ids() {
+    NODE_IDS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Host -> node ID for every host whose engine has answered once (an engine restarting now is
+/// asked again next time).
+async fn node_ids() -> BTreeMap<String, String> {
+    let known = NODE_IDS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut found = BTreeMap::new();
+    for h in HOSTS.iter().filter(|h| !known.contains_key(**h)) {
+        if let Ok(out) = docker(h, &["info", "--format", "{{.Swarm.NodeID}}"]).await {
+            let id = out.trim();
+            if !id.is_empty() {
+                found.insert(h.to_string(), id.to_string());
+            }
+        }
+    }
+    let mut ids = NODE_IDS.lock().unwrap_or_else(|e| e.into_inner());
+    ids.extend(found);
+    ids.clone()
+}
+
+/// Every node, by lab host, as a manager sees it; a node whose stored description names another
+/// host is keyed by its own host, with the engine version its engine gives.
 pub async fn nodes() -> Result<BTreeMap<String, Node>> {
     let ids = manager_docker(&["node", "ls", "-q"]).await?;
     let mut args = vec!["node", "inspect"];
     args.extend(ids.split_whitespace());
     let json: Value = serde_json::from_str(&manager_docker(&args).await?)?;
-    let mut out = BTreeMap::new();
-    for n in json.as_array().context("node inspect: not an array")? {
-        let s = |p: &str| {
-            n.pointer(p)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let labels = n
-            .pointer("/Spec/Labels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let node = Node {
-            id: s("/ID"),
-            hostname: s("/Description/Hostname"),
-            role: s("/Spec/Role"),
-            availability: s("/Spec/Availability"),
-            state: s("/Status/State"),
-            message: s("/Status/Message"),
-            version: s("/Description/Engine/EngineVersion"),
-            leader: n
-                .pointer("/ManagerStatus/Leader")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            labels,
-        };
-        out.insert(node.hostname.clone(), node);
+    let listed = json.as_array().context("node inspect: not an array")?;
+    let (mut out, misdescribed) = nodes_by_host(listed, &node_ids().await);
+    for (host, described_as) in misdescribed {
+        if let Some(node) = out.get_mut(&host) {
+            take_engines_version(node, &described_as).await;
+        }
     }
     Ok(out)
+}
+
+/// The listed nodes keyed by host (`ids`: host -> node ID, from each host's engine), and the
+/// hosts whose node the swarm describes as another host (with that hostname).
+fn nodes_by_host(
+    listed: &[Value],
+    ids: &BTreeMap<String, String>,
+) -> (BTreeMap<String, Node>, Vec<(String, String)>) {
+    let host_of: BTreeMap<&str, &str> = ids
+        .iter()
+        .map(|(h, id)| (id.as_str(), h.as_str()))
+        .collect();
+    let mut out = BTreeMap::new();
+    let mut misdescribed = vec![];
+    for n in listed {
+        let mut node = parse_node(n);
+        if let Some(host) = host_of.get(node.id.as_str())
+            && *host != node.hostname
+        {
+            misdescribed.push((
+                host.to_string(),
+                std::mem::replace(&mut node.hostname, host.to_string()),
+            ));
+        }
+        out.insert(node.hostname.clone(), node);
+    }
+    (out, misdescribed)
+}
+
+/// One `docker node inspect` entry.
+fn parse_node(n: &Value) -> Node {
+    let s = |p: &str| {
+        n.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let labels = n
+        .pointer("/Spec/Labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Node {
+        id: s("/ID"),
+        hostname: s("/Description/Hostname"),
+        role: s("/Spec/Role"),
+        availability: s("/Spec/Availability"),
+        state: s("/Status/State"),
+        message: s("/Status/Message"),
+        version: s("/Description/Engine/EngineVersion"),
+        leader: n
+            .pointer("/ManagerStatus/Leader")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        labels,
+    }
+}
+
+/// The swarm describes `node`'s host as `described_as`: its engine version then comes from its
+/// own engine too (it stays the description's when the engine does not answer). Said once per
+/// node and wrong hostname.
+async fn take_engines_version(node: &mut Node, described_as: &str) {
+    static SAID: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let host = node.hostname.clone();
+    let version = docker(&host, &["version", "--format", "{{.Server.Version}}"]).await;
+    let version = version.map(|v| v.trim().to_string()).ok();
+    let first = SAID
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((node.id.clone(), described_as.to_string()));
+    if first {
+        eprintln!(
+            "  note: the swarm describes {host}'s node {} as {described_as} {}; its engine says {host} {}",
+            node.id,
+            node.version,
+            version.as_deref().unwrap_or("(no answer)")
+        );
+    }
+    if let Some(v) = version {
+        node.version = v;
+    }
 }
 
 /// A printable table of the nodes.
@@ -451,6 +541,35 @@ pub async fn bad_tasks(services: &[&str], since: Timestamp) -> Result<(Vec<Task>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inspected(id: &str, hostname: &str, version: &str) -> Value {
+        serde_json::json!({
+            "ID": id,
+            "Description": {"Hostname": hostname, "Engine": {"EngineVersion": version}},
+            "Spec": {"Role": "manager", "Availability": "active"},
+            "Status": {"State": "ready"},
+        })
+    }
+
+    /// The CI run of 2026-12-03: after n1's handover the swarm described n3's node as n5 at
+    /// 20.10.24 (n5's own node listed as n5 too), so `docker node ls` seemed to lack n3.
+    #[test]
+    fn a_node_described_as_another_host_is_found_by_its_own_engines_id() {
+        let listed = [
+            inspected("enesmw", "n5", "20.10.24+dfsg1"),
+            inspected("wplqjy", "n5", "26.1.5+dfsg1"),
+            inspected("kx1", "n1", "26.1.5+dfsg1"),
+        ];
+        let ids = BTreeMap::from([
+            ("n3".to_string(), "enesmw".to_string()),
+            ("n5".to_string(), "wplqjy".to_string()),
+        ]); // n1's engine has not answered: its description is taken as it is
+        let (nodes, misdescribed) = nodes_by_host(&listed, &ids);
+        assert_eq!(nodes.keys().collect::<Vec<_>>(), ["n1", "n3", "n5"]);
+        assert_eq!(nodes["n3"].id, "enesmw");
+        assert_eq!(nodes["n5"].id, "wplqjy");
+        assert_eq!(misdescribed, [("n3".to_string(), "n5".to_string())]);
+    }
 
     fn line(host: &str, secs: i64, text: &str) -> ClientLine {
         ClientLine {
