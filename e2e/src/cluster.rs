@@ -76,18 +76,18 @@ impl Node {
 /// Each lab host's node ID, as the host's own engine says it (`docker info`). A 20.10 swarm can
 /// keep one node's description (hostname, engine version) under another node's ID for minutes
 /// after a leader change (seen on this lab, and in CI), so a host is found by its ID, not by the
-/// hostname in the swarm's description. Cleared when a lab comes up: IDs are a lab's.
+/// hostname in the swarm's description. An ID the swarm no longer lists (a new lab) is asked
+/// for again.
 static NODE_IDS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
-/// A new lab's nodes have new IDs.
-pub fn forget_node_ids() {
-    NODE_IDS.lock().unwrap_or_else(|e| e.into_inner()).clear();
-}
-
 /// Host -> node ID for every host whose engine has answered once (an engine restarting now is
-/// asked again next time).
-async fn node_ids() -> BTreeMap<String, String> {
-    let known = NODE_IDS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+/// asked again next time), among the node IDs the swarm lists.
+async fn node_ids(listed: &[&str]) -> BTreeMap<String, String> {
+    let known = {
+        let mut ids = NODE_IDS.lock().unwrap_or_else(|e| e.into_inner());
+        ids.retain(|_, id| listed.contains(&id.as_str()));
+        ids.clone()
+    };
     let mut found = BTreeMap::new();
     for h in HOSTS.iter().filter(|h| !known.contains_key(**h)) {
         if let Ok(out) = docker(h, &["info", "--format", "{{.Swarm.NodeID}}"]).await {
@@ -110,7 +110,8 @@ pub async fn nodes() -> Result<BTreeMap<String, Node>> {
     args.extend(ids.split_whitespace());
     let json: Value = serde_json::from_str(&manager_docker(&args).await?)?;
     let listed = json.as_array().context("node inspect: not an array")?;
-    let (mut out, misdescribed) = nodes_by_host(listed, &node_ids().await);
+    let listed_ids: Vec<&str> = ids.split_whitespace().collect();
+    let (mut out, misdescribed) = nodes_by_host(listed, &node_ids(&listed_ids).await);
     for (host, described_as) in misdescribed {
         if let Some(node) = out.get_mut(&host) {
             take_engines_version(node, &described_as).await;

@@ -142,7 +142,6 @@ impl Lab {
         if !out.status.success() {
             bail!("lab-up failed ({}): {stderr}", out.status);
         }
-        crate::cluster::forget_node_ids();
         eprintln!("[{scenario}] lab up in {:.1}s", lab.setup_secs);
         Ok(lab)
     }
