@@ -262,6 +262,7 @@ fn check_api_version(s: &Serving, req_version: Option<&str>) -> Result<(), ApiEr
 
 /// The swarm's own endpoints: each checks [`cluster_call`] first; an unknown path is a 404
 /// on any node (the check is per matched route so a worker answers it as the engine does).
+/// Longer than a screen because it is the route table, one arm per route, read in one place.
 async fn cluster_route(
     sim: &Arc<Sim>,
     s: &Serving,

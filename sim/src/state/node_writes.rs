@@ -31,35 +31,12 @@ impl Cluster {
             labels,
             name,
         } = spec;
-        let role = role.as_deref();
-        let availability = availability.as_deref();
         let i = self.find_node(key)?;
         if self.nodes[i].version != version || self.injected_out_of_sequence() {
             return Err(ApiError::new(500, ERR_OUT_OF_SEQUENCE));
         }
-        let role = match role.unwrap_or("") {
-            "manager" => Role::Manager,
-            "worker" => Role::Worker,
-            r => {
-                return Err(ApiError::new(
-                    400,
-                    format!("rpc error: code = InvalidArgument desc = invalid role \"{r}\""),
-                ));
-            }
-        };
-        let avail = match availability.unwrap_or("") {
-            "active" => Availability::Active,
-            "pause" => Availability::Pause,
-            "drain" => Availability::Drain,
-            a => {
-                return Err(ApiError::new(
-                    400,
-                    format!(
-                        "rpc error: code = InvalidArgument desc = invalid availability \"{a}\""
-                    ),
-                ));
-            }
-        };
+        let role = parse_role(role.as_deref().unwrap_or(""))?;
+        let avail = parse_availability(availability.as_deref().unwrap_or(""))?;
         if role == Role::Worker && self.nodes[i].role == Role::Manager && self.managers_total() == 1
         {
             return Err(ApiError::new(
@@ -79,17 +56,7 @@ impl Cluster {
         n.spec_name = name.filter(|s| !s.is_empty());
         n.version = v;
         n.updated = now;
-        let panics = old_role == Role::Worker && role == Role::Manager && n.stale_raft_data;
-        if role == Role::Manager {
-            n.reachable = n.engine_running;
-            n.manager_stops_at = None;
-            n.stale_raft_data = false;
-        } else if old_role == Role::Manager && n.engine_running {
-            n.manager_stops_at = Some(now + secs(self.timings.demoted_manager_stop));
-        }
-        if panics {
-            self.engine_stop(i, now);
-        }
+        self.role_written(i, old_role, now);
         if demotes_leader {
             self.transfer_leadership(now);
         }
@@ -109,6 +76,24 @@ impl Cluster {
             self.node_event(i, &[], now);
         }
         Ok(())
+    }
+
+    /// What a role write does beyond the spec: a promoted manager's raft comes up (a node that
+    /// kept stale raft data panics, as swarmkit's does); a demoted one stops its manager later.
+    fn role_written(&mut self, i: usize, old_role: Role, now: Nanos) {
+        let stop_after = secs(self.timings.demoted_manager_stop);
+        let n = &mut self.nodes[i];
+        let panics = old_role == Role::Worker && n.role == Role::Manager && n.stale_raft_data;
+        if n.role == Role::Manager {
+            n.reachable = n.engine_running;
+            n.manager_stops_at = None;
+            n.stale_raft_data = false;
+        } else if old_role == Role::Manager && n.engine_running {
+            n.manager_stops_at = Some(now + stop_after);
+        }
+        if panics {
+            self.engine_stop(i, now);
+        }
     }
 
     /// `DELETE /nodes/{id}[?force=true]`
@@ -154,5 +139,28 @@ impl Cluster {
         self.next_index();
         self.emit("node", "remove", &id, &[("name", &name)], now);
         Ok(id)
+    }
+}
+
+fn parse_role(role: &str) -> Result<Role, ApiError> {
+    match role {
+        "manager" => Ok(Role::Manager),
+        "worker" => Ok(Role::Worker),
+        r => Err(ApiError::new(
+            400,
+            format!("rpc error: code = InvalidArgument desc = invalid role \"{r}\""),
+        )),
+    }
+}
+
+fn parse_availability(availability: &str) -> Result<Availability, ApiError> {
+    match availability {
+        "active" => Ok(Availability::Active),
+        "pause" => Ok(Availability::Pause),
+        "drain" => Ok(Availability::Drain),
+        a => Err(ApiError::new(
+            400,
+            format!("rpc error: code = InvalidArgument desc = invalid availability \"{a}\""),
+        )),
     }
 }
