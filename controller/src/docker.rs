@@ -40,6 +40,16 @@ pub const MIN_API_VERSION: (usize, usize) = (1, 24);
 /// it, every pass would wait out the request timeout on it.
 const UNRESPONSIVE_COOLDOWN: Duration = Duration::from_secs(30);
 
+/// How a call made of every manager runs.
+#[derive(Debug, Clone, Copy)]
+enum Fanout {
+    AtOnce,
+    /// One manager after another, where each answer is large: a fleet's verbose network inspect
+    /// is megabytes per manager (6.3 MB at 30,000 tasks), and three held at once, with their
+    /// parse, were the operator's memory peak.
+    OneAtATime,
+}
+
 /// A per-manager view (`/info`, a network's gossip) is optional: one manager's is waited for
 /// this long at most.
 const PER_MANAGER_VIEW_TIMEOUT: Duration = Duration::from_secs(3);
@@ -1233,17 +1243,19 @@ impl Swarm {
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
         let op = &op;
-        self.per_manager(|manager| async move {
+        self.per_manager(Fanout::AtOnce, |manager| async move {
             self.count_request(call, 0);
             manager.call(op).await
         })
         .await
     }
 
-    /// `view` on every available manager at once, each waited for [`PER_MANAGER_VIEW_TIMEOUT`]
-    /// at most: a manager that hangs is noted unresponsive, a misconfigured one reported.
+    /// `view` on every available manager, as `fanout` says, each waited for
+    /// [`PER_MANAGER_VIEW_TIMEOUT`] at most: a manager that hangs is noted unresponsive, a
+    /// misconfigured one reported.
     async fn per_manager<'a, T, F, Fut>(
         &'a self,
+        fanout: Fanout,
         view: F,
     ) -> Vec<(&'a ManagerClient, Result<T, ApiError>)>
     where
@@ -1280,7 +1292,16 @@ impl Swarm {
                 (manager, result)
             }
         });
-        futures::future::join_all(calls).await
+        match fanout {
+            Fanout::AtOnce => futures::future::join_all(calls).await,
+            Fanout::OneAtATime => {
+                let mut answers = vec![];
+                for call in calls {
+                    answers.push(call.await);
+                }
+                answers
+            }
+        }
     }
 
     /// A network's gossiped service endpoints as each manager sees them (`GET
@@ -1292,7 +1313,7 @@ impl Swarm {
     ) -> Vec<Result<NetworkEndpoints, ApiError>> {
         let path = &format!("/networks/{id}?verbose=true&scope=swarm");
         let call = "network_verbose";
-        self.per_manager(|manager| async move {
+        self.per_manager(Fanout::OneAtATime, |manager| async move {
             let body = manager.get(call, path, self.max_answer_bytes).await;
             self.count_request(call, body.as_ref().map_or(0, |b| b.len() as u64));
             serde_json::from_slice(&body?).map_err(|e| ApiError::Decode {
