@@ -257,6 +257,10 @@ struct Phase {
     requests: f64,
     /// Per call: (requests, bytes) over the phase.
     by_call: BTreeMap<String, (f64, f64)>,
+    /// The operator's peak resident memory so far (VmHWM) and its resident memory (VmRSS) at
+    /// the phase's end, MB: where the peak happens.
+    hwm_mb: f64,
+    rss_mb: f64,
 }
 
 impl Phase {
@@ -281,6 +285,8 @@ async fn measure(pid: u32, listen: &str, until: impl Future<Output = ()>) -> Pha
         bytes: metric_sum(&m1, BYTES) - metric_sum(&m0, BYTES),
         requests: metric_sum(&m1, REQUESTS) - metric_sum(&m0, REQUESTS),
         by_call: per_call_delta(&m0, &m1),
+        hwm_mb: mem_mb(pid, "VmHWM:"),
+        rss_mb: mem_mb(pid, "VmRSS:"),
     }
 }
 
@@ -577,11 +583,13 @@ fn print_calls(rows: &[Row]) {
                 })
                 .collect();
             println!(
-                "{} nodes, {phase} ({:.1} s, {:.1} MB, CPU {:.2} %): {}",
+                "{} nodes, {phase} ({:.1} s, {:.1} MB, CPU {:.2} %, at its end VmHWM {:.1} MB, VmRSS {:.1} MB): {}",
                 r.nodes,
                 p.secs,
                 p.bytes / 1e6,
                 p.cpu_pct(),
+                p.hwm_mb,
+                p.rss_mb,
                 calls.join("; ")
             );
         }

@@ -19,6 +19,33 @@ use swarm_upgrade::observe::{Cadence, Reflector};
 use swarm_upgrade::reconciler::{HealthWatch, plan_with_predictions};
 use swarm_upgrade::spec::{parse_spec, spec_hash};
 
+/// The system allocator, counting the bytes live on the heap: what dropping the store frees is
+/// the store's own size.
+struct Counting;
+
+static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: the caller's layout, as given.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: a pointer this allocator gave, with its layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_mb() -> f64 {
+    LIVE_BYTES.load(Ordering::Relaxed) as f64 / 1e6
+}
+
 fn env(k: &str, d: usize) -> usize {
     std::env::var(k)
         .ok()
@@ -195,5 +222,19 @@ async fn main() {
         rss_listed,
         peak_rss_mb()
     );
+    // The simulator is idle now (nothing in flight), so what the drop frees is the store's.
+    let before_drop = live_mb();
+    let store = reflector.into_store();
+    let held = store.tasks().count();
+    drop(store);
+    let store_mb = before_drop - live_mb();
+    let before_drop = live_mb();
+    drop(health);
+    let health_mb = before_drop - live_mb();
+    println!(
+        "  the observation store's heap: {store_mb:.1} MB for {held} tasks and {nodes} nodes ({:.0} bytes a task, all of it counted against the tasks)",
+        store_mb * 1e6 / held.max(1) as f64
+    );
+    println!("  the health watch's heap (rejections seen, gauges): {health_mb:.1} MB");
     sim.shutdown().await;
 }
