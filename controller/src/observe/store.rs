@@ -5,9 +5,14 @@
 use bollard::models::TaskState;
 use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::views::{ObservedNetwork, ObservedNode, ObservedService, ObservedTask};
 use crate::cluster::{Snapshot, occupies_node};
+
+/// A task's ID as the store's map and indexes hold it: one allocation shared by all of them
+/// (at 30,000 tasks, four copies of every ID were a fifth of the store).
+type TaskKey = Arc<str>;
 
 /// A replicated service's slot: its ID and the slot's number (`Slot`, from 1).
 pub type SlotKey = (String, i64);
@@ -135,17 +140,17 @@ pub struct Observation {
     nodes: Listed<ObservedNode>,
     services: Listed<ObservedService>,
     networks: Listed<ObservedNetwork>,
-    tasks: BTreeMap<String, ObservedTask>,
-    by_node: HashMap<String, BTreeSet<String>>,
+    tasks: BTreeMap<TaskKey, ObservedTask>,
+    by_node: HashMap<String, BTreeSet<TaskKey>>,
     /// Per node: its tasks not yet past `running` (the planner's drain wait), kept as tasks
     /// come and go rather than counted each pass.
     occupied: HashMap<String, usize>,
-    by_service: HashMap<String, BTreeSet<String>>,
+    by_service: HashMap<String, BTreeSet<TaskKey>>,
     /// Per node: the services with a spent task there (not kept; see
     /// [`ObservedTask::is_spent`]), such as the tasks a drain just shut down.
     spent_on: HashMap<String, BTreeSet<String>>,
     /// Tasks added or changed since [`Self::take_changed_tasks`] was last called.
-    changed_tasks: BTreeSet<String>,
+    changed_tasks: BTreeSet<TaskKey>,
     /// See [`Self::placement_revision`].
     placement_revision: u64,
 }
@@ -267,7 +272,7 @@ impl Observation {
 
     fn indexed<'a>(
         &'a self,
-        ids: Option<&'a BTreeSet<String>>,
+        ids: Option<&'a BTreeSet<TaskKey>>,
     ) -> impl Iterator<Item = &'a ObservedTask> {
         ids.into_iter()
             .flatten()
@@ -382,20 +387,20 @@ impl Observation {
         let (spent, tasks): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_spent());
         self.note_spent(scope, &spent);
         let listed: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
-        let gone: Vec<String> = match scope {
+        let gone: Vec<TaskKey> = match scope {
             TaskScope::All => self.tasks.keys().cloned().collect(),
             TaskScope::Nodes(ids) => self.ids_in(&self.by_node, ids),
             TaskScope::Services(ids) => self.ids_in(&self.by_service, ids),
             TaskScope::Slots(slots) => self.ids_in_slots(slots),
         };
         let mut changes = TaskChanges::default();
-        for id in gone.iter().filter(|id| !listed.contains(*id)) {
+        for id in gone.iter().filter(|id| !listed.contains(&***id)) {
             if let Some(old) = self.remove_task(id) {
                 changes.note(&old, true);
             }
         }
         for task in tasks {
-            if self.tasks.get(&task.id) != Some(&task) {
+            if self.tasks.get(task.id.as_str()) != Some(&task) {
                 changes.note(&task, false);
                 self.upsert_task(task);
             }
@@ -430,9 +435,9 @@ impl Observation {
 
     fn ids_in(
         &self,
-        index: &HashMap<String, BTreeSet<String>>,
+        index: &HashMap<String, BTreeSet<TaskKey>>,
         keys: &BTreeSet<String>,
-    ) -> Vec<String> {
+    ) -> Vec<TaskKey> {
         keys.iter()
             .filter_map(|k| index.get(k))
             .flatten()
@@ -440,7 +445,7 @@ impl Observation {
             .collect()
     }
 
-    fn ids_in_slots(&self, slots: &BTreeSet<SlotKey>) -> Vec<String> {
+    fn ids_in_slots(&self, slots: &BTreeSet<SlotKey>) -> Vec<TaskKey> {
         let mut by_service: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
         for (service, slot) in slots {
             by_service.entry(service).or_default().insert(*slot);
@@ -448,25 +453,33 @@ impl Observation {
         by_service
             .into_iter()
             .flat_map(|(service, numbers)| {
-                self.tasks_of(service)
-                    .filter(move |t| t.slot.is_some_and(|n| numbers.contains(&n)))
-                    .map(|t| t.id.clone())
+                (self.by_service.get(service).into_iter().flatten())
+                    .filter(move |id| {
+                        let slot = self.tasks.get(*id).and_then(|t| t.slot);
+                        slot.is_some_and(|n| numbers.contains(&n))
+                    })
+                    .cloned()
             })
             .collect()
     }
 
     fn upsert_task(&mut self, task: ObservedTask) {
-        if self.tasks.get(&task.id) == Some(&task) {
+        if self.tasks.get(task.id.as_str()) == Some(&task) {
             return;
         }
-        if let Some(old) = self.tasks.get(&task.id).cloned() {
-            self.unindex(&old);
-        }
+        let key: TaskKey = match self.tasks.get_key_value(task.id.as_str()) {
+            Some((key, old)) => {
+                let (key, old) = (key.clone(), old.clone());
+                self.unindex(&old);
+                key
+            }
+            None => Arc::from(task.id.as_str()),
+        };
         if let Some(node) = task.node() {
             self.by_node
                 .entry(node.to_string())
                 .or_default()
-                .insert(task.id.clone());
+                .insert(key.clone());
             if occupies_node(task.state()) {
                 *self.occupied.entry(node.to_string()).or_default() += 1;
             }
@@ -474,9 +487,9 @@ impl Observation {
         self.by_service
             .entry(task.service_id.clone())
             .or_default()
-            .insert(task.id.clone());
-        self.changed_tasks.insert(task.id.clone());
-        self.tasks.insert(task.id.clone(), task);
+            .insert(key.clone());
+        self.changed_tasks.insert(key.clone());
+        self.tasks.insert(key, task);
         self.placement_revision += 1;
     }
 
@@ -502,7 +515,7 @@ impl Observation {
             (&mut self.by_service, task.service_id.as_str()),
         ] {
             if let Some(set) = index.get_mut(key) {
-                set.remove(&task.id);
+                set.remove(task.id.as_str());
                 if set.is_empty() {
                     index.remove(key);
                 }
@@ -515,6 +528,7 @@ impl Observation {
     pub fn take_changed_tasks(&mut self) -> Vec<String> {
         std::mem::take(&mut self.changed_tasks)
             .into_iter()
+            .map(|id| id.to_string())
             .collect()
     }
 }
