@@ -175,13 +175,22 @@ impl LeanClient {
 }
 
 /// The whole body, refused as soon as it grows past `limit` (an engine's answer is held in
-/// memory whole: a runaway answer must not take the operator's memory with it).
+/// memory whole: a runaway answer must not take the operator's memory with it). The chunks go
+/// into one buffer as they arrive: collecting them first and joining them after held a body
+/// twice (12.6 MB for a fleet's 6.3 MB verbose network inspect).
 async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, GetError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(GetError::TooLarge { limit }),
-        Err(e) => Err(GetError::Body(e)),
+    let mut body = Limited::new(body, limit);
+    let mut whole = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match e.is::<LengthLimitError>() {
+            true => GetError::TooLarge { limit },
+            false => GetError::Body(e),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            whole.extend_from_slice(&data);
+        }
     }
+    Ok(Bytes::from(whole))
 }
 
 /// As the docker CLI uses the files: the CA for the engine's certificate, the client
