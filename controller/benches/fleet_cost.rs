@@ -359,59 +359,92 @@ async fn operator_ready(listen: &str) {
 
 type ReadyTimes = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<jiff::Timestamp>>>>;
 
-/// Wall-clock instants at which the simulator reported each node `ready`, from its event stream
-/// (read as it arrives: an event is timed when this process receives it).
-fn watch_ready(control: &str) -> ReadyTimes {
+/// How often the node being upgraded is looked at: the latency figures are this coarse.
+const READY_POLL: Duration = Duration::from_millis(50);
+
+/// Wall-clock instants at which each node the operator is upgrading was first seen Ready at
+/// `version` by a manager (`GET /nodes/{id}`, every [`READY_POLL`]). Polled rather than read
+/// from the event stream: a worker whose engine comes back within the heartbeat period never
+/// goes `down`, so no event says it became `ready`.
+fn watch_ready(managers: &[String], events: &Path, version: &str) -> ReadyTimes {
     let seen = ReadyTimes::default();
     let out = seen.clone();
-    let url = format!(
-        "{}/events?filters=%7B%22type%22%3A%5B%22node%22%5D%7D",
-        control.trim_end_matches('/')
-    );
+    let managers: Vec<String> = managers
+        .iter()
+        .map(|m| m.replacen("tcp://", "http://", 1))
+        .collect();
+    let (events, version) = (events.to_path_buf(), version.to_string());
     tokio::spawn(async move {
-        use http_body_util::BodyExt;
-        let Ok(uri) = url.parse::<hyper::Uri>() else {
-            return;
-        };
-        // A stream: the library client reads whole bodies, so hyper's client directly.
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let Ok(response) = client.get(uri).await else {
-            return;
-        };
-        let mut body = response.into_body();
-        let mut pending = Vec::new();
-        while let Some(Ok(frame)) = body.frame().await {
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            pending.extend_from_slice(&data);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                record_ready(&line, &out);
+        let client = http_client();
+        loop {
+            for (host, (id, since)) in upgrading(&events) {
+                let known = out.lock().unwrap().get(&host).cloned().unwrap_or_default();
+                if known.iter().any(|t| *t >= since) {
+                    continue; // seen Ready in this cycle already: the first sighting counts
+                }
+                if let Some(at) = ready_at(&client, &managers, &id, &version).await {
+                    out.lock().unwrap().entry(host).or_default().push(at);
+                }
             }
+            tokio::time::sleep(READY_POLL).await;
         }
     });
     seen
 }
 
-fn record_ready(line: &[u8], out: &ReadyTimes) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-        return;
-    };
-    let attrs = &v["Actor"]["Attributes"];
-    if attrs["state.new"] == "ready"
-        && let Some(name) = attrs["name"].as_str()
+/// The nodes whose upgrade command the operator started and whose `ready` step it has not
+/// logged yet: hostname -> (node ID, when the command started).
+fn upgrading(events: &Path) -> BTreeMap<String, (String, jiff::Timestamp)> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
     {
-        #[allow(clippy::disallowed_methods)] // compared with the operator's wall-clock event times
-        let now = jiff::Timestamp::now();
-        out.lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default()
-            .push(now);
+        let (Some(host), Some(id), Some(time)) = (
+            v["hostname"].as_str(),
+            v["node_id"].as_str(),
+            v["time"].as_str().and_then(|t| t.parse().ok()),
+        ) else {
+            continue;
+        };
+        match v["step"].as_str() {
+            Some("upgrade") => {
+                out.insert(host.to_string(), (id.to_string(), time));
+            }
+            Some("ready") => {
+                out.remove(host);
+            }
+            _ => {}
+        }
     }
+    out
+}
+
+/// Now, if the first manager that answers shows the node Ready at `version`.
+async fn ready_at(
+    client: &swarm_upgrade::http_client::HttpClient,
+    managers: &[String],
+    id: &str,
+    version: &str,
+) -> Option<jiff::Timestamp> {
+    for m in managers {
+        let Ok(answer) = client
+            .get(&format!("{m}/nodes/{id}"), "application/json")
+            .await
+        else {
+            continue;
+        };
+        let node: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+        let ready = node["Status"]["State"] == "ready"
+            && node["Description"]["Engine"]["EngineVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(version));
+        #[allow(clippy::disallowed_methods)]
+        // compared with the operator's wall-clock event times
+        return ready.then(jiff::Timestamp::now);
+    }
+    None
 }
 
 /// For each node the operator upgraded: from the simulator's last `ready` for that node between
@@ -532,9 +565,9 @@ async fn one_fleet(
     tokio::time::sleep(Duration::from_secs(5)).await;
     eprintln!("fleet {nodes} nodes: idle for {idle_secs} s");
     let idle = measure(op.pid(), &listen, sleep(idle_secs)).await;
-    let ready = watch_ready(&sim.control);
-    write_spec(&dir.join("spec.yaml"), TO, &sim.control);
     let events = dir.join("events.jsonl");
+    let ready = watch_ready(&sim.managers, &events, TO);
+    write_spec(&dir.join("spec.yaml"), TO, &sim.control);
     eprintln!("fleet {nodes} nodes: the managers' phase");
     let until = managers_done(&events, sim.managers.len(), 600.0);
     let managers = measure(op.pid(), &listen, until).await;
