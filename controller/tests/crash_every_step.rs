@@ -129,15 +129,15 @@ impl<'a> Chain<'a> {
         state
             .nodes
             .iter()
-            .filter(|n| !n.engine_running)
+            .filter(|n| !n.node.engine_running)
             .find(|n| {
                 !self
                     .done
-                    .contains(&(n.hostname.clone(), MID_COMMAND.to_string()))
+                    .contains(&(n.node.hostname.clone(), MID_COMMAND.to_string()))
             })
             .map(|n| {
-                let role = self.role(&n.hostname, &n.role);
-                (n.hostname.clone(), role, vec![MID_COMMAND.to_string()])
+                let role = self.role(&n.node.hostname, &n.node.role);
+                (n.node.hostname.clone(), role, vec![MID_COMMAND.to_string()])
             })
             .into_iter()
             .collect()

@@ -76,7 +76,7 @@ impl Case {
             if now
                 .nodes
                 .iter()
-                .any(|n| n.hostname == host && n.state == state)
+                .any(|n| n.node.hostname == host && n.node.state == state)
             {
                 return;
             }

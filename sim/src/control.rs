@@ -13,20 +13,14 @@ use serde_json::json;
 use crate::config::Faults;
 use crate::http::{Resp, err_resp, full, query_map};
 use crate::sim::Sim;
-use crate::state::{ApiError, Role};
+use crate::state::{ApiError, NodeFrame};
 
-/// One node as `/_sim/state` reports it.
+/// One node as `/_sim/state` reports it: what the recorded history shows of it, and how the
+/// simulator serves it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeView {
-    pub id: String,
-    pub hostname: String,
-    pub role: String,
-    pub leader: bool,
-    pub availability: String,
-    pub state: String,
-    pub reachable: bool,
-    pub engine_running: bool,
-    pub version: String,
+    #[serde(flatten)]
+    pub node: NodeFrame,
     pub backup_version: Option<String>,
     pub version_index: u64,
     pub endpoint: Option<String>,
@@ -64,20 +58,7 @@ pub async fn state(sim: &Sim) -> SimState {
             .map(|n| {
                 let ep = eps.get(&n.id);
                 NodeView {
-                    id: n.id.clone(),
-                    hostname: n.hostname.clone(),
-                    role: if n.role == Role::Manager {
-                        "manager"
-                    } else {
-                        "worker"
-                    }
-                    .into(),
-                    leader: c.leader.as_deref() == Some(&n.id),
-                    availability: n.availability.as_str().into(),
-                    state: n.state.as_str().into(),
-                    reachable: n.reachable,
-                    engine_running: n.engine_running,
-                    version: n.engine_version.clone(),
+                    node: c.node_frame(n),
                     backup_version: n.backup_version.clone(),
                     version_index: n.version,
                     endpoint: ep.map(|e| format!("tcp://{}", e.0)),

@@ -83,7 +83,7 @@ impl SimLab {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let state = swarm_sim::control::state(self.sim.sim()).await;
-            if state.nodes.iter().all(|n| n.state == "ready") && state.leader.is_some() {
+            if state.nodes.iter().all(|n| n.node.state == "ready") && state.leader.is_some() {
                 return;
             }
             assert!(tokio::time::Instant::now() < deadline, "{state:?}");

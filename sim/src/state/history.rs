@@ -34,7 +34,8 @@ impl Cluster {
         history.frames.push(Frame { at: now, nodes });
     }
 
-    fn node_frame(&self, n: &NodeRec) -> NodeFrame {
+    /// One node as the history and `/_sim/state` show it.
+    pub(crate) fn node_frame(&self, n: &NodeRec) -> NodeFrame {
         NodeFrame {
             id: n.id.clone(),
             hostname: n.hostname.clone(),
