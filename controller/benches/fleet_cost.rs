@@ -491,6 +491,22 @@ fn reaction_ms(events: &Path, ready: &BTreeMap<String, Vec<jiff::Timestamp>>) ->
     out
 }
 
+/// Until the operator's first reads are done: 5 s in which it read less than 1 MB (after a
+/// start it reads each service's tasks once; at 5,000 nodes that takes a minute or more), at
+/// most 600 s.
+async fn caught_up(listen: &str) {
+    let t0 = Instant::now();
+    let mut before = metric_sum(&scrape(listen).await.unwrap_or_default(), BYTES);
+    while t0.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = metric_sum(&scrape(listen).await.unwrap_or_default(), BYTES);
+        if now - before < 1e6 {
+            return;
+        }
+        before = now;
+    }
+}
+
 /// Until every manager is reactivated (the managers' phase of the rollout), at most `cap`.
 async fn managers_done(events: &Path, managers: usize, cap: f64) {
     let t0 = Instant::now();
@@ -562,7 +578,7 @@ async fn one_fleet(
     // Idle means a converged swarm: while tasks are still starting the operator rightly reads
     // the unconverged services' tasks. Then let the operator's passes catch up.
     sim_converged(&sim.managers[0]).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    caught_up(&listen).await;
     eprintln!("fleet {nodes} nodes: idle for {idle_secs} s");
     let idle = measure(op.pid(), &listen, sleep(idle_secs)).await;
     let events = dir.join("events.jsonl");
