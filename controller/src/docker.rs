@@ -1406,28 +1406,60 @@ pub struct NetworkEndpoints {
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ServiceEndpoints {
-    #[serde(
-        rename = "Tasks",
-        default,
-        deserialize_with = "crate::engine_json::null_as_default"
-    )]
-    pub tasks: Vec<TaskEndpoint>,
+    /// Per host address, how many of the service's task endpoints are on it: counted as the
+    /// answer is read, since at 30,000 tasks a list of them was megabytes held for a moment.
+    #[serde(rename = "Tasks", default, deserialize_with = "count_by_host")]
+    pub tasks_by_host: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct TaskEndpoint {
+struct TaskEndpoint {
     #[serde(
         rename = "Info",
         default,
         deserialize_with = "crate::engine_json::null_as_default"
     )]
-    pub info: TaskEndpointInfo,
+    info: TaskEndpointInfo,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct TaskEndpointInfo {
+struct TaskEndpointInfo {
     #[serde(rename = "Host IP", default)]
-    pub host_ip: String,
+    host_ip: String,
+}
+
+/// A `Tasks` list (or `null`) read one endpoint at a time into counts by host address.
+fn count_by_host<'de, D>(d: D) -> Result<BTreeMap<String, usize>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Counts;
+    impl<'de> serde::de::Visitor<'de> for Counts {
+        type Value = BTreeMap<String, usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of task endpoints or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(Counts)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut counts = BTreeMap::new();
+            while let Some(task) = seq.next_element::<TaskEndpoint>()? {
+                *counts.entry(task.info.host_ip).or_default() += 1;
+            }
+            Ok(counts)
+        }
+    }
+    d.deserialize_option(Counts)
 }
 
 #[cfg(test)]
@@ -1438,18 +1470,23 @@ mod tests {
     fn reads_the_task_hosts_of_a_captured_verbose_network() {
         let raw = swarm_sim::captures::read("20.10.24/network-tnet-verbose.json");
         let view: NetworkEndpoints = serde_json::from_str(&raw).unwrap();
-        let hosts = |service: &str| -> Vec<&str> {
-            view.services[service]
-                .tasks
-                .iter()
-                .map(|t| t.info.host_ip.as_str())
-                .collect()
-        };
-        assert_eq!(hosts("test_client"), ["10.98.0.11", "10.98.0.15"]);
-        assert_eq!(hosts("test_service").len(), 5);
+        let hosts = |service: &str| view.services[service].tasks_by_host.clone();
+        assert_eq!(
+            hosts("test_client"),
+            BTreeMap::from([("10.98.0.11".to_string(), 1), ("10.98.0.15".to_string(), 1)])
+        );
+        assert_eq!(hosts("test_service").values().sum::<usize>(), 5);
         // a network without gossiped services (null or missing) reads as none
         let empty: NetworkEndpoints = serde_json::from_str(r#"{"Services": null}"#).unwrap();
         assert!(empty.services.is_empty());
+        let no_tasks: NetworkEndpoints =
+            serde_json::from_str(r#"{"Services": {"a": {"Tasks": null}, "b": {}}}"#).unwrap();
+        assert!(
+            no_tasks
+                .services
+                .values()
+                .all(|s| s.tasks_by_host.is_empty())
+        );
     }
 
     #[test]

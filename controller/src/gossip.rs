@@ -83,10 +83,10 @@ async fn count_announced(
                 continue;
             };
             let mut here: BTreeMap<&str, usize> = BTreeMap::new();
-            let tasks = view.services.values().flat_map(|s| &s.tasks);
-            for task in tasks {
-                if let Some((addr, _)) = nodes_by_addr.get_key_value(task.info.host_ip.as_str()) {
-                    *here.entry(addr.as_str()).or_default() += 1;
+            let hosts = view.services.values().flat_map(|s| &s.tasks_by_host);
+            for (host, n) in hosts {
+                if let Some((addr, _)) = nodes_by_addr.get_key_value(host.as_str()) {
+                    *here.entry(addr.as_str()).or_default() += n;
                 }
             }
             for (addr, n) in here {
