@@ -249,6 +249,8 @@ fn metric_by_call(text: &str, name: &str) -> BTreeMap<String, f64> {
 
 const BYTES: &str = "swarm_upgrade_docker_api_response_bytes_total";
 const REQUESTS: &str = "swarm_upgrade_docker_api_requests_total";
+const PASSES: &str = "swarm_upgrade_reconcile_duration_seconds_count";
+const PASS_SECS: &str = "swarm_upgrade_reconcile_duration_seconds_sum";
 
 struct Phase {
     secs: f64,
@@ -261,6 +263,9 @@ struct Phase {
     /// the phase's end, MB: where the peak happens.
     hwm_mb: f64,
     rss_mb: f64,
+    /// Reconcile passes over the phase, and their summed duration in seconds.
+    passes: f64,
+    pass_secs: f64,
 }
 
 impl Phase {
@@ -287,6 +292,8 @@ async fn measure(pid: u32, listen: &str, until: impl Future<Output = ()>) -> Pha
         by_call: per_call_delta(&m0, &m1),
         hwm_mb: mem_mb(pid, "VmHWM:"),
         rss_mb: mem_mb(pid, "VmRSS:"),
+        passes: metric_sum(&m1, PASSES) - metric_sum(&m0, PASSES),
+        pass_secs: metric_sum(&m1, PASS_SECS) - metric_sum(&m0, PASS_SECS),
     }
 }
 
@@ -632,13 +639,15 @@ fn print_calls(rows: &[Row]) {
                 })
                 .collect();
             println!(
-                "{} nodes, {phase} ({:.1} s, {:.1} MB, CPU {:.2} %, at its end VmHWM {:.1} MB, VmRSS {:.1} MB): {}",
+                "{} nodes, {phase} ({:.1} s, {:.1} MB, CPU {:.2} %, at its end VmHWM {:.1} MB, VmRSS {:.1} MB; {:.0} passes of {:.0} ms on average): {}",
                 r.nodes,
                 p.secs,
                 p.bytes / 1e6,
                 p.cpu_pct(),
                 p.hwm_mb,
                 p.rss_mb,
+                p.passes,
+                1000.0 * p.pass_secs / p.passes.max(1.0),
                 calls.join("; ")
             );
         }
