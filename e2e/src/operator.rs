@@ -404,12 +404,6 @@ pub fn default_spec() -> String {
     spec_yaml(TO_VERSION, "")
 }
 
-/// The fast rollout (scenario 1, compared with the manual procedure): the leader hands raft
-/// leadership over before its engine stops (`strategy.leaderHandover`).
-pub fn handover_spec() -> String {
-    spec_yaml(TO_VERSION, ", leaderHandover: true")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
