@@ -447,8 +447,8 @@ async fn ready_at(
             && node["Description"]["Engine"]["EngineVersion"]
                 .as_str()
                 .is_some_and(|v| v.starts_with(version));
+        // The wall clock: compared with the operator's wall-clock event times.
         #[allow(clippy::disallowed_methods)]
-        // compared with the operator's wall-clock event times
         return ready.then(jiff::Timestamp::now);
     }
     None

@@ -106,11 +106,11 @@ async fn node_ids(listed: &[&str]) -> BTreeMap<String, String> {
 /// host is keyed by its own host, with the engine version its engine gives.
 pub async fn nodes() -> Result<BTreeMap<String, Node>> {
     let ids = manager_docker(&["node", "ls", "-q"]).await?;
+    let listed_ids: Vec<&str> = ids.split_whitespace().collect();
     let mut args = vec!["node", "inspect"];
-    args.extend(ids.split_whitespace());
+    args.extend(&listed_ids);
     let json: Value = serde_json::from_str(&manager_docker(&args).await?)?;
     let listed = json.as_array().context("node inspect: not an array")?;
-    let listed_ids: Vec<&str> = ids.split_whitespace().collect();
     let (mut out, misdescribed) = nodes_by_host(listed, &node_ids(&listed_ids).await);
     for (host, described_as) in misdescribed {
         if let Some(node) = out.get_mut(&host) {

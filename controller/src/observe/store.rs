@@ -464,10 +464,8 @@ impl Observation {
     }
 
     fn upsert_task(&mut self, task: ObservedTask) {
-        if self.tasks.get(task.id.as_str()) == Some(&task) {
-            return;
-        }
         let key: TaskKey = match self.tasks.get_key_value(task.id.as_str()) {
+            Some((_, old)) if *old == task => return,
             Some((key, old)) => {
                 let (key, old) = (key.clone(), old.clone());
                 self.unindex(&old);
