@@ -649,16 +649,18 @@ impl<'a> Rollout<'a> {
             && !self.spec.is_target(&node.engine_version)
     }
 
-    /// Every selected manager upgraded and Ready: the held managers may be reactivated together.
-    /// One that went `unknown` since (a leader change) is waited for, not counted as done.
+    /// Every selected manager upgraded and seen Ready at the target: the held managers may be
+    /// reactivated together. One seen Ready that went `unknown` since counts as done: after the
+    /// leader's upgrade the other managers' agents reconnect to the new leader on their own
+    /// backoff (up to 8 s on the lab), and setting a node's availability needs no session;
+    /// the scheduler places nothing on it until it is Ready again.
     fn managers_all_at_target(&self) -> bool {
         self.managers().all(|m| {
             let at_target = self.spec.is_target(&m.engine_version);
             match self.mark(m) {
                 None => !self.selected(m) || at_target && m.is_healthy(),
                 Some(mk) => match mk.step {
-                    Step::Settling => at_target,
-                    Step::Ready => at_target && m.is_healthy(),
+                    Step::Settling | Step::Ready => at_target,
                     _ => false,
                 },
             }
