@@ -83,8 +83,7 @@ async fn count_announced(
                 continue;
             };
             let mut here: BTreeMap<&str, usize> = BTreeMap::new();
-            let hosts = view.services.values().flat_map(|s| &s.tasks_by_host);
-            for (host, n) in hosts {
+            for (host, n) in &view.tasks_by_host {
                 if let Some((addr, _)) = nodes_by_addr.get_key_value(host.as_str()) {
                     *here.entry(addr.as_str()).or_default() += n;
                 }

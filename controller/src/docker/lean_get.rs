@@ -49,7 +49,10 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// One engine's answer: status and the whole body.
+/// Where a streamed answer's chunks go, in order.
+pub type BodySink<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
+
+/// One engine's answer: status and the whole body (empty when it was streamed).
 pub struct Answer {
     pub status: StatusCode,
     pub body: Bytes,
@@ -107,9 +110,25 @@ impl LeanClient {
         timeout: Duration,
         max_body: usize,
     ) -> Result<Answer, GetError> {
-        let method = hyper::Method::GET;
-        self.request(method, version, path_and_query, None, timeout, max_body)
-            .await
+        let path = format!("/v{version}{path_and_query}");
+        let (method, json) = (hyper::Method::GET, None);
+        (self.request(method, path, json, timeout, max_body, None)).await
+    }
+
+    /// As [`Self::get`], but a successful answer's body is handed to `sink` chunk by chunk as
+    /// it arrives and never held whole (the answer's `body` is then empty); an error's body is
+    /// read whole, for its message.
+    pub async fn get_streamed(
+        &self,
+        version: &str,
+        path_and_query: &str,
+        timeout: Duration,
+        max_body: usize,
+        sink: BodySink<'_>,
+    ) -> Result<Answer, GetError> {
+        let path = format!("/v{version}{path_and_query}");
+        let (method, json) = (hyper::Method::GET, None);
+        (self.request(method, path, json, timeout, max_body, Some(sink))).await
     }
 
     /// `POST /v{version}{path}` with a JSON body, the whole answer read within `timeout`.
@@ -122,27 +141,27 @@ impl LeanClient {
     ) -> Result<Answer, GetError> {
         // An unlock's answer is a few bytes.
         let max_body = 64 * 1024;
-        self.request(
+        let path = format!("/v{version}{path}");
+        (self.request(
             hyper::Method::POST,
-            version,
             path,
             Some(json),
             timeout,
             max_body,
-        )
+            None,
+        ))
         .await
     }
 
     async fn request(
         &self,
         method: hyper::Method,
-        version: &str,
-        path_and_query: &str,
+        path: String,
         json: Option<Bytes>,
         timeout: Duration,
         max_body: usize,
+        sink: Option<BodySink<'_>>,
     ) -> Result<Answer, GetError> {
-        let path = format!("/v{version}{path_and_query}");
         let builder = hyper::Request::builder().method(method);
         let builder = match &json {
             Some(_) => builder.header(hyper::header::CONTENT_TYPE, "application/json"),
@@ -165,7 +184,18 @@ impl LeanClient {
                 }
             };
             let status = response.status();
-            let body = read_limited(response.into_body(), max_body).await?;
+            let body = response.into_body();
+            let body = match sink {
+                Some(sink) if status.is_success() => {
+                    read_limited(body, max_body, sink).await?;
+                    Bytes::new()
+                }
+                _ => {
+                    let mut whole = Vec::new();
+                    read_limited(body, max_body, &mut |c| whole.extend_from_slice(c)).await?;
+                    Bytes::from(whole)
+                }
+            };
             Ok(Answer { status, body })
         };
         tokio::time::timeout(timeout, request)
@@ -174,23 +204,26 @@ impl LeanClient {
     }
 }
 
-/// The whole body, refused as soon as it grows past `limit` (an engine's answer is held in
-/// memory whole: a runaway answer must not take the operator's memory with it). The chunks go
-/// into one buffer as they arrive: collecting them first and joining them after held a body
-/// twice (12.6 MB for a fleet's 6.3 MB verbose network inspect).
-async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, GetError> {
+/// The body's chunks handed to `sink` as they arrive, refused as soon as the body grows past
+/// `limit` (a runaway answer must not take the operator's memory or time with it). A body
+/// read whole goes into one buffer as it arrives: collecting the chunks and joining them after
+/// held a body twice (12.6 MB for a fleet's 6.3 MB verbose network inspect).
+async fn read_limited(
+    body: hyper::body::Incoming,
+    limit: usize,
+    sink: BodySink<'_>,
+) -> Result<(), GetError> {
     let mut body = Limited::new(body, limit);
-    let mut whole = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match e.is::<LengthLimitError>() {
             true => GetError::TooLarge { limit },
             false => GetError::Body(e),
         })?;
         if let Ok(data) = frame.into_data() {
-            whole.extend_from_slice(&data);
+            sink(&data);
         }
     }
-    Ok(Bytes::from(whole))
+    Ok(())
 }
 
 /// As the docker CLI uses the files: the CA for the engine's certificate, the client
