@@ -37,6 +37,8 @@ use crate::status::RolloutStatus;
 
 /// The shortest time between two passes, however many events arrive.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
+/// The least time between passes woken by cluster events while nothing is under way.
+const IDLE_PASS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -75,13 +77,18 @@ pub enum Outcome {
 pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Observation), ApiError> {
     let mut reflector = Reflector::once(swarm.clone());
     reflector.list_everything().await?;
-    let snapshot = planner_input(swarm, reflector.store()).await;
+    let own = swarm.manager_infos().await;
+    let snapshot = planner_input(swarm, own, reflector.store()).await;
     Ok((snapshot, reflector.into_store()))
 }
 
 /// The planner's input from the store, with what each manager's engine says of itself.
-async fn planner_input(swarm: &Swarm, observation: &Observation) -> Snapshot {
-    let mut own = swarm.manager_infos().await;
+/// The planner's view: the store's, checked against each manager's own `/info` (`own`).
+async fn planner_input(
+    swarm: &Swarm,
+    mut own: Vec<bollard::models::SystemInfo>,
+    observation: &Observation,
+) -> Snapshot {
     let mut snapshot = observation.snapshot();
     let workers = snapshot.nodes.iter().filter(|n| !n.is_manager());
     swarm.note_workers(workers.map(|n| n.id.as_str()));
@@ -444,9 +451,12 @@ impl Reconciler {
             let hash = spec_hash(&upgrade_spec);
             let pass_started = tokio::time::Instant::now();
             in_flight.extend(executor.commands.running());
-            let refreshed = reflector.refresh(&in_flight).await;
+            // The managers' own `/info` does not depend on the store: asked meanwhile, the
+            // pass waits for one round trip fewer (on a loaded fleet, 50-150 ms each).
+            let (refreshed, own) =
+                tokio::join!(reflector.refresh(&in_flight), self.swarm.manager_infos());
             let snapshot = match refreshed {
-                Ok(()) => planner_input(&self.swarm, reflector.store()).await,
+                Ok(()) => planner_input(&self.swarm, own, reflector.store()).await,
                 Err(e) => {
                     self.count_error(e.metric_label());
                     tracing::warn!("observing the cluster failed: {e}");
@@ -608,14 +618,21 @@ impl Reconciler {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = spec.changed() => {}
-            _ = lease_changed => {}
-            _ = tokio::time::sleep(interval) => {}
-        }
-        // A burst of cluster events (a leader change rewrites every node) is one pass, not many.
-        tokio::time::sleep_until(started + MIN_PASS_INTERVAL).await;
+        let by_the_cluster = tokio::select! {
+            _ = wake.notified() => true,
+            _ = spec.changed() => false,
+            _ = lease_changed => false,
+            _ = tokio::time::sleep(interval) => false,
+        };
+        // A burst of cluster events (a leader change rewrites every node) is one pass, not many;
+        // with nothing under way, the nodes' own status writes (thousands of nodes' worth on a
+        // large fleet) wake at most one pass a second.
+        let gap = if by_the_cluster && !busy {
+            IDLE_PASS_INTERVAL
+        } else {
+            MIN_PASS_INTERVAL
+        };
+        tokio::time::sleep_until(started + gap).await;
     }
 }
 

@@ -209,15 +209,19 @@ impl Reflector {
         if due || changed.resync {
             return self.list_everything().await;
         }
-        let nodes = self.refresh_nodes(&changed.nodes, in_flight).await?;
+        // The counts are read with the nodes, before the tasks: the tasks read next are at
+        // least as new, and explain them.
+        let swarm = self.swarm.clone();
+        let counts = async move {
+            let listed: Result<Vec<ObservedService>, ApiError> =
+                swarm.get_json("services", "/services?status=true").await;
+            listed
+        };
+        let (nodes, listed) = tokio::join!(self.refresh_nodes(&changed.nodes, in_flight), counts);
+        let (nodes, listed) = (nodes?, listed?);
         for id in &changed.networks {
             self.reread_network(id).await?;
         }
-        // The counts first: the tasks read next are at least as new, and explain them.
-        let listed: Vec<ObservedService> = self
-            .swarm
-            .get_json("services", "/services?status=true")
-            .await?;
         // A drain stops a node's tasks without a task event; their slots get new tasks on
         // other nodes, followed by name rather than by re-reading each service's task list.
         let on_nodes = self.reread_node_tasks(&nodes).await?;
