@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use swarm_sim::SimConfig;
 use swarm_sim::state::Frame;
 use swarm_upgrade::events::EventStep;
-use swarm_upgrade::http_client::HttpClient;
+use swarm_upgrade::http_client::{HttpClient, Post};
 
 mod common;
 use common::operator_process::{OperatorFiles, free_listen, tail};
@@ -68,7 +68,7 @@ async fn the_rollout_completes_safely_through_api_chaos() {
     let body = serde_json::json!({ "specs": CHAOS }).to_string();
     let http = HttpClient::new("chaos-test", Duration::from_secs(5));
     let url = format!("{}/_sim/faults", lab.sim.control_url());
-    let faults = post(&url, &body).await;
+    let faults = post(&http, &url, &body).await;
     assert!(faults.contains("\"partitioned\":[\"n2\"]"), "{faults}");
 
     let spec = lab.write_spec(&lab.spec_text(1, ""));
@@ -124,19 +124,19 @@ async fn the_rollout_completes_safely_through_api_chaos() {
     lab.sim.shutdown().await;
 }
 
-/// `POST url` with a JSON body, as one HTTP/1.1 request (the library's client only GETs).
-async fn post(url: &str, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    answer
+/// `POST url` with a JSON body through the library's client; the answer must be a 200.
+async fn post(http: &HttpClient, url: &str, body: &str) -> String {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let answer = http
+        .post(Post {
+            uri: &uri,
+            shown_as: url,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.text()
 }

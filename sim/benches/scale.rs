@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -26,20 +24,12 @@ fn env(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
-async fn get(addr: &str, path: &str) -> (u16, Bytes) {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+/// `GET path` of `addr`: the status and the whole body.
+async fn get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let answer = swarm_sim::client::request(addr, "GET", path, None)
         .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .uri(path)
-        .header("host", "docker")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let r = s.send_request(req).await.expect("answer");
-    let st = r.status().as_u16();
-    (st, r.into_body().collect().await.expect("body").to_bytes())
+        .expect("answer");
+    (answer.status, answer.body)
 }
 
 /// Milliseconds of `rounds` calls of `path`, after checking each answers 200; and the size.

@@ -1,11 +1,7 @@
 //! The `swarm-sim` command line (also embeddable as another CLI's subcommand).
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use http_body_util::{BodyExt, Full};
 
 use crate::config::{Faults, SimConfig, Stack, Timings};
 use crate::control::{FaultSpecs, SimState};
@@ -212,8 +208,8 @@ pub async fn run(cli: SimCli) -> anyhow::Result<()> {
             Ok(())
         }
         SimCommand::Fault { sim, specs } => {
-            let body = serde_json::to_vec(&FaultSpecs { specs })?;
-            let out = request(&sim.addr, "POST", "/_sim/faults", Some(body)).await?;
+            let body = serde_json::to_string(&FaultSpecs { specs })?;
+            let out = request(&sim.addr, "POST", "/_sim/faults", Some(&body)).await?;
             println!("{}", String::from_utf8_lossy(&out));
             Ok(())
         }
@@ -259,45 +255,32 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A one-shot HTTP/1.1 request to the control address. Non-2xx answers become errors carrying
-/// the engine-style `message`.
+/// A one-shot request to the control address (through [`crate::client`]). Non-2xx answers
+/// become errors carrying the engine-style `message`.
 pub async fn request(
     addr: &str,
     method: &str,
     path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<Bytes> {
-    let hostport = addr
-        .trim_start_matches("http://")
-        .trim_start_matches("tcp://")
-        .trim_end_matches('/');
-    let stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(hostport),
-    )
-    .await
-    .with_context(|| format!("connecting to the simulator at {hostport}: timed out"))?
-    .with_context(|| format!("connecting to the simulator at {hostport}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", hostport)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+    body: Option<&str>,
+) -> anyhow::Result<Vec<u8>> {
+    // The client's errors already show their source: keep it out of the chain, so `{:#}` shows
+    // it once.
+    let answer = crate::client::request(addr, method, path, body)
+        .await
+        .map_err(|e| match e {
+            crate::client::ClientError::Connect { source, .. } => {
+                anyhow::anyhow!("connecting to the simulator at {addr}: {source}")
+            }
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    if !(200..300).contains(&answer.status) {
+        let msg = serde_json::from_slice::<serde_json::Value>(&answer.body)
             .ok()
             .and_then(|v| v["message"].as_str().map(|s| s.to_string()))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        bail!("{msg} (HTTP {})", status.as_u16());
+            .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).into_owned());
+        bail!("{msg} (HTTP {})", answer.status);
     }
-    Ok(bytes)
+    Ok(answer.body)
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! A plain HTTP/1 client for the simulated engine's API (`tcp://HOST:PORT`, `HOST:PORT`,
 //! `http://HOST:PORT` or `unix:///PATH`): what tests and benches use to act as an admin or a
 //! `docker` CLI would, where bollard has no call (`/swarm/unlock`, `/swarm/unlockkey`) or the
-//! raw answer is the point.
+//! raw answer is the point; and what the `swarm-sim` subcommands use to reach the control
+//! address.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -47,7 +50,26 @@ pub fn hostport(addr: &str) -> String {
         .to_string()
 }
 
-/// One request on a new connection; `body` is sent as JSON.
+/// How long a connection may take to open before the request fails with a
+/// [`ClientError::Connect`] of kind [`std::io::ErrorKind::TimedOut`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection with `connect`, within [`CONNECT_TIMEOUT`].
+async fn connect_within<S>(
+    connect: impl Future<Output = std::io::Result<S>>,
+) -> std::io::Result<S> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("timed out after {CONNECT_TIMEOUT:?}"),
+            ))
+        })
+}
+
+/// One request on a new connection (opened within [`CONNECT_TIMEOUT`]); `body` is sent as
+/// JSON.
 pub async fn request(
     addr: &str,
     method: &str,
@@ -59,12 +81,12 @@ pub async fn request(
         source,
     };
     if let Some(socket) = addr.strip_prefix("unix://") {
-        let stream = tokio::net::UnixStream::connect(socket)
+        let stream = connect_within(tokio::net::UnixStream::connect(socket))
             .await
             .map_err(connect_failed)?;
         return exchange(stream, method, path, body).await;
     }
-    let stream = tokio::net::TcpStream::connect(hostport(addr))
+    let stream = connect_within(tokio::net::TcpStream::connect(hostport(addr)))
         .await
         .map_err(connect_failed)?;
     exchange(stream, method, path, body).await

@@ -9,7 +9,9 @@
 //! `api` (the Docker API; its service and network writes in `api_writes`) and `control` (`/_sim`) -> `http` (shared plumbing) and `sim` (the
 //! running simulator: one lock, the ticker, node operations, listeners) -> `render` (engine
 //! JSON) -> `state` (the model and its reconciliation) -> `clock`, `config`, `ipam`. Beside
-//! them, `client`: a raw HTTP/1 client for this API, for tests and benches.
+//! them, `client`: the one HTTP client of this crate (hyper's HTTP/1 connection, one request a
+//! connection, over TCP or a unix socket), which `cli` uses to reach the control address and
+//! tests and benches use to call the Docker API as an admin or the `docker` CLI would.
 
 pub mod api;
 mod api_swarm;
