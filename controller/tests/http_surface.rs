@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use swarm_sim::SimConfig;
@@ -258,16 +260,10 @@ async fn the_endpoints_are_read_only_and_refuse_garbage() {
         );
     }
     // Random bytes, many connections.
-    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
     for _ in 0..200 {
-        let bytes: Vec<u8> = (0..256)
-            .map(|_| {
-                rng_state ^= rng_state << 13;
-                rng_state ^= rng_state >> 7;
-                rng_state ^= rng_state << 17;
-                rng_state as u8
-            })
-            .collect();
+        let mut bytes = [0u8; 256];
+        rng.fill(&mut bytes[..]);
         raw(addr, &bytes, Duration::from_millis(500)).await;
     }
 

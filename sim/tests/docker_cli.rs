@@ -4,16 +4,28 @@ mod common;
 
 use common::*;
 
-fn docker_bin() -> Option<&'static str> {
-    let p = "/usr/local/bin/docker";
-    std::path::Path::new(p).exists().then_some(p)
+/// The docker CLI: `/usr/local/bin/docker`, else the first executable `docker` on `PATH`.
+fn docker_bin() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let preferred = std::path::PathBuf::from("/usr/local/bin/docker");
+    if executable(&preferred) {
+        return Some(preferred);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("docker"))
+        .find(|candidate| executable(candidate))
 }
 
 /// This tier fails, not skips, without the CLI.
 fn require_docker() {
     assert!(
         docker_bin().is_some(),
-        "no docker CLI: install one (the machine image ships /usr/local/bin/docker 28.2.2)"
+        "no docker CLI at /usr/local/bin/docker or on PATH: install one (the machine image ships \
+         /usr/local/bin/docker 28.2.2)"
     );
 }
 
