@@ -46,17 +46,30 @@ pub fn profile_dir() -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// The operator binary the tests drive: `target/<profile>/swarm-upgrade`.
+/// The operator binary the tests drive: `target/<profile>/swarm-upgrade`. Cargo does not build
+/// another package's binary for this crate's tests, so on a fresh checkout the error names the
+/// command that builds it (`cargo test --workspace` builds it too).
 pub fn operator_bin() -> Result<PathBuf> {
-    let bin = profile_dir()?.join("swarm-upgrade");
+    let dir = profile_dir()?;
+    let bin = dir.join("swarm-upgrade");
     if !bin.is_file() {
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
         bail!(
-            "the operator binary {} is missing: run `cargo build -p swarm-upgrade` \
-             (with the same profile) before the e2e suite",
-            bin.display()
+            "the operator binary {} is missing: run `{}` first, then the e2e suite again",
+            bin.display(),
+            build_command(profile)
         );
     }
     Ok(bin)
+}
+
+/// The command that builds the operator binary into `target/<profile>/`.
+fn build_command(profile: &str) -> String {
+    match profile {
+        "debug" => "cargo build -p swarm-upgrade".to_string(),
+        "release" => "cargo build --release -p swarm-upgrade".to_string(),
+        other => format!("cargo build --profile {other} -p swarm-upgrade"),
+    }
 }
 
 /// Where a scenario leaves its artefacts (engine logs, events, operator log, figures).
@@ -191,5 +204,23 @@ fn block_in_place_or<R>(f: impl FnOnce() -> R) -> R {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build_command;
+
+    #[test]
+    fn the_missing_binary_error_names_the_build_command_of_its_profile() {
+        assert_eq!(build_command("debug"), "cargo build -p swarm-upgrade");
+        assert_eq!(
+            build_command("release"),
+            "cargo build --release -p swarm-upgrade"
+        );
+        assert_eq!(
+            build_command("ci"),
+            "cargo build --profile ci -p swarm-upgrade"
+        );
     }
 }

@@ -3,8 +3,16 @@
 //! manual upgrade procedure run against it by the operator.
 //!
 //! The host side lives in `e2e/lab/` (shell: bundles, lab-up, lab-down, upgrade-host,
-//! rollback-host, manual-upgrade); this crate drives it and checks what the manual procedure checks by hand.
-//! One lab at a time on a machine: [`Lab::up`] takes a process-wide and a machine-wide lock.
+//! rollback-host, manual-upgrade); this crate drives it and checks what the manual procedure
+//! checks by hand. One lab at a time on a machine: [`Lab::up`] takes a process-wide and a
+//! machine-wide lock.
+//!
+//! Modules, each using only those before it (and this root's constants and [`wait_for`]):
+//! `lab` (the scripts, paths and locks) and `metrics_text` (Prometheus text) -> `cluster` (the
+//! swarm through the docker CLI, the test stack, its client logs) and `probe_clients` (the
+//! clients' `/metrics`) -> `operator` (the binary, its spec, endpoints, events and their order)
+//! -> `report` (figures) and `page_shot` -> `scenario` (the checks every rollout shares) ->
+//! `bundle` (the deployable stack on the lab, with Prometheus).
 
 pub mod bundle;
 pub mod cluster;
