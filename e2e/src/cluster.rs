@@ -1,4 +1,5 @@
-//! Looking at the lab swarm through the docker CLI (28.2.2, static), as the seed does by hand.
+//! Looking at the lab swarm through the docker CLI (28.2.2, static), as the manual upgrade
+//! procedure does by hand.
 
 use crate::lab::{LIB_DIR, sock};
 use crate::{HOSTS, MANAGERS, wait_for};
@@ -362,8 +363,9 @@ pub async fn tasks(service: &str) -> Result<Vec<Task>> {
     Ok(out)
 }
 
-/// One line of the seed's client log: `<date>: Starting client service`,
-/// `<date>: Connectivity error: <detail>`, or (ours, on SIGTERM) `<date>: Stopping client service`.
+/// One line of the client log of the manual upgrade procedure's test stack: `<date>: Starting
+/// client service`, `<date>: Connectivity error: <detail>`, or (ours, on SIGTERM) `<date>:
+/// Stopping client service`.
 #[derive(Debug, Clone)]
 pub struct ClientLine {
     pub host: String,
@@ -373,7 +375,7 @@ pub struct ClientLine {
     pub text: String,
 }
 
-/// The client logs of the `test` stack on every host (the seed's `cat` of
+/// The client logs of the `test` stack on every host (the manual upgrade procedure's `cat` of
 /// `/var/lib/docker/volumes/test_cliout/_data/client.log` on each node).
 pub fn client_logs() -> Result<Vec<ClientLine>> {
     let mut out = vec![];
@@ -409,7 +411,7 @@ pub fn client_logs() -> Result<Vec<ClientLine>> {
 /// Connectivity errors counted from the client logs.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Connectivity {
-    /// Client starts seen (the seed's "Starting client service" lines).
+    /// Client starts seen (the test stack's "Starting client service" lines).
     pub client_starts: usize,
     /// Client stops seen ("Stopping client service").
     pub client_stops: usize,
@@ -477,9 +479,9 @@ pub fn classify_client_lines(lines: &[ClientLine], since: Timestamp) -> Result<C
     Ok(c)
 }
 
-/// Deploy the seed's `test` stack and wait until it has converged (5 web tasks, 2 clients) and
-/// both clients have been probing for a few seconds. Returns the time from which connectivity
-/// errors count.
+/// Deploy the `test` stack of the manual upgrade procedure and wait until it has converged (5 web
+/// tasks, 2 clients) and both clients have been probing for a few seconds. Returns the time from
+/// which connectivity errors count.
 pub async fn deploy_test_stack() -> Result<Timestamp> {
     deploy_stack("test", &crate::lab::stack_file("test")).await?;
     wait_converged(&["test_service", "test_client"], Duration::from_secs(90)).await?;

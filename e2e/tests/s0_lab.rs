@@ -1,5 +1,6 @@
-//! The lab alone (no operator): 5 engines at 20.10.24 form a 3-manager/2-worker swarm, the seed's
-//! `test` stack runs on it, and its clients see every web task without a connectivity error.
+//! The lab alone (no operator): 5 engines at 20.10.24 form a 3-manager/2-worker swarm, the `test`
+//! stack of the manual upgrade procedure runs on it, and its clients see every web task without a
+//! connectivity error.
 
 use std::time::Duration;
 use swarm_upgrade_e2e::*;

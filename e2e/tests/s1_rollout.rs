@@ -1,5 +1,5 @@
-//! Scenario 1: the full rollout 20.10.24 -> 26.1.5 by the operator, with the seed's `test` stack
-//! running. Every node ends Ready, Active, at 26.1.5 with no operator label; the events file
+//! Scenario 1: the full rollout 20.10.24 -> 26.1.5 by the operator, with the `test` stack of the
+//! manual upgrade procedure running. Every node ends Ready, Active, at 26.1.5 with no operator label; the events file
 //! proves managers first (one at a time), managers reactivated only after all three are upgraded,
 //! no worker touched before, workers one at a time; services converged; zero connectivity errors
 //! in the client logs after the clients started; no task rejected; `/metrics` showed the progress;

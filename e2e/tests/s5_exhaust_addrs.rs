@@ -1,7 +1,7 @@
-//! Scenario 5: the seed's address-exhaustion case on the real swarm. The `exhaust_addrs` stack
-//! (24 replicas, overlay /27) is deployed as `ex` with the operator watching: 19 (or 20) of 24
-//! run, the fifth node's tasks go `Rejected` with "node is missing network attachments, ip
-//! addresses may be exhausted"; the operator counts them in
+//! Scenario 5: the address-exhaustion case of the manual upgrade procedure on the real swarm. The
+//! `exhaust_addrs` stack (24 replicas, overlay /27) is deployed as `ex` with the operator
+//! watching: 19 (or 20) of 24 run, the fifth node's tasks go `Rejected` with "node is missing
+//! network attachments, ip addresses may be exhausted"; the operator counts them in
 //! `swarm_upgrade_task_rejections_total{reason="network_attachments_exhausted"}` and
 //! `swarm-upgrade diagnose` names the network and the cause.
 
@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use swarm_upgrade_e2e::*;
 
-const SEED_ERR: &str = "node is missing network attachments, ip addresses may be exhausted";
+const EXHAUSTED_ERR: &str = "node is missing network attachments, ip addresses may be exhausted";
 const REASON: &str = "reason=\"network_attachments_exhausted\"";
 
 #[tokio::test]
@@ -32,10 +32,11 @@ async fn exhaust_addrs_counted_and_diagnosed() -> anyhow::Result<()> {
     )
     .await?;
 
-    // the seed: `docker stack deploy -c docker-compose.yml ex`, then service ls / service ps
+    // as the manual upgrade procedure does: `docker stack deploy -c docker-compose.yml ex`, then
+    // service ls / service ps
     let t0 = tokio::time::Instant::now();
     deploy_stack("ex", &stack_file("exhaust_addrs")).await?;
-    // the most tasks running before the first rejection: the seed's 19/24
+    // the most tasks running before the first rejection: the manual upgrade procedure's 19/24
     let max_running = std::cell::Cell::new(0u32);
     let rejected = wait_for(
         "ex_service tasks Rejected",
@@ -66,11 +67,11 @@ async fn exhaust_addrs_counted_and_diagnosed() -> anyhow::Result<()> {
         max_running.get()
     ));
     for t in &rejected {
-        assert_eq!(t.err, SEED_ERR, "rejected task {} error", t.id);
+        assert_eq!(t.err, EXHAUSTED_ERR, "rejected task {} error", t.id);
     }
     let nodes_rejecting: BTreeSet<&str> = rejected.iter().map(|t| t.node.as_str()).collect();
     fig.notes.push(format!(
-        "{} tasks rejected on {:?} with the seed's error",
+        "{} tasks rejected on {:?} with the exhaustion error",
         rejected.len(),
         nodes_rejecting
     ));
@@ -178,7 +179,7 @@ async fn exhaust_addrs_counted_and_diagnosed() -> anyhow::Result<()> {
     let before = max_running.get();
     assert!(
         (19..=20).contains(&before),
-        "the seed's 19/24 (or 20/24) before the rejections: saw {before}/24"
+        "the manual upgrade procedure's 19/24 (or 20/24) before the rejections: saw {before}/24"
     );
     let counted = counted?;
     assert!(

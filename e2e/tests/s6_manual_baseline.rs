@@ -1,4 +1,4 @@
-//! Scenario 6: the baseline. The seed's manual procedure (`e2e/lab/manual-upgrade`: managers
+//! Scenario 6: the baseline. The manual upgrade procedure (`e2e/lab/manual-upgrade`: managers
 //! drained and upgraded one by one and kept drained, then reactivated; workers one by one; 1 s
 //! polling) upgrades the lab 20.10.24 -> 26.1.5 with the `test` stack running. Timed, so the
 //! operator's rollout (scenario 1, same run) can be compared: both times, the ratio, per-phase

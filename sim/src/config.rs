@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Stack {
-    /// The seed's test stack: overlay `test_tnet`, `test_service` (global, dnsrr) and
-    /// `test_client` (2 replicas).
+    /// The test stack of the manual upgrade procedure: overlay `test_tnet`, `test_service`
+    /// (global, dnsrr) and `test_client` (2 replicas).
     #[default]
     Seed,
-    /// The seed's `exhaust_addrs` stack only: overlay `ex_default` (/27) and `ex_service`
-    /// (24 replicas).
+    /// The `exhaust_addrs` stack of the manual upgrade procedure only: overlay `ex_default`
+    /// (/27) and `ex_service` (24 replicas).
     #[value(name = "exhaust-addrs", alias = "exhaust_addrs")]
     ExhaustAddrs,
     /// Both of the above.
@@ -42,13 +42,14 @@ pub struct Faults {
     pub never_return: Vec<String>,
     /// Hostname -> version the engine reports after an upgrade, whatever was asked.
     pub wrong_version: BTreeMap<String, String>,
-    /// Seed's version skew: a node whose engine is newer than the oldest manager's (a manager
-    /// reactivated before all managers are upgraded, a worker upgraded before the managers) gets
-    /// its tasks rejected "node is missing network attachments, ip addresses may be exhausted".
+    /// Version skew, as in the manual upgrade procedure: a node whose engine is newer than the
+    /// oldest manager's (a manager reactivated before all managers are upgraded, a worker
+    /// upgraded before the managers) gets its tasks rejected "node is missing network
+    /// attachments, ip addresses may be exhausted".
     pub version_skew: bool,
-    /// Seed's restart-while-active: a node whose engine is restarted while `active` gets its
-    /// tasks rejected "cannot create a swarm scoped network when swarm is not active" for a
-    /// while (`Timings::restart_active_window`).
+    /// Restart while active, as in the manual upgrade procedure: a node whose engine is
+    /// restarted while `active` gets its tasks rejected "cannot create a swarm scoped network
+    /// when swarm is not active" for a while (`Timings::restart_active_window`).
     pub restart_active: bool,
     /// Hostnames whose own engine endpoint is cut off from the client: connections are
     /// accepted and requests never answered (a partition hangs, it does not refuse). The

@@ -14,8 +14,8 @@
 //!   of that network at or before `running` (`getNodeNetworks`), and on `ingress`
 //!   one per node of the cluster, always.
 //!
-//! The seed's arithmetic for the exhaustion case: 32 - 3 - 1 - 5 = 23 addresses
-//! for tasks on a `/27` with one VIP and tasks on 5 nodes.
+//! The manual upgrade procedure's arithmetic for the exhaustion case: 32 - 3 - 1 - 5 = 23
+//! addresses for tasks on a `/27` with one VIP and tasks on 5 nodes.
 //!
 //! Engines with API >= 1.52 report the allocator's own counts in
 //! `GET /networks/{id}` (`Status.IPAM.Subnets`): [`network_usage`] uses them for `free`

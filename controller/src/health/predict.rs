@@ -28,8 +28,9 @@
 //!   replacements are allocated, scheduled and given node addresses after that. So the
 //!   drain **would exhaust** a network when `needed = new_lb_attachments` exceeds
 //!   `available = free_before + freed_task_addresses + freed_lb_attachments -
-//!   new_task_addresses`. Checked against the real lab on the seed's case: draining a
-//!   node with 6 of the 24 tasks on the full /27 moved them without a rejection.
+//!   new_task_addresses`. Checked against the real lab on the exhaustion case of the manual
+//!   upgrade procedure: draining a node with 6 of the 24 tasks on the full /27 moved them
+//!   without a rejection.
 //!   The node then rejects the task with "node is missing network attachments".
 //! - `used_after`/`free_after` are the steady state once everything settled.
 
