@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::docker::{Endpoint, Swarm, TlsFiles};
-use crate::events::EventSink;
 use crate::operator::Operator;
 use crate::reconciler::{Options, Outcome, plan_now};
 use crate::spec::load_spec_file;
@@ -226,7 +225,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => plan(args, true).await,
         Command::Resume(args) => {
             let swarm = args.swarm()?;
-            let cleared = crate::executor::clear_failures(&swarm, &EventSink::default()).await?;
+            let cleared = crate::executor::resume(&swarm).await?;
             if cleared.is_empty() {
                 println!("no failed node");
             } else {

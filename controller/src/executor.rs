@@ -260,15 +260,15 @@ impl Commands {
         self.table().running.remove(id);
     }
 
-    /// A failed ssh login to `id` younger than [`SSH_RECHECK`]; an older one is forgotten.
-    fn recent_ssh_failure(&self, id: &str, now: Timestamp) -> Option<SshCheckFailure> {
+    /// Per node id, why its ssh login failed, for the failures younger than [`SSH_RECHECK`]
+    /// (older ones are forgotten): the planner does not drain those nodes.
+    pub fn ssh_failures(&self, now: Timestamp) -> BTreeMap<String, String> {
         let mut table = self.table();
-        let (at, failure) = table.ssh_failures.get(id)?;
-        if now.duration_since(*at).unsigned_abs() < SSH_RECHECK {
-            return Some(failure.clone());
-        }
-        table.ssh_failures.remove(id);
-        None
+        let fresh = |at: &Timestamp| now.duration_since(*at).unsigned_abs() < SSH_RECHECK;
+        table.ssh_failures.retain(|_, (at, _)| fresh(at));
+        (table.ssh_failures.iter())
+            .map(|(id, (_, failure))| (id.clone(), failure.to_string()))
+            .collect()
     }
 
     fn ssh_failed(&self, id: &str, now: Timestamp, failure: &SshCheckFailure) {
@@ -348,10 +348,9 @@ impl Executor {
         if u.availability != Some(Availability::Drain) {
             return Ok(());
         }
+        // A failed login is reported to the planner, which holds the node until it is tried
+        // again (`Commands::ssh_failures`).
         let now = self.clock.now();
-        if let Some(failure) = self.commands.recent_ssh_failure(&u.node.id, now) {
-            return Err(ExecError::SshLogin(Box::new(failure)));
-        }
         check_login(&login, &u.node.hostname)
             .await
             .map_err(|failure| {
@@ -569,34 +568,25 @@ fn already_written(current: &NodeView, change: &SpecChange<'_>) -> bool {
         && change.role.is_none_or(|r| r == current.role)
 }
 
-/// `swarm-upgrade resume`: hands failed nodes back so the rollout retries them in order.
-pub async fn clear_failures(swarm: &Swarm, _events: &EventSink) -> Result<Vec<String>, ExecError> {
+/// `swarm-upgrade resume`: writes what the planner hands back ([`crate::planner::resume`]);
+/// returns the nodes' hostnames.
+pub async fn resume(swarm: &Swarm) -> Result<Vec<String>, ExecError> {
     let nodes = swarm.nodes().await?;
-    let mut cleared = vec![];
-    for raw in &nodes {
-        let Ok(node) = NodeView::from_engine(raw) else {
-            continue;
+    let views: Vec<NodeView> = nodes
+        .iter()
+        .filter_map(|n| NodeView::from_engine(n).ok())
+        .collect();
+    let mut handed_back = vec![];
+    for u in crate::planner::resume(&views) {
+        let change = SpecChange {
+            availability: u.availability,
+            role: u.role,
+            mark: u.mark.as_ref(),
         };
-        if let Some(Ok(mark)) = node.mark()
-            && mark.step == Step::Failed
-        {
-            let r = NodeRef {
-                id: node.id.clone(),
-                hostname: node.hostname.clone(),
-                role: node.role,
-                addr: node.addr.clone(),
-                engine_version: node.engine_version.clone(),
-            };
-            let change = SpecChange {
-                availability: Some(mark.previous),
-                role: None,
-                mark: None,
-            };
-            write_node(swarm, &r, Some(Step::Failed), &change).await?;
-            cleared.push(node.hostname.clone());
-        }
+        write_node(swarm, &u.node, u.expect, &change).await?;
+        handed_back.push(u.node.hostname);
     }
-    Ok(cleared)
+    Ok(handed_back)
 }
 
 #[cfg(test)]

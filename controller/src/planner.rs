@@ -50,6 +50,9 @@ pub struct PlanInput<'a> {
     /// network gossip) after its tasks stopped. Clients resolving `tasks.<service>` still get
     /// those addresses; stopping the engine before they are withdrawn leaves them stale.
     pub lingering_endpoints: &'a BTreeMap<String, usize>,
+    /// Per node id: why the upgrade command's ssh login failed there lately (the executor
+    /// tries it before each drain): such a node is not drained until the login works.
+    pub ssh_failures: &'a BTreeMap<String, String>,
     /// What the pre-flight checks and the blocking services read from the store.
     pub workload: &'a preflight::Workload,
     pub now: Timestamp,
@@ -244,6 +247,9 @@ pub enum BlockerKind {
     /// The node runs a task of a service `spec.health.blockingServices` selects: it is not
     /// started while that task runs there (the admin's choice, not a problem).
     BlockingService,
+    /// The upgrade command logs in with ssh and that login failed lately: the node is not
+    /// drained until it works (tried again after a minute).
+    SshLogin,
 }
 
 impl BlockerKind {
@@ -259,6 +265,7 @@ impl BlockerKind {
                 | BlockerKind::Locked
                 | BlockerKind::Held
                 | BlockerKind::Preflight
+                | BlockerKind::SshLogin
         )
     }
 }
@@ -520,6 +527,11 @@ impl<'a> Planner<'a> {
     /// Drains `node` unless a check forbids it now; says why not. Returns whether it started.
     fn start_if_safe(&mut self, node: &'a NodeView) -> bool {
         let manager = node.is_manager();
+        if let Some(why) = self.input.ssh_failures.get(&node.id) {
+            // The check's own words name the node, the cause and the fix.
+            self.block(BlockerKind::SshLogin, Some(node), why.clone());
+            return false;
+        }
         if !node.is_healthy() {
             self.block(
                 BlockerKind::NodeDown,
@@ -939,6 +951,29 @@ fn planned_nodes(rollout: &Rollout<'_>) -> Vec<PlannedNode> {
                 held: rollout.held(n).map(str::to_string),
                 step,
             }
+        })
+        .collect()
+}
+
+/// `swarm-upgrade resume`: every failed node handed back to its earlier availability (and
+/// role) with its labels removed, so that the rollout retries it in order.
+pub fn resume(nodes: &[NodeView]) -> Vec<NodeUpdate> {
+    let failed = |n: &&NodeView| seen_step(n) == Some(Step::Failed);
+    nodes
+        .iter()
+        .filter(failed)
+        .filter_map(|node| {
+            let mark = node.mark()?.ok()?;
+            Some(NodeUpdate {
+                node: node_ref(node),
+                expect: Some(Step::Failed),
+                availability: Some(mark.previous),
+                role: restored_role(node, None),
+                mark: None,
+                events: vec![],
+                finished: None,
+                message: format!("handed back to {} for a retry", mark.previous),
+            })
         })
         .collect()
 }

@@ -358,6 +358,7 @@ pub fn plan_with_predictions(
         ended: &BTreeMap::new(),
         health_failures,
         lingering_endpoints,
+        ssh_failures: &BTreeMap::new(),
         now: Clock::system().now(),
     })
 }
@@ -372,6 +373,7 @@ struct Pass<'a> {
     ended: &'a BTreeMap<String, CommandEnded>,
     health_failures: &'a [GateFailure],
     lingering_endpoints: &'a BTreeMap<String, usize>,
+    ssh_failures: &'a BTreeMap<String, String>,
     now: jiff::Timestamp,
 }
 
@@ -395,6 +397,7 @@ fn plan_pass(pass: &Pass<'_>) -> Plan {
         drain_check: &predict,
         health_failures: pass.health_failures,
         lingering_endpoints: pass.lingering_endpoints,
+        ssh_failures: pass.ssh_failures,
         workload: &workload,
         now: pass.now,
     })
@@ -493,6 +496,7 @@ impl Reconciler {
                 ended: &ended,
                 health_failures: &health_failures,
                 lingering_endpoints: &lingering,
+                ssh_failures: &executor.commands.ssh_failures(clock.now()),
                 now: clock.now(),
             });
             if p.actions.iter().any(|a| matches!(a, Action::Start(_))) {

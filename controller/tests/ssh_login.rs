@@ -279,8 +279,12 @@ async fn operator_run(
             .get(&format!("{base}/status"), "application/json")
             .await;
         let status: serde_json::Value = serde_json::from_slice(&status.unwrap().body).unwrap();
-        last_error = status["last_error"]
-            .as_str()
+        // The pass whose check failed says so in `last_error`; the passes after, in the
+        // planner's ssh blocker, which holds the node until the login is tried again.
+        let blocker = (status["blockers"].as_array().into_iter().flatten())
+            .find(|b| b["kind"] == "ssh_login")
+            .and_then(|b| b["message"].as_str());
+        last_error = (status["last_error"].as_str().or(blocker))
             .unwrap_or_default()
             .to_string();
         nodes = node_states(&Swarm::new(endpoints(&sim))).await;

@@ -116,6 +116,7 @@ struct Case {
     vetoes: BTreeMap<String, String>,
     health: Vec<GateFailure>,
     lingering: BTreeMap<String, usize>,
+    ssh_failures: BTreeMap<String, String>,
     workload: preflight::Workload,
     now: Timestamp,
 }
@@ -133,6 +134,7 @@ impl Case {
             vetoes: BTreeMap::new(),
             health: vec![],
             lingering: BTreeMap::new(),
+            ssh_failures: BTreeMap::new(),
             workload: Default::default(),
             now: t0(),
         }
@@ -151,6 +153,7 @@ impl Case {
             drain_check: &check,
             health_failures: &self.health,
             lingering_endpoints: &self.lingering,
+            ssh_failures: &self.ssh_failures,
             workload: &self.workload,
             now: self.now,
         })
@@ -843,6 +846,7 @@ impl World {
             drain_check: &|_: &[&str]| None,
             health_failures: &[],
             lingering_endpoints: &BTreeMap::new(),
+            ssh_failures: &BTreeMap::new(),
             workload: &Default::default(),
             now: self.now,
         });
@@ -1578,6 +1582,7 @@ fn the_first_manager_is_judged_with_every_manager_drained() {
             drain_check: &check,
             health_failures: &case.health,
             lingering_endpoints: &case.lingering,
+            ssh_failures: &BTreeMap::new(),
             workload: &case.workload,
             now: case.now,
         })
@@ -2290,4 +2295,54 @@ fn upgraded_managers_are_reactivated_while_one_reconnects_after_the_leader_chang
     mark(&mut nodes[2], Step::Upgraded, t0());
     let plan = Case::new(nodes).plan();
     assert_eq!(reactivated(&plan), 0, "{:#?}", plan.actions);
+}
+
+#[test]
+fn resume_hands_every_failed_node_back_and_nothing_else() {
+    let mut nodes = cluster();
+    mark(&mut nodes[3], Step::Failed, t0());
+    nodes[3].availability = Availability::Drain;
+    mark(&mut nodes[4], Step::Draining, t0());
+    let updates = crate::planner::resume(&nodes);
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    let u = &updates[0];
+    assert_eq!(u.node.hostname, nodes[3].hostname);
+    assert_eq!(
+        u.expect,
+        Some(Step::Failed),
+        "dropped if the node moved since"
+    );
+    assert_eq!(
+        u.availability,
+        Some(Availability::Active),
+        "its earlier availability"
+    );
+    assert!(u.mark.is_none(), "its labels removed");
+    assert!(crate::planner::resume(&cluster()).is_empty());
+}
+
+#[test]
+fn a_node_whose_ssh_login_failed_is_not_drained_and_says_why() {
+    let mut case = Case::new(cluster());
+    let first = drained_node(only_action(&case.plan())).unwrap().to_string();
+    let id = (case.snapshot.nodes.iter())
+        .find(|n| n.hostname == first)
+        .unwrap()
+        .id
+        .clone();
+    let why = format!("{first}: not drained: the host key is unknown. Fix: add it");
+    case.ssh_failures.insert(id, why.clone());
+    let plan = case.plan();
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| a.update().node.hostname != first),
+        "{:#?}",
+        plan.actions
+    );
+    let blocker = (plan.blockers.iter())
+        .find(|b| b.kind == BlockerKind::SshLogin)
+        .expect("an ssh blocker");
+    assert_eq!(blocker.message, why);
+    assert!(BlockerKind::SshLogin.is_problem());
 }

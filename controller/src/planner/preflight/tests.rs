@@ -88,6 +88,7 @@ impl Case {
             drain_check: &|_: &[&str]| None,
             health_failures: &[],
             lingering_endpoints: &BTreeMap::new(),
+            ssh_failures: &BTreeMap::new(),
             workload: &self.workload,
             now: t0(),
         })
