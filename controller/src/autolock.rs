@@ -16,7 +16,7 @@ pub struct UnlockKey(String);
 
 impl UnlockKey {
     /// The key, for the one request that needs it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -43,7 +43,7 @@ pub enum UnlockKeyError {
 }
 
 /// Reads the key from its source now (so a rotated secret is picked up).
-pub fn read_unlock_key(source: &UnlockKeySource) -> Result<UnlockKey, UnlockKeyError> {
+pub(crate) fn read_unlock_key(source: &UnlockKeySource) -> Result<UnlockKey, UnlockKeyError> {
     let text = match source {
         UnlockKeySource::File(path) => {
             std::fs::read_to_string(path).map_err(|io| UnlockKeyError::File {
@@ -72,7 +72,7 @@ fn is_locked(info: &SystemInfo) -> bool {
 /// (from any working manager's `/info`). A locked manager's `/info` has no node ID unless its
 /// endpoint remembered one: it is then found by its address, and given its node ID so that its
 /// own engine version replaces the swarm's stale record of it.
-pub fn observe_locks(snapshot: &mut Snapshot, own: &mut [SystemInfo]) {
+pub(crate) fn observe_locks(snapshot: &mut Snapshot, own: &mut [SystemInfo]) {
     snapshot.autolock = own.iter().any(|info| {
         info.swarm
             .as_ref()

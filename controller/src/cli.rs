@@ -133,7 +133,7 @@ impl HaArgs {
             identity: self
                 .ha_identity
                 .clone()
-                .unwrap_or_else(crate::lease::default_identity),
+                .unwrap_or_else(crate::lease::elector::default_identity),
             timings: crate::lease::LeaseTimings {
                 duration: self.ha_lease_duration,
             },
@@ -180,7 +180,7 @@ fn parse_duration(s: &str) -> Result<Duration, crate::spec::duration::DurationEr
     crate::spec::SpecDuration::parse(s).map(|d| d.get())
 }
 
-pub fn init_logging(format: LogFormat, default_level: &str) {
+pub(crate) fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));

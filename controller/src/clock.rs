@@ -25,7 +25,7 @@ impl Clock {
     }
 
     /// A clock that reads `wall` now; for tests that need a known date (a maintenance window).
-    pub fn starting_at(wall: Timestamp) -> Self {
+    pub(crate) fn starting_at(wall: Timestamp) -> Self {
         Self {
             wall_at_start: wall,
             started: tokio::time::Instant::now(),
@@ -50,7 +50,7 @@ impl Clock {
 /// The wall clock, for times that only label output (a log line, when a file was loaded) and
 /// decide nothing. Decisions read a [`Clock`].
 #[allow(clippy::disallowed_methods)]
-pub fn label_time() -> Timestamp {
+pub(crate) fn label_time() -> Timestamp {
     Timestamp::now()
 }
 

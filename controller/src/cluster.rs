@@ -105,12 +105,12 @@ impl NodeView {
         Mark::from_labels(&self.labels)
     }
 
-    pub fn is_manager(&self) -> bool {
+    pub(crate) fn is_manager(&self) -> bool {
         self.role == Role::Manager
     }
 
     /// Ready, and for a manager also reachable by raft.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.state == State::Ready && (self.role == Role::Worker || self.reachable)
     }
 }
@@ -142,14 +142,15 @@ impl TaskView {
         })
     }
 
+    #[cfg(test)]
     /// Whether the task still occupies its node: assigned to it and not yet past `running`.
-    pub fn occupies_node(&self) -> bool {
+    pub(crate) fn occupies_node(&self) -> bool {
         occupies_node(self.state)
     }
 }
 
 /// Whether a task in this state still occupies its node: assigned and not yet past `running`.
-pub fn occupies_node(state: TaskState) -> bool {
+pub(crate) fn occupies_node(state: TaskState) -> bool {
     matches!(
         state,
         TaskState::ASSIGNED
@@ -184,8 +185,9 @@ impl Snapshot {
         self.occupied.get(node_id).copied().unwrap_or(0)
     }
 
+    #[cfg(test)]
     /// Counts a task, if it occupies its node.
-    pub fn add_task(&mut self, task: &TaskView) {
+    pub(crate) fn add_task(&mut self, task: &TaskView) {
         if let Some(node) = task.node_id.as_ref().filter(|_| task.occupies_node()) {
             *self.occupied.entry(node.clone()).or_default() += 1;
         }

@@ -30,11 +30,11 @@ const REQUEST_TIMEOUT_SECS: u64 = 10;
 
 /// The largest answer the operator reads whole from an engine (its own reads: nodes, services,
 /// networks, tasks): three times the 41 MB task list of a 30,000-task swarm.
-pub const DEFAULT_MAX_ANSWER_BYTES: usize = 128 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_ANSWER_BYTES: usize = 128 * 1024 * 1024;
 
 /// The oldest Docker Engine API the operator speaks: 1.24 (Docker 1.12) brought swarm mode's
 /// node, service and task endpoints.
-pub const MIN_API_VERSION: (usize, usize) = (1, 24);
+pub(crate) const MIN_API_VERSION: (usize, usize) = (1, 24);
 
 /// How long a manager whose endpoint took a request and never answered (a partition hangs, it
 /// does not refuse) is asked last in failover and left out of the per-manager views: without
@@ -213,7 +213,7 @@ impl ApiError {
     }
 
     /// A manager's endpoint or certificates are wrong: a person must fix something.
-    pub fn is_misconfigured(&self) -> bool {
+    pub(crate) fn is_misconfigured(&self) -> bool {
         matches!(self, ApiError::TlsHandshake(_))
     }
 
@@ -262,7 +262,7 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// `Some` when `DOCKER_TLS_VERIFY` is set (to anything but empty) or `DOCKER_CERT_PATH` is.
-    pub fn from_env() -> Option<Self> {
+    pub(crate) fn from_env() -> Option<Self> {
         let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
         let cert_path = std::env::var_os("DOCKER_CERT_PATH").map(PathBuf::from);
         if !verify && cert_path.is_none() {
@@ -346,7 +346,7 @@ impl Endpoint {
     }
 
     /// A comma-separated list, as `--docker-host` takes it.
-    pub fn parse_list(s: &str, tls: Option<&TlsFiles>) -> Result<Vec<Self>, ApiError> {
+    pub(crate) fn parse_list(s: &str, tls: Option<&TlsFiles>) -> Result<Vec<Self>, ApiError> {
         let list: Vec<Endpoint> = s
             .split(',')
             .filter(|p| !p.trim().is_empty())
@@ -412,7 +412,7 @@ impl Endpoint {
 }
 
 /// "client version 1.53 is too new. Maximum supported API version is 1.41" -> 1.41.
-pub fn max_version_from_error(message: &str) -> Option<ClientVersion> {
+pub(crate) fn max_version_from_error(message: &str) -> Option<ClientVersion> {
     let tail = message.split("Maximum supported API version is").nth(1)?;
     let v = tail.trim().trim_end_matches('.');
     let (major, minor) = v.split_once('.')?;
@@ -970,14 +970,14 @@ impl Swarm {
     }
 
     /// Resolves when a manager starts to be avoided ([`Self::standby`], [`Self::note_demoted`]).
-    pub async fn avoid_changed(&self) {
+    pub(crate) async fn avoid_changed(&self) {
         self.avoid_changed.notified().await;
     }
 
     /// Waits (up to a second) until the event stream is no longer served by the node's
     /// endpoint: its engine is about to stop, and an open stream holds up the shutdown or
     /// breaks, which costs a full listing.
-    pub async fn event_stream_moved_off(&self, node_id: &str) {
+    pub(crate) async fn event_stream_moved_off(&self, node_id: &str) {
         let on_node = || {
             let source = self.event_source.lock().expect("poisoned").clone();
             (self.managers.iter()).any(|m| {
@@ -997,7 +997,7 @@ impl Swarm {
     }
 
     /// The nodes that are workers now, as observed: their endpoints go last, like a standby.
-    pub fn note_workers<'a>(&self, workers: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn note_workers<'a>(&self, workers: impl IntoIterator<Item = &'a str>) {
         *self.workers.lock().expect("poisoned") = workers.into_iter().map(str::to_string).collect();
     }
 
@@ -1005,7 +1005,7 @@ impl Swarm {
     /// observation says so. Both are needed: each observation replaces the set (a node promoted
     /// back leaves it), and between the demotion and that observation a request to the demoted
     /// node's own endpoint hangs for seconds (about 9 s on the lab).
-    pub fn note_demoted(&self, node_id: &str) {
+    pub(crate) fn note_demoted(&self, node_id: &str) {
         self.workers
             .lock()
             .expect("poisoned")
@@ -1202,7 +1202,7 @@ impl Swarm {
     /// from the endpoint known to be that node, else from those not identified yet (after a
     /// restart, a node demoted before it was never asked). Each is waited for
     /// [`PER_MANAGER_VIEW_TIMEOUT`] at most; `None` if none answers as that node.
-    pub async fn own_info(&self, node_id: &str) -> Option<SystemInfo> {
+    pub(crate) async fn own_info(&self, node_id: &str) -> Option<SystemInfo> {
         let candidates: Vec<&ManagerClient> = match self.own_engine(node_id, "") {
             Some(own) => vec![own],
             None => self
@@ -1249,20 +1249,6 @@ impl Swarm {
             m.post(&path, body.clone(), timeout)
         })
         .await
-    }
-
-    /// Runs `op` once on every configured manager not on standby (no failover, no retry): for
-    /// views that differ per node, such as the overlay networks' gossiped service endpoints.
-    pub async fn on_every_manager<T, F, Fut>(&self, op: F) -> Vec<Result<T, ApiError>>
-    where
-        F: Fn(Docker) -> Fut,
-        Fut: Future<Output = Result<T, bollard::errors::Error>>,
-    {
-        self.each_manager("other", op)
-            .await
-            .into_iter()
-            .map(|(_, result)| result)
-            .collect()
     }
 
     async fn each_manager<T, F, Fut>(
@@ -1339,7 +1325,7 @@ impl Swarm {
     /// A network's gossiped service endpoints as each manager sees them (`GET
     /// /networks/{id}?verbose=true&scope=swarm`), counted by host address as the answer
     /// arrives: at 30,000 tasks it is 6.3 MB per manager, and none of it is held.
-    pub async fn network_endpoints_on_every_manager(
+    pub(crate) async fn network_endpoints_on_every_manager(
         &self,
         id: &str,
     ) -> Vec<Result<NetworkEndpoints, ApiError>> {
@@ -1414,7 +1400,7 @@ impl Swarm {
 
     /// Whether calls should avoid this endpoint now (see [`Self::avoids`]), by the node it
     /// is known to be by now.
-    pub fn avoids_endpoint(&self, endpoint: &str) -> bool {
+    pub(crate) fn avoids_endpoint(&self, endpoint: &str) -> bool {
         (self.managers.iter())
             .find(|m| m.endpoint.display() == endpoint)
             .is_some_and(|m| self.on_standby(m))
@@ -1423,7 +1409,7 @@ impl Swarm {
     /// Whether calls should avoid the node's endpoint now: it is on standby (its engine is
     /// being upgraded) or it is a worker (demoted). An open request on a manager whose engine
     /// stops holds up its shutdown.
-    pub fn avoids(&self, node_id: &str) -> bool {
+    pub(crate) fn avoids(&self, node_id: &str) -> bool {
         self.standby.lock().expect("poisoned").contains_key(node_id)
             || self.workers.lock().expect("poisoned").contains(node_id)
     }

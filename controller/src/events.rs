@@ -155,7 +155,7 @@ impl EventSink {
         }
     }
 
-    pub fn with_listener(mut self, listener: Arc<dyn EventListener>) -> Self {
+    pub(crate) fn with_listener(mut self, listener: Arc<dyn EventListener>) -> Self {
         self.listener = Some(listener);
         self
     }
@@ -170,7 +170,7 @@ impl EventSink {
 
     /// Writes the events of one step (a node update) to the log and as one append to the
     /// file: a crash writes them all or none, never the first without the rest.
-    pub async fn emit_all(&self, events: &[Event]) -> std::io::Result<()> {
+    pub(crate) async fn emit_all(&self, events: &[Event]) -> std::io::Result<()> {
         let mut lines = vec![];
         for event in events {
             tracing::info!(

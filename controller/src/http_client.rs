@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 /// Bodies larger than this are refused unless a client says otherwise.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// A response: its status and its whole (de-chunked) body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
@@ -198,7 +198,7 @@ impl HttpClient {
     }
 
     /// Refuse bodies larger than `bytes`.
-    pub fn with_max_body(mut self, bytes: usize) -> Self {
+    pub(crate) fn with_max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
     }
@@ -290,7 +290,7 @@ async fn read_body(
 
 /// Sends `GET path` with `Host: authority` over `stream` (already connected) and returns the
 /// response's status without reading the body. The caller bounds the time.
-pub async fn get_status_over(
+pub(crate) async fn get_status_over(
     stream: TcpStream,
     authority: &str,
     path: &str,

@@ -18,12 +18,12 @@ pub const STEP: &str = "swarm-upgrade.step";
 pub const PREVIOUS_AVAILABILITY: &str = "swarm-upgrade.previous-availability";
 pub const TARGET: &str = "swarm-upgrade.target-version";
 pub const FROM: &str = "swarm-upgrade.from-version";
-pub const SINCE: &str = "swarm-upgrade.since";
+pub(crate) const SINCE: &str = "swarm-upgrade.since";
 pub const REASON: &str = "swarm-upgrade.reason";
-pub const SPEC_HASH: &str = "swarm-upgrade.spec-hash";
+pub(crate) const SPEC_HASH: &str = "swarm-upgrade.spec-hash";
 /// The operator demoted this manager (the leader) to hand raft leadership over before its
 /// engine stops (`strategy.leaderHandover`); it is promoted back in the write that drops this.
-pub const DEMOTED: &str = "swarm-upgrade.demoted";
+pub(crate) const DEMOTED: &str = "swarm-upgrade.demoted";
 /// The admin's per-node hold: `docker node update --label-add swarm-upgrade.hold=REASON NODE`
 /// keeps the node out of the rollout until the label is removed.
 pub const HOLD: &str = "swarm-upgrade.hold";
@@ -79,7 +79,7 @@ impl Step {
 
     /// Whether the operator has the node's engine in hand: its upgrade or rollback is under way,
     /// or it failed (after its command ran, its engine may be half-upgraded).
-    pub fn engine_in_hand(self) -> bool {
+    pub(crate) fn engine_in_hand(self) -> bool {
         matches!(
             self,
             Step::Upgrading | Step::Upgraded | Step::RollingBack | Step::Failed
@@ -87,7 +87,7 @@ impl Step {
     }
 
     /// Whether a node at this step is out of service because of the operator.
-    pub fn holds_node(self) -> bool {
+    pub(crate) fn holds_node(self) -> bool {
         matches!(
             self,
             Step::Draining | Step::Upgrading | Step::Upgraded | Step::Ready | Step::RollingBack
@@ -128,7 +128,9 @@ pub struct MarkError {
 
 impl Mark {
     /// `None` when the node carries no step label.
-    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<Result<Mark, MarkError>> {
+    pub(crate) fn from_labels(
+        labels: &BTreeMap<String, String>,
+    ) -> Option<Result<Mark, MarkError>> {
         let step = labels.get(STEP)?;
         Some(Self::parse(step, labels))
     }
@@ -161,7 +163,7 @@ impl Mark {
     }
 
     /// Writes this mark into a node's labels, replacing any earlier mark and nothing else.
-    pub fn write_to(&self, labels: &mut BTreeMap<String, String>) {
+    pub(crate) fn write_to(&self, labels: &mut BTreeMap<String, String>) {
         clear(labels);
         labels.insert(STEP.into(), self.step.as_str().into());
         labels.insert(PREVIOUS_AVAILABILITY.into(), self.previous.as_str().into());
@@ -192,7 +194,7 @@ impl Mark {
 }
 
 /// A label the operator writes (and removes): the prefix's, but the admin's [`HOLD`].
-pub fn is_operator_label(key: &str) -> bool {
+pub(crate) fn is_operator_label(key: &str) -> bool {
     key.starts_with(PREFIX) && key != HOLD
 }
 
@@ -206,7 +208,7 @@ pub fn has_any(labels: &BTreeMap<String, String>) -> bool {
 }
 
 /// The reason of the admin's hold on the node, if held (an empty reason reads "no reason given").
-pub fn hold_reason(labels: &BTreeMap<String, String>) -> Option<&str> {
+pub(crate) fn hold_reason(labels: &BTreeMap<String, String>) -> Option<&str> {
     labels.get(HOLD).map(|r| match r.trim() {
         "" => "no reason given",
         r => r,

@@ -242,7 +242,7 @@ impl Metrics {
     }
 
     /// Sets the node gauges from a fresh plan.
-    pub fn observe_plan(&self, plan: &Plan) {
+    pub(crate) fn observe_plan(&self, plan: &Plan) {
         self.nodes.clear();
         self.nodes_at_target.clear();
         for role in [Role::Manager, Role::Worker] {

@@ -99,7 +99,7 @@ impl Operator {
     }
 
     /// The election (with `run --ha`), to release once the loop is stopped.
-    pub fn take_lease(&mut self) -> Option<LeaseHandle> {
+    pub(crate) fn take_lease(&mut self) -> Option<LeaseHandle> {
         self.lease.take()
     }
 

@@ -191,7 +191,7 @@ impl HealthWatch {
         Self::with_clock(metrics, Clock::system())
     }
 
-    pub fn with_clock(metrics: &Metrics, clock: Clock) -> Self {
+    pub(crate) fn with_clock(metrics: &Metrics, clock: Clock) -> Self {
         Self {
             metrics: metrics.with_registry(HealthMetrics::register),
             tracker: RejectionTracker::new(),
@@ -211,7 +211,7 @@ impl HealthWatch {
     }
 
     /// A new step begins: the gates look at what happens from now on.
-    pub fn step_started(&mut self) {
+    pub(crate) fn step_started(&mut self) {
         self.step_since = self.clock.now();
         self.probe_errors_at_step = self.probe_errors();
         self.probe_rounds_at_step = self.probes.as_ref().map_or(0, ProbeRunner::rounds_total);
@@ -321,7 +321,7 @@ impl HealthWatch {
 }
 
 /// Plans against the cluster as it is now, for `plan` and `status`.
-pub async fn plan_now(
+pub(crate) async fn plan_now(
     swarm: &Swarm,
     spec: &EngineUpgrade,
 ) -> Result<(Plan, Observation), ApiError> {

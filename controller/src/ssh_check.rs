@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Longest wait for a login, whatever ssh's own `ConnectTimeout`.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What ssh says when it logs in (at `LogLevel=VERBOSE`).
 const AUTHENTICATED: &str = "Authenticated to ";

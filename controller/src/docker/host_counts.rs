@@ -44,7 +44,7 @@ enum Awaiting {
 pub struct NotAnObject;
 
 impl HostCounts {
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             self.byte(b);
         }

@@ -118,7 +118,7 @@ impl LeanClient {
     /// As [`Self::get`], but a successful answer's body is handed to `sink` chunk by chunk as
     /// it arrives and never held whole (the answer's `body` is then empty); an error's body is
     /// read whole, for its message.
-    pub async fn get_streamed(
+    pub(crate) async fn get_streamed(
         &self,
         version: &str,
         path_and_query: &str,
@@ -132,7 +132,7 @@ impl LeanClient {
     }
 
     /// `POST /v{version}{path}` with a JSON body, the whole answer read within `timeout`.
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         version: &str,
         path: &str,

@@ -74,14 +74,6 @@ impl NetworkUsage {
     pub fn model_free(&self) -> u64 {
         self.capacity.saturating_sub(self.used())
     }
-
-    /// Fraction of capacity in use (0.0 when capacity is 0).
-    pub fn utilisation(&self) -> f64 {
-        if self.capacity == 0 {
-            return 0.0;
-        }
-        (self.capacity - self.free.min(self.capacity)) as f64 / self.capacity as f64
-    }
 }
 
 /// One network as this module sees it.

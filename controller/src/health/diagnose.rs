@@ -105,7 +105,7 @@ fn title(s: &str) -> String {
 
 /// A network is near capacity when it has fewer free addresses than nodes in the
 /// cluster (one more node with a task there takes one) or less than 10% free.
-pub fn near_capacity(u: &NetworkUsage, nodes: usize) -> bool {
+pub(crate) fn near_capacity(u: &NetworkUsage, nodes: usize) -> bool {
     u.capacity > 0 && (u.free <= nodes as u64 || u.free * 10 < u.capacity)
 }
 

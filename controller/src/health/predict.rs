@@ -101,7 +101,7 @@ pub struct NetworkImpact {
 }
 
 impl NetworkImpact {
-    pub fn would_exhaust(&self) -> bool {
+    pub(crate) fn would_exhaust(&self) -> bool {
         self.needed > self.available
     }
 }

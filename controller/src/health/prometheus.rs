@@ -67,7 +67,7 @@ impl PrometheusError {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

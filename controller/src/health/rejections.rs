@@ -33,7 +33,7 @@ fn ser_state<S: serde::Serializer>(s: &TaskState, ser: S) -> Result<S::Ok, S::Er
 
 impl TaskProblem {
     /// True for `rejected`, false for `failed`.
-    pub fn is_rejection(&self) -> bool {
+    pub(crate) fn is_rejection(&self) -> bool {
         self.state == TaskState::REJECTED
     }
 }
@@ -97,7 +97,7 @@ impl Default for RejectionTracker {
 
 impl RejectionTracker {
     /// Default bound on remembered tasks.
-    pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+    pub(crate) const DEFAULT_MAX_ENTRIES: usize = 100_000;
 
     pub fn new() -> Self {
         Self::with_max_entries(Self::DEFAULT_MAX_ENTRIES)
@@ -137,7 +137,7 @@ impl RejectionTracker {
 
     /// Like [`Self::observe`], looking only at the tasks that changed since the last call
     /// (`Observation::take_changed_tasks`): a pass costs what changed, not the fleet's size.
-    pub fn observe_changes(
+    pub(crate) fn observe_changes(
         &mut self,
         observation: &Observation,
         changed: &[String],

@@ -154,8 +154,9 @@ impl Reason {
         self.signature().remedy
     }
 
+    #[cfg(test)]
     /// The reason whose [`label`](Self::label) is `label`.
-    pub fn from_label(label: &str) -> Option<Reason> {
+    pub(crate) fn from_label(label: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.label() == label)
     }
 }

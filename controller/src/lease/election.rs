@@ -20,15 +20,15 @@ pub struct LeaseTimings {
 }
 
 impl LeaseTimings {
-    pub const DEFAULT_DURATION: Duration = Duration::from_secs(15);
+    pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(15);
 
     /// How often the holder renews: three tries within a lease.
-    pub fn renew_every(&self) -> Duration {
+    pub(crate) fn renew_every(&self) -> Duration {
         self.duration / 3
     }
 
     /// How long the holder counts itself active after the renewal it sent last.
-    pub fn renew_deadline(&self) -> Duration {
+    pub(crate) fn renew_deadline(&self) -> Duration {
         self.duration * 2 / 3
     }
 
@@ -93,7 +93,7 @@ impl Election {
     }
 
     /// Decides from the record read at `now` (`None`: nobody holds the lease).
-    pub fn decide(&mut self, record: Option<LeaseRecord>, now: Instant) -> Decision {
+    pub(crate) fn decide(&mut self, record: Option<LeaseRecord>, now: Instant) -> Decision {
         let changed = self
             .observed
             .as_ref()
@@ -153,11 +153,11 @@ impl Election {
     }
 
     /// Until when this operator may act, if it holds the lease.
-    pub fn active_until(&self) -> Option<Instant> {
+    pub(crate) fn active_until(&self) -> Option<Instant> {
         self.renewed_at.map(|at| at + self.timings.renew_deadline())
     }
 
-    pub fn is_active(&self, now: Instant) -> bool {
+    pub(crate) fn is_active(&self, now: Instant) -> bool {
         self.active_until().is_some_and(|until| now < until)
     }
 }

@@ -64,7 +64,7 @@ impl LeaseState {
 pub struct LeaseGate(watch::Receiver<LeaseState>);
 
 impl LeaseGate {
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         let state = self.0.borrow();
         state.role == LeaseRole::Active
             && state
@@ -147,7 +147,7 @@ impl Drop for LeaseHandle {
 
 /// The identity `run --ha` uses unless given one: the host name (a swarm task's is its
 /// container ID) and a random suffix, so two processes never share one.
-pub fn default_identity() -> String {
+pub(crate) fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -14,9 +14,7 @@ pub mod elector;
 pub mod record;
 
 pub use election::{Decision, Election, LeaseTimings};
-pub use elector::{
-    LeaseGate, LeaseHandle, LeaseMetrics, LeaseRole, LeaseState, default_identity, spawn,
-};
+pub use elector::{LeaseGate, LeaseHandle, LeaseMetrics, LeaseRole, LeaseState, spawn};
 pub use record::LeaseRecord;
 
 /// `run --ha`: who this operator is in the election, and the lease's duration.

@@ -11,9 +11,9 @@ use crate::spec::SpecDuration;
 /// The holder's identity (`run --ha-identity`).
 pub const HOLDER: &str = "swarm-upgrade.lease.holder";
 /// Moved by one on every write of the lease: what a standby watches change.
-pub const RENEWALS: &str = "swarm-upgrade.lease.renewals";
+pub(crate) const RENEWALS: &str = "swarm-upgrade.lease.renewals";
 /// How long the lease stands without a renewal, e.g. `15s`.
-pub const DURATION: &str = "swarm-upgrade.lease.duration";
+pub(crate) const DURATION: &str = "swarm-upgrade.lease.duration";
 /// How often the lease changed holders.
 pub const TRANSITIONS: &str = "swarm-upgrade.lease.transitions";
 
@@ -31,7 +31,10 @@ impl LeaseRecord {
     /// The lease in a swarm spec's `Labels`, if there is one; a released lease has an empty
     /// holder (its counts go on). A duration that does not parse is read as `fallback` (the
     /// reader's own): the record still counts as held.
-    pub fn from_labels(labels: Option<&Map<String, Value>>, fallback: Duration) -> Option<Self> {
+    pub(crate) fn from_labels(
+        labels: Option<&Map<String, Value>>,
+        fallback: Duration,
+    ) -> Option<Self> {
         let labels = labels?;
         labels.get(HOLDER)?;
         let text = |key: &str| labels.get(key).and_then(Value::as_str).unwrap_or_default();
@@ -45,7 +48,7 @@ impl LeaseRecord {
     }
 
     /// Writes the lease into `labels`, leaving every other label as it is.
-    pub fn write_to(&self, labels: &mut Map<String, Value>) {
+    pub(crate) fn write_to(&self, labels: &mut Map<String, Value>) {
         labels.insert(HOLDER.into(), self.holder.clone().into());
         labels.insert(RENEWALS.into(), self.renewals.to_string().into());
         labels.insert(
@@ -56,7 +59,7 @@ impl LeaseRecord {
     }
 
     /// Whether nobody holds it (released).
-    pub fn is_free(&self) -> bool {
+    pub(crate) fn is_free(&self) -> bool {
         self.holder.is_empty()
     }
 }

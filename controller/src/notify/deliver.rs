@@ -21,7 +21,7 @@ pub const EVENT_HEADER: &str = "x-swarm-upgrade-event";
 pub const DELIVERY_HEADER: &str = "x-swarm-upgrade-delivery";
 
 /// Retries after the first attempt.
-pub const RETRIES: usize = 4;
+pub(crate) const RETRIES: usize = 4;
 
 /// Why a notification did not reach its webhook. No variant holds the URL.
 #[derive(Debug, thiserror::Error)]

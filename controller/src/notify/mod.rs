@@ -30,7 +30,7 @@ use message::{Notification, notification};
 
 /// Notifications a webhook's queue holds while its receiver is slow; more are dropped and
 /// counted. A rollout writes a handful per node, so this is a long outage's worth.
-pub const QUEUE_CAPACITY: usize = 256;
+pub(crate) const QUEUE_CAPACITY: usize = 256;
 
 /// Counts notifications that did not reach their webhook.
 #[derive(Clone)]

@@ -455,7 +455,7 @@ impl Reflector {
     }
 
     /// Every node, service and network, and every service's tasks, one service at a time.
-    pub async fn list_everything(&mut self) -> Result<(), ApiError> {
+    pub(crate) async fn list_everything(&mut self) -> Result<(), ApiError> {
         let nodes: Vec<ObservedNode> = self.swarm.get_json("nodes", "/nodes").await?;
         let services: Vec<ObservedService> = self
             .swarm

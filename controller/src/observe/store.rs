@@ -167,7 +167,7 @@ impl PartialEq for Observation {
 
 impl Observation {
     /// A store holding exactly these listings.
-    pub fn from_listings(
+    pub(crate) fn from_listings(
         nodes: Vec<ObservedNode>,
         services: Vec<ObservedService>,
         networks: Vec<ObservedNetwork>,
@@ -183,7 +183,7 @@ impl Observation {
 
     /// From the engine's JSON answers to `GET /nodes`, `/services`, `/networks` and `/tasks`
     /// (the captures in `sim/testdata`, for instance).
-    pub fn from_json(
+    pub(crate) fn from_json(
         nodes: &[u8],
         services: &[u8],
         networks: &[u8],
@@ -255,7 +255,7 @@ impl Observation {
 
     /// The services with a task on the node: its tasks' and those of the spent tasks the
     /// last listing showed there (a drained node's services, whose tasks were shut down).
-    pub fn services_on<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a str> {
+    pub(crate) fn services_on<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a str> {
         self.tasks_on(node_id).map(|t| t.service_id.as_str()).chain(
             self.spent_on
                 .get(node_id)
@@ -266,7 +266,10 @@ impl Observation {
     }
 
     /// Every task of the service, whatever its state.
-    pub fn tasks_of<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a ObservedTask> {
+    pub(crate) fn tasks_of<'a>(
+        &'a self,
+        service_id: &str,
+    ) -> impl Iterator<Item = &'a ObservedTask> {
         self.indexed(self.by_service.get(service_id))
     }
 
@@ -287,7 +290,7 @@ impl Observation {
     }
 
     /// The service's name; its ID when the service is unknown.
-    pub fn service_name<'a>(&'a self, service_id: &'a str) -> &'a str {
+    pub(crate) fn service_name<'a>(&'a self, service_id: &'a str) -> &'a str {
         self.services
             .get(service_id)
             .map_or(service_id, ObservedService::name)
@@ -296,7 +299,7 @@ impl Observation {
     /// The swarm's time: the latest of `now` and the newest node write the managers recorded.
     /// A manager whose clock runs ahead of ours (or a simulated swarm at a time scale) stamps
     /// its tasks in our future; windows over task timestamps are measured on this clock.
-    pub fn swarm_now(&self, now: Timestamp) -> Timestamp {
+    pub(crate) fn swarm_now(&self, now: Timestamp) -> Timestamp {
         (self.nodes.iter())
             .filter_map(|n| n.updated_at.as_deref()?.parse::<Timestamp>().ok())
             .fold(now, Timestamp::max)
@@ -318,7 +321,7 @@ impl Observation {
     /// Changes whenever a service, network or task changes, or a node joins or leaves: what
     /// address usage follows (a node's own changes, frequent during a rollout, leave it alone).
     /// Consumers that read the whole store keep their result until it changes.
-    pub fn placement_revision(&self) -> u64 {
+    pub(crate) fn placement_revision(&self) -> u64 {
         self.placement_revision
     }
 
@@ -335,7 +338,7 @@ impl Observation {
         }
     }
 
-    pub fn replace_nodes(&mut self, nodes: Vec<ObservedNode>) {
+    pub(crate) fn replace_nodes(&mut self, nodes: Vec<ObservedNode>) {
         let write = self.nodes.replace(nodes, |n| &n.id);
         self.node_write(write);
     }
@@ -350,12 +353,13 @@ impl Observation {
         self.node_write(write);
     }
 
-    pub fn replace_services(&mut self, services: Vec<ObservedService>) {
+    pub(crate) fn replace_services(&mut self, services: Vec<ObservedService>) {
         let write = self.services.replace(services, |s| &s.id);
         self.placement_write(write);
     }
 
-    pub fn upsert_service(&mut self, service: ObservedService) {
+    #[cfg(test)]
+    pub(crate) fn upsert_service(&mut self, service: ObservedService) {
         let write = self.services.upsert(service.id.clone(), service);
         self.placement_write(write);
     }
@@ -365,7 +369,7 @@ impl Observation {
         self.placement_write(write);
     }
 
-    pub fn replace_networks(&mut self, networks: Vec<ObservedNetwork>) {
+    pub(crate) fn replace_networks(&mut self, networks: Vec<ObservedNetwork>) {
         let write = self.networks.replace(networks, |n| &n.id);
         self.placement_write(write);
     }
@@ -383,7 +387,11 @@ impl Observation {
     /// Replaces the tasks `scope` covers by `tasks` (a listing of exactly that scope): tasks
     /// of the scope missing from it are gone (the engine deleted them). Spent tasks
     /// ([`ObservedTask::is_spent`]) are not kept: one that was running is gone from the store.
-    pub fn replace_tasks(&mut self, scope: &TaskScope, tasks: Vec<ObservedTask>) -> TaskChanges {
+    pub(crate) fn replace_tasks(
+        &mut self,
+        scope: &TaskScope,
+        tasks: Vec<ObservedTask>,
+    ) -> TaskChanges {
         let (spent, tasks): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_spent());
         self.note_spent(scope, &spent);
         let listed: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
@@ -523,7 +531,7 @@ impl Observation {
 
     /// The tasks added or changed since the last call, for consumers that only look at what
     /// changed (rejection tracking).
-    pub fn take_changed_tasks(&mut self) -> Vec<String> {
+    pub(crate) fn take_changed_tasks(&mut self) -> Vec<String> {
         std::mem::take(&mut self.changed_tasks)
             .into_iter()
             .map(|id| id.to_string())

@@ -140,7 +140,7 @@ impl ObservedNode {
     }
 
     /// The planner's view of this node.
-    pub fn to_view(&self) -> NodeView {
+    pub(crate) fn to_view(&self) -> NodeView {
         NodeView {
             id: self.id.clone(),
             hostname: self.hostname().to_string(),
@@ -329,7 +329,7 @@ impl ObservedService {
     }
 
     /// Global (or global job): one task per node, nothing is rescheduled.
-    pub fn is_global(&self) -> bool {
+    pub(crate) fn is_global(&self) -> bool {
         self.spec
             .mode
             .as_ref()
@@ -350,7 +350,7 @@ impl ObservedService {
     }
 
     /// Whether the engine's counts say every wanted task runs.
-    pub fn converged_by_status(&self) -> Option<bool> {
+    pub(crate) fn converged_by_status(&self) -> Option<bool> {
         let s = self.service_status?;
         Some(s.running_tasks == s.desired_tasks)
     }
@@ -414,7 +414,7 @@ pub struct SubnetStatus {
 }
 
 impl ObservedNetwork {
-    pub fn is_overlay(&self) -> bool {
+    pub(crate) fn is_overlay(&self) -> bool {
         self.driver == "overlay"
     }
 }
@@ -475,19 +475,19 @@ impl ObservedTask {
     }
 
     /// Current and desired state `running`.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.state() == TaskState::RUNNING && self.desired_state == TaskState::RUNNING
     }
 
     /// `rejected` or `failed`: what the rejection metrics count.
-    pub fn is_problem(&self) -> bool {
+    pub(crate) fn is_problem(&self) -> bool {
         matches!(self.state(), TaskState::REJECTED | TaskState::FAILED)
     }
 
     /// Past `running` and not a problem (`complete`, `shutdown`, `remove`, `orphaned`): the
     /// history of a slot. It holds no address, occupies no node and is not counted, so the
     /// store does not keep it (at 1,000 nodes that history is half of every task listing).
-    pub fn is_spent(&self) -> bool {
+    pub(crate) fn is_spent(&self) -> bool {
         self.state() > TaskState::RUNNING && !self.is_problem()
     }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use super::timeline::{Timeline, TimelineError};
 
 /// The browsers tried, in order, for a PNG (Debian's package first).
-pub const RENDERERS: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
+pub(crate) const RENDERERS: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -68,7 +68,7 @@ pub fn export(events: &Path, out: &Path, renderer: Option<&Path>) -> Result<(), 
 }
 
 /// The first of [`RENDERERS`] on PATH.
-pub fn find_renderer() -> Option<PathBuf> {
+pub(crate) fn find_renderer() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     RENDERERS.iter().find_map(|name| {
         std::env::split_paths(&path)

@@ -4,7 +4,7 @@
 //! changes. Cluster data is put in the page as text nodes, never as markup.
 
 /// The page, as served.
-pub const PAGE: &str = include_str!("page.html");
+pub(crate) const PAGE: &str = include_str!("page.html");
 
 #[cfg(test)]
 mod tests {

@@ -71,7 +71,7 @@ pub fn svg(timeline: &Timeline) -> String {
 }
 
 /// A picture holding one line of text, where there is no timeline to draw.
-pub fn message_svg(text: &str) -> String {
+pub(crate) fn message_svg(text: &str) -> String {
     format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{WIDTH}" height="40" viewBox="0 0 {WIDTH} 40"><rect width="{WIDTH}" height="40" fill="#fff"/><text x="8" y="24" style="font:13px sans-serif">{}</text></svg>
 "##,
@@ -266,7 +266,7 @@ fn legend(out: &mut String, y: f64) {
 }
 
 /// Escapes text for XML content and attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -115,7 +115,7 @@ pub struct Timeline {
 
 impl Timeline {
     /// Builds the timeline; `now`, when given (the live page), extends the open bars to it.
-    pub fn from_events(events: &[Event], now: Option<Timestamp>) -> Self {
+    pub(crate) fn from_events(events: &[Event], now: Option<Timestamp>) -> Self {
         let mut events: Vec<&Event> = events.iter().collect();
         events.sort_by_key(|e| e.time);
         let start = events.first().map(|e| e.time).unwrap_or_default();
@@ -151,7 +151,7 @@ impl Timeline {
     }
 
     /// Reads an events file and builds its timeline (`swarm-upgrade timeline`).
-    pub fn from_file(path: &Path) -> Result<Self, TimelineError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, TimelineError> {
         let text = std::fs::read_to_string(path).map_err(|source| TimelineError::Read {
             path: path.to_path_buf(),
             source,
@@ -169,13 +169,13 @@ impl Timeline {
         t.duration_since(self.start).as_secs_f64()
     }
 
-    pub fn span_seconds(&self) -> f64 {
+    pub(crate) fn span_seconds(&self) -> f64 {
         self.offset(self.end).max(0.0)
     }
 }
 
 /// Parses an events file's text; the error is the 1-based line that is not an event.
-pub fn parse_events(text: &str) -> Result<Vec<Event>, (usize, serde_json::Error)> {
+pub(crate) fn parse_events(text: &str) -> Result<Vec<Event>, (usize, serde_json::Error)> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -185,7 +185,7 @@ pub fn parse_events(text: &str) -> Result<Vec<Event>, (usize, serde_json::Error)
 
 /// Parses what can be parsed of an events file being written: a last line caught half
 /// written is left for the next read.
-pub fn parse_events_lenient(text: &str) -> Vec<Event> {
+pub(crate) fn parse_events_lenient(text: &str) -> Vec<Event> {
     text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()

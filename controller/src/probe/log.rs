@@ -17,12 +17,12 @@ use jiff::tz::TimeZone;
 pub const DATE_FORMAT: &str = "%a %b %e %H:%M:%S UTC %Y";
 
 /// `ts` formatted like `Fri Aug 24 15:49:38 UTC 2018`.
-pub fn log_date(ts: Timestamp) -> String {
+pub(crate) fn log_date(ts: Timestamp) -> String {
     ts.to_zoned(TimeZone::UTC).strftime(DATE_FORMAT).to_string()
 }
 
 /// One log line, without the newline: `<date>: <message>`.
-pub fn log_line(ts: Timestamp, message: &str) -> String {
+pub(crate) fn log_line(ts: Timestamp, message: &str) -> String {
     format!("{}: {message}", log_date(ts))
 }
 
@@ -71,7 +71,7 @@ impl ProbeLog {
     }
 
     /// `<date>: Connectivity error: <detail>`
-    pub fn connectivity_error(&self, detail: &str) -> std::io::Result<()> {
+    pub(crate) fn connectivity_error(&self, detail: &str) -> std::io::Result<()> {
         self.write(&format!("Connectivity error: {detail}"))
     }
 }

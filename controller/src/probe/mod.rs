@@ -21,7 +21,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::time::MissedTickBehavior;
 
-pub use self::log::{ProbeLog, log_date, log_line};
+pub use self::log::ProbeLog;
 pub use self::metrics::{ProbeMetrics, TargetLabels};
 pub use self::prober::{AddrResult, ProbeError, ProbeOutcome, Prober};
 use crate::spec::duration::DurationError;
@@ -85,7 +85,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -188,7 +188,7 @@ pub async fn run_until(args: ProbeArgs, shutdown: impl Future<Output = ()>) -> a
 }
 
 /// `/metrics` (Prometheus text) and `/healthz` over `registry`.
-pub fn metrics_router(registry: Arc<Registry>) -> Router {
+pub(crate) fn metrics_router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route(
             "/metrics",

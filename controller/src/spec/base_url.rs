@@ -78,7 +78,7 @@ impl BaseUrl {
     }
 
     /// `host[:port]` as written in a `Host` header (IPv6 in brackets, port 80 left out).
-    pub fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {

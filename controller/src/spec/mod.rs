@@ -247,7 +247,7 @@ impl HealthSpec {
     }
 
     /// Whether any gate is configured: `blockingServices` alone turns none on.
-    pub fn has_gates(&self) -> bool {
+    pub(crate) fn has_gates(&self) -> bool {
         let gates = HealthSpec {
             blocking_services: BlockingServices::default(),
             ..self.clone()
@@ -346,7 +346,7 @@ pub fn version_core(version: &str) -> &str {
 }
 
 /// The placeholders allowed in `upgrade.command` and `upgrade.rollback` elements.
-pub const PLACEHOLDERS: [&str; 6] = [
+pub(crate) const PLACEHOLDERS: [&str; 6] = [
     "id",
     "hostname",
     "addr",
@@ -386,7 +386,7 @@ impl fmt::Display for ArgTemplateError {
 }
 
 /// Splits an argv element into literal text and placeholders. `{{` and `}}` are literal braces.
-pub fn parse_arg_template(arg: &str) -> Result<Vec<ArgPiece<'_>>, ArgTemplateError> {
+pub(crate) fn parse_arg_template(arg: &str) -> Result<Vec<ArgPiece<'_>>, ArgTemplateError> {
     let mut pieces = Vec::new();
     let bytes = arg.as_bytes();
     let mut i = 0;
@@ -466,12 +466,12 @@ impl NodeVars {
     /// Substitutes placeholders in every element. Each element stays one argv element whatever
     /// the values contain (no shell, no splitting). Elements are validated by `parse_spec`; an
     /// element that is not a valid template anyway is passed through unchanged.
-    pub fn expand_argv(&self, argv: &[String]) -> Vec<String> {
+    pub(crate) fn expand_argv(&self, argv: &[String]) -> Vec<String> {
         argv.iter().map(|a| self.expand_arg(a)).collect()
     }
 
     /// Substitutes placeholders in one argv element (see [`expand_argv`](Self::expand_argv)).
-    pub fn expand_arg(&self, arg: &str) -> String {
+    pub(crate) fn expand_arg(&self, arg: &str) -> String {
         match parse_arg_template(arg) {
             Ok(pieces) => pieces
                 .iter()
@@ -498,7 +498,7 @@ impl NodeVars {
 }
 
 /// JSON-Schema regex for one argv element: text, `{{`, `}}` or a known placeholder.
-pub const ARG_PATTERN: &str =
+pub(crate) const ARG_PATTERN: &str =
     r"^([^{}]|\{\{|\}\}|\{(id|hostname|addr|role|version|current_version)\})*$";
 
 fn argv_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -537,7 +537,7 @@ pub fn spec_hash(spec: &EngineUpgradeSpec) -> String {
 /// FNV-1a 64 of `bytes`: the same in every build and version of the operator (std's
 /// `DefaultHasher` is not), which the `swarm-upgrade.spec-hash` node labels written by earlier
 /// versions rely on.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut hasher = fnv::FnvHasher::default();
     hasher.write(bytes);

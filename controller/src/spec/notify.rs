@@ -63,7 +63,7 @@ fn default_webhook_timeout() -> SpecDuration {
 
 impl WebhookSpec {
     /// The name shown in the log and the metric: [`Self::name`] or `webhook-N` (`index` from 0).
-    pub fn display_name(&self, index: usize) -> String {
+    pub(crate) fn display_name(&self, index: usize) -> String {
         match &self.name {
             Some(name) => name.clone(),
             None => format!("webhook-{}", index + 1),
@@ -190,7 +190,7 @@ impl WebhookUrl {
     }
 
     /// `scheme://host[:port]/…`, or `(an invalid URL)`.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         self.parse()
             .map_or_else(|_| "(an invalid URL)".into(), |p| p.redacted)
     }
@@ -218,7 +218,7 @@ pub struct WebhookIssue {
 }
 
 /// The first problem in `spec.notify`, if any.
-pub fn notify_issue(spec: &NotifySpec) -> Option<WebhookIssue> {
+pub(crate) fn notify_issue(spec: &NotifySpec) -> Option<WebhookIssue> {
     let mut names = std::collections::BTreeMap::new();
     spec.webhooks.iter().enumerate().find_map(|(index, w)| {
         let issue = |field, message: String, hint: &str| WebhookIssue {

@@ -21,7 +21,7 @@ pub enum Weekday {
 
 impl Weekday {
     /// The same day as jiff's weekday.
-    pub fn to_jiff(self) -> jiff::civil::Weekday {
+    pub(crate) fn to_jiff(self) -> jiff::civil::Weekday {
         use jiff::civil::Weekday as J;
         match self {
             Self::Mon => J::Monday,
@@ -69,7 +69,7 @@ pub struct WindowError {
 }
 
 /// Parses `HH:MM` (two digits each, 00:00..23:59).
-pub fn parse_time_of_day(s: &str) -> Option<Time> {
+pub(crate) fn parse_time_of_day(s: &str) -> Option<Time> {
     let b = s.as_bytes();
     if b.len() != 5
         || b[2] != b':'
