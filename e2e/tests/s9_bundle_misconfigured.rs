@@ -102,19 +102,23 @@ async fn named(
         Duration::from_secs(2),
         || async {
             let status: serde_json::Value = serde_json::from_str(&operator_http("/status").await?)?;
-            let error = status["last_error"].as_str().unwrap_or_default();
-            Ok(says
-                .iter()
-                .all(|s| error.contains(s))
-                .then(|| error.to_string()))
+            // A failed call shows in `last_error`; a node the planner holds for it (an ssh
+            // login that failed) in its blocker, for as long as it is held.
+            let blockers = status["blockers"].as_array().cloned().unwrap_or_default();
+            let said = std::iter::once(&status["last_error"])
+                .chain(blockers.iter().map(|b| &b["message"]))
+                .filter_map(|m| m.as_str());
+            Ok(said
+                .into_iter()
+                .find(|error| says.iter().all(|s| error.contains(s)))
+                .map(str::to_string))
         },
     )
     .await;
     let Some(error) = checks.step(case, status) else {
         return;
     };
-    fig.notes
-        .push(format!("{case}: /status last_error: {error}"));
+    fig.notes.push(format!("{case}: /status says: {error}"));
     let logs = operator_log().await;
     let logged = logs.as_deref().unwrap_or_default();
     checks.check(
