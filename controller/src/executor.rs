@@ -89,6 +89,17 @@ struct SpecChange<'a> {
     mark: Option<&'a Mark>,
 }
 
+impl<'a> SpecChange<'a> {
+    /// What the planner's update changes in the node's spec.
+    fn of(u: &'a NodeUpdate) -> Self {
+        SpecChange {
+            availability: u.availability,
+            role: u.role,
+            mark: u.mark.as_ref(),
+        }
+    }
+}
+
 /// Runs `argv` with the node's placeholders and environment, within `timeout`.
 pub async fn run_node_command(
     argv: &[String],
@@ -361,12 +372,7 @@ impl Executor {
 
     /// Writes the update, then emits the events it stands for.
     async fn update(&self, u: &NodeUpdate) -> Result<(), ExecError> {
-        let change = SpecChange {
-            availability: u.availability,
-            role: u.role,
-            mark: u.mark.as_ref(),
-        };
-        write_node(&self.swarm, &u.node, u.expect, &change).await?;
+        write_node(&self.swarm, &u.node, u.expect, &SpecChange::of(u)).await?;
         if u.role == Some(Role::Worker) {
             self.swarm.note_demoted(&u.node.id);
         }
@@ -578,12 +584,7 @@ pub async fn resume(swarm: &Swarm) -> Result<Vec<String>, ExecError> {
         .collect();
     let mut handed_back = vec![];
     for u in crate::planner::resume(&views) {
-        let change = SpecChange {
-            availability: u.availability,
-            role: u.role,
-            mark: u.mark.as_ref(),
-        };
-        write_node(swarm, &u.node, u.expect, &change).await?;
+        write_node(swarm, &u.node, u.expect, &SpecChange::of(&u)).await?;
         handed_back.push(u.node.hostname);
     }
     Ok(handed_back)

@@ -82,8 +82,8 @@ pub async fn observe(swarm: &Swarm) -> Result<(Snapshot, Observation), ApiError>
     Ok((snapshot, reflector.into_store()))
 }
 
-/// The planner's input from the store, with what each manager's engine says of itself.
-/// The planner's view: the store's, checked against each manager's own `/info` (`own`).
+/// The planner's input from the store, with what each manager's engine says of itself (its
+/// own `/info`, `own`).
 async fn planner_input(
     swarm: &Swarm,
     mut own: Vec<bollard::models::SystemInfo>,
@@ -487,6 +487,7 @@ impl Reconciler {
             let running = executor.commands.running();
             let ended = executor.commands.ended();
             let lingering = gossip.lingering(&self.swarm, &snapshot, observation).await;
+            let now = clock.now();
             let p = plan_pass(&Pass {
                 spec: &upgrade_spec,
                 hash: &hash,
@@ -496,8 +497,8 @@ impl Reconciler {
                 ended: &ended,
                 health_failures: &health_failures,
                 lingering_endpoints: &lingering,
-                ssh_failures: &executor.commands.ssh_failures(clock.now()),
-                now: clock.now(),
+                ssh_failures: &executor.commands.ssh_failures(now),
+                now,
             });
             if p.actions.iter().any(|a| matches!(a, Action::Start(_))) {
                 health.step_started();

@@ -213,9 +213,7 @@ impl Reflector {
         // least as new, and explain them.
         let swarm = self.swarm.clone();
         let counts = async move {
-            let listed: Result<Vec<ObservedService>, ApiError> =
-                swarm.get_json("services", "/services?status=true").await;
-            listed
+            (swarm.get_json::<Vec<ObservedService>>("services", "/services?status=true")).await
         };
         let (nodes, listed) = tokio::join!(self.refresh_nodes(&changed.nodes, in_flight), counts);
         let (nodes, listed) = (nodes?, listed?);
